@@ -1,0 +1,301 @@
+"""The agent daemon: startup order and the supervised task tree.
+
+Startup: identity (config partition, device key) -> TPM/vault (software mode for now) ->
+controller certificates from the checkpoint -> saved config applied (the node runs its last
+config before the controller answers) -> onboarding if the node has no UUID yet -> the long-lived
+tasks: config sync, reporting, log upload, status snapshot.  The first task to die unexpectedly
+stops the daemon (systemd restarts it); SIGTERM stops it within ``stop_grace`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from agent import status as status_mod
+from agent.link.attestation import Attestor, NoTpmQuotes
+from agent.link.checkpoint import CheckpointStore
+from agent.link.configsync import ConfigSync
+from agent.link.controllercerts import ControllerCertStore
+from agent.link.identity import NodeIdentity, load_identity, load_uuid, store_uuid
+from agent.link.logship import LogSpool, LogUploader
+from agent.link.onboarding import onboard
+from agent.link.reporting import DeviceFacts, Outbox, Reporter
+from agent.link.transport import ControllerClient
+from agent.model.configitems import ConfigItems
+from agent.reconcile.configitems import RuntimeItems
+from agent.reconcile.node import NodeReconciler
+from agent.settings import AgentSettings
+from agent.wire.envelope import device_cert_hash
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    """One emulated or real EVE node.  ``await run(stop)`` until ``stop`` is set."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.paths = settings.paths
+        self.boot_time = time.time()
+        self.runtime = RuntimeItems()
+        self.reconciler = NodeReconciler(self.runtime)
+        self.identity: NodeIdentity | None = None
+        self.client: ControllerClient | None = None
+        self.certs: ControllerCertStore | None = None
+        self.attestor: Attestor | None = None
+        self.sync: ConfigSync | None = None
+        self.reporter: Reporter | None = None
+        self.uploader: LogUploader | None = None
+        self.spool: LogSpool | None = None
+        self.device_uuid: str | None = None
+        self.phase = "starting"
+        self._stop = asyncio.Event()
+
+    # ---- helpers used by components ------------------------------------------------------
+
+    def items(self) -> ConfigItems:
+        return self.runtime.current
+
+    def facts(self) -> DeviceFacts | None:
+        if self.device_uuid is None or self.attestor is None or self.sync is None:
+            return None
+        item_errors = {
+            o.id: o.message for o in self.reconciler.report.object_errors if o.kind == "configitem"
+        }
+        return DeviceFacts(
+            uuid=self.device_uuid,
+            version=self.settings.version,
+            boot_time=self.boot_time,
+            attestation_state=self.attestor.status.state.value,
+            attestation_error=self.attestor.status.error,
+            items=self.items(),
+            item_errors=item_errors,
+            maintenance_mode=bool(
+                self.reconciler.current and self.reconciler.current.maintenance_mode
+            ),
+            last_received_config=self.sync.status.received_at,
+            last_processed_config=self.sync.status.received_at
+            if self.sync.status.applied_ok
+            else 0.0,
+            tpm=not self.settings.no_tpm,
+        )
+
+    def _on_items_changed(self, changed: set[str]) -> None:
+        if self.client is not None:
+            self.client.send_timeout = float(self.items().int("timer.send.timeout") or 120)
+            self.client.dial_timeout = float(self.items().int("timer.dial.timeout") or 10)
+        if "timer.config.interval" in changed and self.sync is not None:
+            self.sync.wake.set()
+
+    async def _reonboard(self) -> None:
+        """The controller no longer knows our UUID: ask again (register + uuid)."""
+        assert self.identity is not None and self.client is not None and self.certs is not None
+        result = await onboard(
+            self.client,
+            device=self.identity.device,
+            onboard_signer=self.identity.onboard,
+            certs=self.certs,
+            serial=self.identity.serial,
+            soft_serial=self.identity.soft_serial,
+            stop=self._stop,
+        )
+        if result is not None and result.uuid != self.device_uuid:
+            log.warning(
+                "controller gave a new device UUID %s (was %s)", result.uuid, self.device_uuid
+            )
+            self._set_uuid(result.uuid)
+            if self.attestor is not None:
+                self.attestor.restart("device UUID changed")
+
+    def _set_uuid(self, device_uuid: str) -> None:
+        store_uuid(self.paths, device_uuid)
+        self.device_uuid = device_uuid
+        assert self.client is not None
+        self.client.device_uuid = device_uuid
+
+    # ---- main --------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run the node until ``stop``.  Raises IdentityError when the node cannot start at all."""
+        self._stop = stop
+        self.paths.run.mkdir(parents=True, exist_ok=True)
+        self.spool = LogSpool(self.paths.newlog, self._log_meta)
+        logging.getLogger().addHandler(self.spool)
+        try:
+            await self._run(stop)
+        finally:
+            logging.getLogger().removeHandler(self.spool)
+            if self.client is not None:
+                await self.client.close()
+
+    def _log_meta(self) -> dict[str, str]:
+        return {
+            "devID": self.device_uuid or "",
+            "image": "IMGA",
+            "eveVersion": self.settings.version,
+        }
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        if self.settings.no_tpm:
+            log.warning(
+                "software-only mode (--no-tpm): device key on disk, empty attestation quote, "
+                "vault disabled"
+            )
+        self.identity = identity = load_identity(self.paths)
+        log.info(
+            "device certificate %s, controller %s",
+            device_cert_hash(identity.device.certificate).hex()[:16],
+            identity.server,
+        )
+        self.client = client = ControllerClient(
+            identity.server,
+            identity.root_pem,
+            serial=identity.serial,
+            soft_serial=identity.soft_serial,
+        )
+        self.certs = certs = ControllerCertStore(
+            CheckpointStore(self.paths.checkpoint, "controllercerts"), identity.root_pem
+        )
+        certs.load_checkpoint()
+        self.runtime.subscribe(self._on_items_changed)
+        self.attestor = Attestor(client, device=identity.device, certs=certs, quotes=NoTpmQuotes())
+        self.device_uuid = load_uuid(self.paths)
+        if self.device_uuid:
+            client.device_uuid = self.device_uuid
+        self.sync = ConfigSync(
+            client,
+            device=identity.device,
+            device_uuid=lambda: self.device_uuid,
+            certs=certs,
+            attestor=self.attestor,
+            checkpoints=CheckpointStore(self.paths.checkpoint, "lastconfig"),
+            apply=self.reconciler.apply,
+            items=self.items,
+            on_unknown_device=self._reonboard,
+        )
+        status_task = asyncio.create_task(self._status_loop(stop), name="status")
+        try:
+            if self.device_uuid:
+                self.phase = "running saved config"
+                await self.sync.load_checkpoint()
+            else:
+                self.phase = "onboarding"
+                result = await onboard(
+                    client,
+                    device=identity.device,
+                    onboard_signer=identity.onboard,
+                    certs=certs,
+                    serial=identity.serial,
+                    soft_serial=identity.soft_serial,
+                    stop=stop,
+                )
+                if result is None:
+                    return
+                self._set_uuid(result.uuid)
+                log.info("onboarded: device UUID %s", result.uuid)
+            self.phase = "running"
+            self.reporter = Reporter(
+                client,
+                device=identity.device,
+                outbox=Outbox(self.paths.outbox),
+                facts=self.facts,
+                items=self.items,
+            )
+            assert self.spool is not None
+            self.uploader = LogUploader(client, device=identity.device, spool=self.spool)
+            await supervise(
+                stop,
+                {
+                    "config": self.sync.run(stop),
+                    "reporter": self.reporter.run(stop),
+                    "logs": self.uploader.run(stop),
+                },
+                grace=self.settings.stop_grace,
+            )
+        finally:
+            self.phase = "stopped"
+            status_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await status_task
+            self.write_status()
+
+    def write_status(self) -> None:
+        try:
+            status_mod.write(self.paths.status_file, status_mod.snapshot(self))
+        except OSError as exc:
+            log.warning("cannot write status: %s", exc)
+
+    async def _status_loop(self, stop: asyncio.Event) -> None:
+        notified = False
+        while not stop.is_set():
+            self.write_status()
+            if self.phase == "running" and not notified:
+                sd_notify("READY=1")
+                notified = True
+            sd_notify("WATCHDOG=1")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.status_interval)
+
+
+async def supervise(
+    stop: asyncio.Event, coros: dict[str, Coroutine[Any, Any, None]], *, grace: float
+) -> None:
+    """Run named tasks until ``stop``.  A task that ends or fails early stops them all.
+
+    On stop, tasks get ``grace`` seconds to return on their own, then are cancelled.
+    Raises the first task's exception, if one failed.
+    """
+    tasks: dict[asyncio.Task[Any], str] = {
+        asyncio.create_task(c, name=n): n for n, c in coros.items()
+    }
+    stop_wait = asyncio.create_task(stop.wait(), name="stop")
+    failure: BaseException | None = None
+    try:
+        done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is stop_wait:
+                continue
+            exc = task.exception()
+            if exc is not None:
+                log.error("task %s failed: %s", tasks[task], exc, exc_info=exc)
+                failure = failure or exc
+            elif not stop.is_set():
+                log.error("task %s ended unexpectedly", tasks[task])
+        stop.set()
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            log.warning("task %s did not stop within %.0f s; cancelling", tasks[task], grace)
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    finally:
+        stop_wait.cancel()
+        for task in tasks:
+            task.cancel()
+    if failure is not None:
+        raise failure
+
+
+def sd_notify(message: str) -> None:
+    """Send a systemd notification when NOTIFY_SOCKET is set; silently nothing otherwise."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(message.encode())
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

@@ -1,0 +1,274 @@
+"""Signed config sync: poll ``/id/<uuid>/config``, verify, checkpoint, hand over to be applied.
+
+Follows EVE's ``zedagent/handleconfig.go``: the device echoes the last ``configHash`` and the
+controller answers 304 when nothing changed; 403 restarts attestation; 404 and 400 mean "do you
+still exist?" and send the node back to ``/uuid``.  A response is applied only when all of these
+hold, otherwise nothing is applied and nothing is checkpointed, and one error line is logged and
+kept for the device report:
+
+* the envelope parses and its signature verifies against the controller signing certificate
+  (an unknown certificate hash triggers one ``/certs`` refresh first);
+* the payload decodes as ``ConfigResponse``;
+* the config names this device's UUID;
+* its ``config_timestamp`` is not older than the one applied last (replays of old configs).
+
+The checkpoint is the raw signed response, byte for byte, so it is verified again when loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from agent.link.attestation import Attestor
+from agent.link.checkpoint import CheckpointStore
+from agent.link.controllercerts import ControllerCertError, ControllerCertStore
+from agent.link.transport import ControllerClient, TransportError
+from agent.model.config import NodeConfig, from_proto
+from agent.model.configitems import ConfigItems
+from agent.util.timing import jittered, wait_or_stop
+from agent.wire import envelope
+from agent.wire.envelope import Signer
+from agent.wire.pb.config import devconfig_pb2
+
+log = logging.getLogger(__name__)
+
+#: Applies a config; returns True when every object applied without error.
+Applier = Callable[[NodeConfig], Awaitable[bool]]
+
+
+class ConfigRejected(Exception):
+    """A config response that must not be applied.  The message is the reported reason."""
+
+
+@dataclass
+class SyncStatus:
+    """What ``eve-agent status`` and the device info report about config."""
+
+    config_hash: str = ""
+    config_timestamp: float = 0.0
+    received_at: float = 0.0
+    applied_ok: bool = False
+    source: str = ""  # "controller" or "checkpoint"
+    last_contact: float = 0.0
+    controller_reachable: bool = False
+    last_error: str = ""
+    last_error_at: float = 0.0
+    rejected: int = 0
+
+
+def _timestamp(msg: devconfig_pb2.EdgeDevConfig) -> float:
+    if not msg.HasField("config_timestamp"):
+        return 0.0
+    return msg.config_timestamp.seconds + msg.config_timestamp.nanos / 1e9
+
+
+class ConfigSync:
+    """The config loop of one node.  Create it, then ``await run(stop)``."""
+
+    def __init__(
+        self,
+        client: ControllerClient,
+        *,
+        device: Signer,
+        device_uuid: Callable[[], str | None],
+        certs: ControllerCertStore,
+        attestor: Attestor,
+        checkpoints: CheckpointStore,
+        apply: Applier,
+        items: Callable[[], ConfigItems],
+        on_unknown_device: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._client = client
+        self._device = device
+        self._device_uuid = device_uuid
+        self._certs = certs
+        self._attestor = attestor
+        self._checkpoints = checkpoints
+        self._apply = apply
+        self._items = items
+        self._on_unknown_device = on_unknown_device
+        self.status = SyncStatus()
+        self.current: NodeConfig | None = None
+        self._applied_at_mono: float | None = None
+        self._promoted = False
+        self._controller_cert_hash = ""
+        #: Set to make the loop poll now (e.g. the interval changed); cleared when used.
+        self.wake = asyncio.Event()
+
+    # ---- verification -------------------------------------------------------------------
+
+    def _verify(self, raw: bytes) -> tuple[devconfig_pb2.ConfigResponse, NodeConfig]:
+        """Check a signed ConfigResponse.  Raises ConfigRejected, envelope.UnknownSigner."""
+        if self._certs.current is None:
+            raise ConfigRejected("no controller certificates to verify the config with")
+        try:
+            env = envelope.open_signed(raw, self._certs.current.trusted_signers())
+        except envelope.UnknownSigner:
+            raise
+        except envelope.EnvelopeError as exc:
+            raise ConfigRejected(f"config envelope rejected: {exc}") from exc
+        resp = devconfig_pb2.ConfigResponse()
+        try:
+            resp.ParseFromString(env.payload)
+        except DecodeError as exc:
+            raise ConfigRejected(f"config payload undecodable: {exc}") from exc
+        me = self._device_uuid()
+        if not resp.config.id.uuid:
+            raise ConfigRejected("config carries no device UUID")
+        try:
+            config = from_proto(resp.config)
+        except ValueError as exc:
+            raise ConfigRejected(f"config invalid: {exc}") from exc
+        if me is not None and config.device_uuid != me:
+            raise ConfigRejected(f"config is for device {config.device_uuid}, this is {me}")
+        ts = _timestamp(resp.config)
+        if ts < self.status.config_timestamp:
+            raise ConfigRejected(
+                f"config_timestamp {dt.datetime.fromtimestamp(ts, dt.UTC):%Y-%m-%dT%H:%M:%SZ} is "
+                "older than the applied config: refusing a replayed or obsolete config"
+            )
+        return resp, config
+
+    def _reject(self, reason: str) -> None:
+        self.status.rejected += 1
+        self.status.last_error = reason
+        self.status.last_error_at = time.time()
+        log.error("config rejected, nothing applied: %s", reason)
+
+    # ---- checkpoint ---------------------------------------------------------------------
+
+    async def load_checkpoint(self) -> bool:
+        """Apply the saved config (primary, else .bak), re-verified.  True when one applied.
+
+        A corrupt primary is replaced by a .bak that verifies.
+        """
+        if self._certs.current is None:
+            log.info("no saved controller certificates: cannot use a saved config")
+            return False
+        for name, raw in self._checkpoints.candidates():
+            try:
+                resp, config = self._verify(raw)
+            except (ConfigRejected, envelope.UnknownSigner) as exc:
+                log.warning("saved config %s unusable: %s", name, exc)
+                continue
+            if name.endswith(".bak") and self._checkpoints.mtime() is not None:
+                log.warning("restoring %s from %s", self._checkpoints.primary.name, name)
+                self._checkpoints.restore_primary(raw)
+            log.info("running the saved config %s (hash %s)", name, resp.configHash[:16])
+            await self._adopt(resp, config, raw=None, source="checkpoint")
+            return True
+        return False
+
+    async def _adopt(
+        self,
+        resp: devconfig_pb2.ConfigResponse,
+        config: NodeConfig,
+        *,
+        raw: bytes | None,
+        source: str,
+    ) -> None:
+        if raw is not None:
+            self._checkpoints.save(raw)
+            self._promoted = False
+        self.current = config
+        self.status.config_hash = resp.configHash
+        self.status.config_timestamp = _timestamp(resp.config)
+        self.status.received_at = time.time()
+        self.status.source = source
+        ok = await self._apply(config)
+        self.status.applied_ok = ok
+        self._applied_at_mono = time.monotonic() if ok else None
+        new_cert_hash = resp.config.controllercert_confighash
+        if source == "controller" and new_cert_hash != self._controller_cert_hash:
+            if self._controller_cert_hash:
+                log.info("controller certificates changed; fetching them")
+                await self._refresh_certs()
+            self._controller_cert_hash = new_cert_hash
+
+    def _maybe_promote(self) -> None:
+        """Refresh lastconfig.bak once the config has run cleanly for the test window."""
+        if self._promoted or self._applied_at_mono is None:
+            return
+        window = self._items().int("timer.test.baseimage.update")
+        if time.monotonic() - self._applied_at_mono >= window:
+            self._checkpoints.promote()
+            self._promoted = True
+
+    # ---- polling ------------------------------------------------------------------------
+
+    async def _refresh_certs(self) -> None:
+        try:
+            await self._certs.refresh(self._client)
+        except (TransportError, ControllerCertError) as exc:
+            log.warning("controller certificate refresh failed: %s", exc)
+
+    async def poll_once(self, stop: asyncio.Event) -> None:
+        """One config request and its consequences.  Never raises for controller trouble."""
+        token = await self._attestor.token(stop)
+        if token is None:
+            return
+        req = devconfig_pb2.ConfigRequest(configHash=self.status.config_hash, integrity_token=token)
+        body = envelope.seal_as_device(req.SerializeToString(), self._device)
+        try:
+            resp = await self._client.request("config", body)
+        except TransportError as exc:
+            self.status.controller_reachable = False
+            log.warning("config request failed: %s", exc)
+            return
+        self.status.controller_reachable = True
+        self.status.last_contact = time.time()
+        if resp.status == 304:
+            return
+        if resp.status == 403:
+            self._attestor.restart("config answered 403 (integrity token refused)")
+            return
+        if resp.status in (400, 404):
+            log.warning("config answered %d: checking the device UUID", resp.status)
+            await self._on_unknown_device()
+            return
+        if resp.status != 200:
+            log.warning("config answered HTTP %d", resp.status)
+            return
+        await self._handle_config(resp.body)
+
+    async def _handle_config(self, raw: bytes) -> None:
+        try:
+            try:
+                cfg_resp, config = self._verify(raw)
+            except envelope.UnknownSigner:
+                log.info("config signed by an unknown certificate; fetching /certs")
+                await self._refresh_certs()
+                try:
+                    cfg_resp, config = self._verify(raw)
+                except envelope.UnknownSigner as exc:
+                    raise ConfigRejected(f"config signed by an unknown certificate: {exc}") from exc
+        except ConfigRejected as exc:
+            self._reject(str(exc))
+            return
+        if cfg_resp.configHash and cfg_resp.configHash == self.status.config_hash:
+            return  # a 200 with the same hash is "unchanged" for EVE too
+        log.info(
+            "new config %s (version %r, %d apps, %d network instances)",
+            cfg_resp.configHash[:16],
+            config.version,
+            len(config.apps),
+            len(config.network_instances),
+        )
+        self.status.last_error = ""
+        await self._adopt(cfg_resp, config, raw=raw, source="controller")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop``; each wait is a jittered ``timer.config.interval``."""
+        while not stop.is_set():
+            await self.poll_once(stop)
+            self._maybe_promote()
+            interval = self._items().int("timer.config.interval")
+            if await wait_or_stop(stop, jittered(interval), wake=self.wake):
+                return

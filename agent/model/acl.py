@@ -1,0 +1,117 @@
+"""Access control entries of an app interface (``config.ACE``), validated.
+
+Match types and semantics as in ``eve:docs/NETWORK-ACLS.md``: the matches of one ACE are ANDed;
+an ACE with no action allows; ``drop``, ``limit`` (rate/unit/burst) and ``portmap`` (to
+``appPort``) are the actions.  Every value is checked here, so the firewall reconciler never has
+to render something it cannot trust.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any
+
+MATCH_TYPES = frozenset({"ip", "host", "eidset", "protocol", "lport", "fport", "adapter"})
+PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
+LIMIT_UNITS = {"s": "second", "second": "second", "m": "minute", "minute": "minute",
+               "h": "hour", "hour": "hour", "d": "day", "day": "day"}  # fmt: skip
+_HOST_RE = re.compile(r"^(?=.{1,253}$)(\*\.)?([A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*"
+                      r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?$")  # fmt: skip
+_LABEL_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class AceMatch:
+    type: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class AceAction:
+    drop: bool = False
+    limit: bool = False
+    limit_rate: int = 0
+    limit_unit: str = ""
+    limit_burst: int = 0
+    portmap: bool = False
+    app_port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Ace:
+    id: int
+    name: str
+    direction: int
+    matches: tuple[AceMatch, ...]
+    actions: tuple[AceAction, ...]
+
+
+def _port(value: str, what: str) -> str:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ValueError(f"{what} {value!r} is not a port number")
+    return str(int(value))
+
+
+def _match(msg: Any) -> AceMatch:
+    kind = msg.type.strip().lower()
+    value = msg.value.strip()
+    if kind not in MATCH_TYPES:
+        raise ValueError(f"unknown ACE match type {msg.type!r}")
+    if kind == "ip":
+        try:
+            value = str(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise ValueError(f"ACE ip {msg.value!r} is not an address or prefix") from None
+    elif kind == "host":
+        if not _HOST_RE.match(value):
+            raise ValueError(f"ACE host {msg.value!r} is not a host name")
+        value = value.lower().rstrip(".")
+    elif kind == "protocol":
+        lowered = value.lower()
+        if lowered in PROTOCOLS:
+            value = lowered
+        elif not value.isdigit() or not 0 <= int(value) <= 255:
+            raise ValueError(f"ACE protocol {msg.value!r} is not a protocol name or number")
+    elif kind in ("lport", "fport"):
+        value = _port(value, f"ACE {kind}")
+    elif kind == "adapter" and not _LABEL_RE.match(value):
+        raise ValueError(f"ACE adapter {msg.value!r} is not a label")
+    return AceMatch(kind, value)
+
+
+def _action(msg: Any) -> AceAction:
+    unit = ""
+    if msg.limit:
+        if msg.limitrate <= 0:
+            raise ValueError("ACE limit without a positive limitrate")
+        unit = LIMIT_UNITS.get(msg.limitunit.strip().lower() or "s", "")
+        if not unit:
+            raise ValueError(f"ACE limitunit {msg.limitunit!r} unknown")
+    if msg.portmap and not 1 <= msg.appPort <= 65535:
+        raise ValueError(f"ACE portmap appPort {msg.appPort} is not a port number")
+    return AceAction(
+        drop=bool(msg.drop),
+        limit=bool(msg.limit),
+        limit_rate=int(msg.limitrate),
+        limit_unit=unit,
+        limit_burst=int(msg.limitburst),
+        portmap=bool(msg.portmap),
+        app_port=int(msg.appPort),
+    )
+
+
+def parse_ace(msg: Any) -> Ace:
+    """Validate one ``config.ACE``; raises ValueError naming the bad part."""
+    matches = tuple(_match(m) for m in msg.matches)
+    if not matches:
+        raise ValueError(f"ACE {msg.id} has no match")
+    actions = tuple(_action(a) for a in msg.actions)
+    if any(a.portmap for a in actions) and not any(m.type == "lport" for m in matches):
+        raise ValueError(f"ACE {msg.id} has a portmap action without an lport match")
+    if len(msg.name) > 256:
+        raise ValueError(f"ACE {msg.id} name longer than 256 characters")
+    return Ace(
+        id=int(msg.id), name=msg.name, direction=int(msg.dir), matches=matches, actions=actions
+    )
