@@ -26,16 +26,19 @@ from agent.link.configsync import ConfigSync
 from agent.link.controllercerts import ControllerCertStore
 from agent.link.identity import NodeIdentity, load_identity, load_uuid, store_uuid
 from agent.link.logship import LogSpool, LogUploader
-from agent.link.onboarding import onboard
+from agent.link.onboarding import OnboardingError, fetch_uuid, onboard
 from agent.link.reporting import DeviceFacts, Outbox, Reporter
-from agent.link.transport import ControllerClient
+from agent.link.transport import ControllerClient, TransportError
 from agent.model.configitems import ConfigItems
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.node import NodeReconciler
 from agent.settings import AgentSettings
-from agent.wire.envelope import device_cert_hash
+from agent.wire.envelope import EnvelopeError, device_cert_hash
 
 log = logging.getLogger(__name__)
+
+#: EVE re-asks /uuid after a config 404 at most this often (``potentialUUIDUpdate``).
+UUID_RECHECK_INTERVAL = 600.0
 
 
 class Node:
@@ -58,6 +61,7 @@ class Node:
         self.device_uuid: str | None = None
         self.phase = "starting"
         self._stop = asyncio.Event()
+        self._last_uuid_check = -UUID_RECHECK_INTERVAL
 
     # ---- helpers used by components ------------------------------------------------------
 
@@ -95,18 +99,33 @@ class Node:
         if "timer.config.interval" in changed and self.sync is not None:
             self.sync.wake.set()
 
-    async def _reonboard(self) -> None:
-        """The controller no longer knows our UUID: ask again (register + uuid)."""
+    async def _recheck_uuid(self) -> None:
+        """Config answered 404/400: is our UUID still ours?  At most every 10 min, as EVE.
+
+        Only when ``/uuid`` says the controller does not know this device at all does the node
+        register again (the record was deleted on the controller).
+        """
         assert self.identity is not None and self.client is not None and self.certs is not None
-        result = await onboard(
-            self.client,
-            device=self.identity.device,
-            onboard_signer=self.identity.onboard,
-            certs=self.certs,
-            serial=self.identity.serial,
-            soft_serial=self.identity.soft_serial,
-            stop=self._stop,
-        )
+        now = time.monotonic()
+        if now - self._last_uuid_check < UUID_RECHECK_INTERVAL:
+            return
+        self._last_uuid_check = now
+        try:
+            result = await fetch_uuid(self.client, self.identity.device, self.certs)
+        except (TransportError, OnboardingError, EnvelopeError) as exc:
+            log.warning("UUID re-check failed: %s", exc)
+            return
+        if result is None:
+            log.warning("the controller does not know this device any more: onboarding again")
+            result = await onboard(
+                self.client,
+                device=self.identity.device,
+                onboard_signer=self.identity.onboard,
+                certs=self.certs,
+                serial=self.identity.serial,
+                soft_serial=self.identity.soft_serial,
+                stop=self._stop,
+            )
         if result is not None and result.uuid != self.device_uuid:
             log.warning(
                 "controller gave a new device UUID %s (was %s)", result.uuid, self.device_uuid
@@ -179,7 +198,7 @@ class Node:
             checkpoints=CheckpointStore(self.paths.checkpoint, "lastconfig"),
             apply=self.reconciler.apply,
             items=self.items,
-            on_unknown_device=self._reonboard,
+            on_unknown_device=self._recheck_uuid,
         )
         status_task = asyncio.create_task(self._status_loop(stop), name="status")
         try:

@@ -177,12 +177,14 @@ class ConfigSync:
         if raw is not None:
             self._checkpoints.save(raw)
             self._promoted = False
+        received_at = time.time()
+        ok = await self._apply(config)
+        # Status changes only once the config is in effect, so readers never see a half state.
         self.current = config
         self.status.config_hash = resp.configHash
         self.status.config_timestamp = _timestamp(resp.config)
-        self.status.received_at = time.time()
+        self.status.received_at = received_at
         self.status.source = source
-        ok = await self._apply(config)
         self.status.applied_ok = ok
         self._applied_at_mono = time.monotonic() if ok else None
         new_cert_hash = resp.config.controllercert_confighash

@@ -122,7 +122,7 @@ class ControllerCertStore:
 
     async def refresh(self, client: ControllerClient) -> ControllerCerts:
         """GET /certs, verify, checkpoint.  Raises TransportError or ControllerCertError."""
-        resp = await client.request("certs")
+        resp = await client.request("certs", device_path=False)
         if resp.status != 200:
             raise ControllerCertError(f"GET /certs answered {resp.status}")
         try:

@@ -125,24 +125,29 @@ class LogSpool(logging.Handler):
         chunk: list[bytes] = []
         size = 0
         for line in lines:
-            # Compressed output is far smaller than input; 4x input keeps files under 50 KB.
+            # Typical logs compress 4x or better; _write splits a chunk that does not.
             if chunk and size + len(line) > MAX_FILE_BYTES * 4:
-                self._write(chunk)
-                written += 1
+                written += self._write(chunk)
                 chunk, size = [], 0
             chunk.append(line)
             size += len(line) + 1
         if chunk:
-            self._write(chunk)
-            written += 1
+            written += self._write(chunk)
         self._trim()
         return written
 
-    def _write(self, lines: list[bytes]) -> None:
+    def _write(self, lines: list[bytes]) -> int:
+        """Write ``lines`` as one file, or halve them until each file is under MAX_FILE_BYTES
+        compressed (poorly compressible content: hashes, keys, base64).  Returns files written.
+        """
         meta = json.dumps(self._meta(), separators=(",", ":"))
         now = time.time()
         data = gzip_with_comment(b"\n".join(lines) + b"\n", meta, int(now))
+        if len(data) > MAX_FILE_BYTES and len(lines) > 1:
+            half = len(lines) // 2
+            return self._write(lines[:half]) + self._write(lines[half:])
         write_atomic(self.pending_dir / f"dev.{time.time_ns()}.gz", data)
+        return 1
 
     def _trim(self) -> None:
         """Bound the spool: drop the oldest files past MAX_SPOOL_BYTES (counted, reported)."""

@@ -52,7 +52,7 @@ async def register(
 ) -> int:
     """POST /register; returns the HTTP status.  Raises TransportError."""
     body = register_body(onboard, pki.cert_pem(device.certificate), serial, soft_serial)
-    resp = await client.request("register", body)
+    resp = await client.request("register", body, device_path=False)
     return resp.status
 
 
@@ -63,12 +63,8 @@ async def fetch_uuid(
 
     Raises TransportError, OnboardingError (bad answer) or an EnvelopeError subclass.
     """
-    saved, client.device_uuid = client.device_uuid, None  # /uuid is never under /id/<uuid>/
-    try:
-        body = envelope.seal_as_device(eveuuid_pb2.UuidRequest().SerializeToString(), device)
-        resp: Response = await client.request("uuid", body)
-    finally:
-        client.device_uuid = saved
+    body = envelope.seal_as_device(eveuuid_pb2.UuidRequest().SerializeToString(), device)
+    resp: Response = await client.request("uuid", body, device_path=False)
     if resp.status in (400, 401, 403, 404):
         return None
     if resp.status != 200:

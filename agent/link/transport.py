@@ -84,9 +84,10 @@ class ControllerClient:
         self.dial_timeout = dial_timeout
         self._session: aiohttp.ClientSession | None = None
 
-    def url(self, action: str) -> str:
+    def url(self, action: str, *, device_path: bool = True) -> str:
+        """``device_path=False`` for certs, register and uuid: never under ``id/<uuid>/``."""
         prefix = f"https://{self.server}{API_PREFIX}"
-        if self.device_uuid:
+        if self.device_uuid and device_path:
             prefix += f"id/{self.device_uuid}/"
         return prefix + action
 
@@ -107,15 +108,18 @@ class ControllerClient:
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
-    async def request(self, action: str, body: bytes | None = None) -> Response:
+    async def request(
+        self, action: str, body: bytes | None = None, *, device_path: bool = True
+    ) -> Response:
         """GET when ``body`` is None, else POST it.  Raises TransportError only."""
         session = self._ensure_session()
         timeout = aiohttp.ClientTimeout(total=self.send_timeout, sock_connect=self.dial_timeout)
         method = "GET" if body is None else "POST"
+        url = self.url(action, device_path=device_path)
         try:
             async with session.request(
                 method,
-                self.url(action),
+                url,
                 data=body,
                 headers=self._headers(body is not None),
                 timeout=timeout,
@@ -123,9 +127,7 @@ class ControllerClient:
                 data = await resp.read()
                 return Response(resp.status, data, resp.headers.get("Content-Type", ""))
         except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
-            raise TransportError(
-                f"{method} {self.url(action)}: {exc or type(exc).__name__}"
-            ) from exc
+            raise TransportError(f"{method} {url}: {exc or type(exc).__name__}") from exc
 
     async def close(self) -> None:
         if self._session is not None:

@@ -8,6 +8,7 @@ to render something it cannot trust.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -55,29 +56,36 @@ def _port(value: str, what: str) -> str:
 
 
 def _match(msg: Any) -> AceMatch:
-    kind = msg.type.strip().lower()
-    value = msg.value.strip()
+    return _match_values(msg.type, msg.value)
+
+
+# A config repeats the same few match values across thousands of ACEs, and the result is
+# immutable: caching by the raw strings saves most of the ipaddress parsing.
+@functools.lru_cache(maxsize=8192)
+def _match_values(raw_type: str, raw_value: str) -> AceMatch:
+    kind = raw_type.strip().lower()
+    value = raw_value.strip()
     if kind not in MATCH_TYPES:
-        raise ValueError(f"unknown ACE match type {msg.type!r}")
+        raise ValueError(f"unknown ACE match type {raw_type!r}")
     if kind == "ip":
         try:
             value = str(ipaddress.ip_network(value, strict=False))
         except ValueError:
-            raise ValueError(f"ACE ip {msg.value!r} is not an address or prefix") from None
+            raise ValueError(f"ACE ip {raw_value!r} is not an address or prefix") from None
     elif kind == "host":
         if not _HOST_RE.match(value):
-            raise ValueError(f"ACE host {msg.value!r} is not a host name")
+            raise ValueError(f"ACE host {raw_value!r} is not a host name")
         value = value.lower().rstrip(".")
     elif kind == "protocol":
         lowered = value.lower()
         if lowered in PROTOCOLS:
             value = lowered
         elif not value.isdigit() or not 0 <= int(value) <= 255:
-            raise ValueError(f"ACE protocol {msg.value!r} is not a protocol name or number")
+            raise ValueError(f"ACE protocol {raw_value!r} is not a protocol name or number")
     elif kind in ("lport", "fport"):
         value = _port(value, f"ACE {kind}")
     elif kind == "adapter" and not _LABEL_RE.match(value):
-        raise ValueError(f"ACE adapter {msg.value!r} is not a label")
+        raise ValueError(f"ACE adapter {raw_value!r} is not a label")
     return AceMatch(kind, value)
 
 

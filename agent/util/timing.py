@@ -34,7 +34,11 @@ class Backoff:
     _attempt: int = 0
 
     def next(self) -> float:
-        ceiling = min(self.maximum, self.initial * self.factor**self._attempt)
+        try:
+            grown = self.initial * self.factor**self._attempt
+        except OverflowError:  # after ~1000 attempts (days offline) the float overflows
+            grown = self.maximum
+        ceiling = min(self.maximum, grown)
         self._attempt += 1
         # Never below `initial`: a zero wait would turn a broken controller into a busy loop.
         return max(self.initial, self.rng.uniform(ceiling / 2, ceiling))

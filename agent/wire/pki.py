@@ -127,7 +127,10 @@ def load_certs(pem: bytes) -> list[x509.Certificate]:
 
 def load_key(pem: bytes) -> PrivateKey:
     """Load an unencrypted EC or RSA private key; raises ValueError for anything else."""
-    key = serialization.load_pem_private_key(pem, password=None)
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except TypeError as exc:  # an encrypted key: cryptography says "password was not given"
+        raise ValueError(f"private key is not usable: {exc}") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise ValueError(f"unsupported private key type {type(key).__name__}")
     return key

@@ -1,0 +1,660 @@
+"""End to end: our agent against lf-edge/adam, the open-source EVE controller, unmodified.
+
+Adam is a Go program that is not built in this repository (and cannot be built in CI: there are no
+Go sources there). These tests run only when ``EVE_ADAM_BIN`` names an ``adam`` binary built
+elsewhere; see docs/adam.md. Without it every test here is skipped with that reason.
+
+What happens:
+
+* a throw-away PKI is made with ``cryptography``: a root CA (the node's root-certificate.pem) that
+  signs Adam's TLS, signing and ECDH certificates, and a self-signed ECDSA P-256 onboarding cert;
+* ``adam server`` runs on 127.0.0.1 on a free port with a file database in a tmp dir;
+* the onboarding cert is registered with ``adam admin onboard add`` for the node's soft serial;
+* ``eve-agent --root NODE_DIR run --no-tpm`` onboards, attests (empty quote, no TPM), fetches
+  config, and reports info, metrics and logs, all checked on Adam's side (admin REST API and the
+  files of its database) and through ``eve-agent status --json``.
+
+Adam answers 404 to ``/config`` until a config has been set for the device (its file driver makes
+none at registration), so the config checks come after ``PUT /admin/device/{uuid}/config``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import os
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ADAM_BIN_ENV = "EVE_ADAM_BIN"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not os.environ.get(ADAM_BIN_ENV),
+        reason=(
+            f"{ADAM_BIN_ENV} is not set: these tests need an lf-edge/adam binary built outside "
+            "the repository (see docs/adam.md)"
+        ),
+    ),
+]
+
+# How long to wait for each stage. The agent's default config poll is EVE's 60 s (with jitter);
+# after the test sets timer.config.interval=10 a change must show within about one poll.
+ADAM_START_S = 30.0
+ONBOARD_S = 90.0
+FIRST_CONFIG_S = 150.0
+NEXT_CONFIG_S = 45.0
+REPORTS_S = 180.0
+STOP_GRACE_S = 15.0
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------
+# PKI
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    root_cert: Path
+    server_cert: Path
+    server_key: Path
+    signing_cert: Path
+    signing_key: Path
+    encrypt_cert: Path
+    encrypt_key: Path
+    onboard_cert: Path
+    onboard_key: Path
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "eve-agent e2e"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+
+
+def _cert(
+    cn: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
+    *,
+    ca: bool = False,
+    server: bool = False,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    issuer_name = issuer[0].subject if issuer else _name(cn)
+    signing_key = issuer[1] if issuer else key
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=7))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if ca:
+        usage = x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+            encipher_only=False, decipher_only=False,
+        )  # fmt: skip
+    else:
+        usage = x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=True, key_cert_sign=False, crl_sign=False,
+            encipher_only=False, decipher_only=False,
+        )  # fmt: skip
+    builder = builder.add_extension(usage, critical=True)
+    if issuer:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[1].public_key()),
+            critical=False,
+        )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def _write_pair(
+    directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> tuple[Path, Path]:
+    cert_path = directory / f"{stem}.pem"
+    key_path = directory / f"{stem}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,  # "EC PRIVATE KEY", as EVE keeps it
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def make_pki(directory: Path) -> Pki:
+    """Root CA signing Adam's server/signing/ECDH certs, and a self-signed onboarding cert.
+
+    Adam's own ``--auto-cert`` is not used: it makes three unrelated self-signed RSA certs and
+    publishes only the TLS one as root-certificate.pem, so the signing cert in /certs would not
+    chain to the node's root as EVE (and our agent) require.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = _cert("eve-agent e2e root CA", root_key, ca=True)
+    root_cert, _ = _write_pair(directory, "root-certificate", root, root_key)
+    pairs: dict[str, tuple[Path, Path]] = {}
+    for stem in ("server", "signing", "encrypt"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _cert(f"adam-{stem}", key, (root, root_key), server=stem == "server")
+        pairs[stem] = _write_pair(directory, stem, cert, key)
+    onboard_key = ec.generate_private_key(ec.SECP256R1())
+    onboard = _cert("onboard", onboard_key)
+    onboard_cert, onboard_key_path = _write_pair(directory, "onboard", onboard, onboard_key)
+    return Pki(
+        root_cert=root_cert,
+        server_cert=pairs["server"][0],
+        server_key=pairs["server"][1],
+        signing_cert=pairs["signing"][0],
+        signing_key=pairs["signing"][1],
+        encrypt_cert=pairs["encrypt"][0],
+        encrypt_key=pairs["encrypt"][1],
+        onboard_cert=onboard_cert,
+        onboard_key=onboard_key_path,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# processes
+# --------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"<no {path.name}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process we started, then SIGKILL its own process group if it lingers."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=STOP_GRACE_S)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # started with start_new_session: group id == pid
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=STOP_GRACE_S)
+
+
+def _spawn(argv: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Adam
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Adam:
+    binary: Path
+    port: int
+    pki: Pki
+    db: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def _ssl(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.pki.root_cert))
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+    ) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        if content_type:
+            req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, context=self._ssl(), timeout=10) as resp:
+                return int(resp.status), resp.read()
+        except urllib.error.HTTPError as err:
+            return int(err.code), err.read()
+
+    def admin_json(self, path: str) -> Any:
+        status, body = self.request("GET", path)
+        assert status == 200, f"GET {path}: {status} {body[:200]!r}\n{self.diag()}"
+        return json.loads(body)
+
+    def devices(self) -> list[str]:
+        status, body = self.request("GET", "/admin/device")
+        assert status == 200, f"GET /admin/device: {status} {body[:200]!r}"
+        return [line for line in body.decode().split() if line]
+
+    def set_config(self, device: str, config: dict[str, Any]) -> None:
+        # Adam decodes this JSON with Go's encoding/json into EdgeDevConfig: use the proto field
+        # names as in the Go struct tags ("configItems", "id"), not protojson's lowerCamelCase.
+        status, body = self.request(
+            "PUT",
+            f"/admin/device/{device}/config",
+            json.dumps(config).encode(),
+            "application/json",
+        )
+        assert status == 200, f"PUT config: {status} {body[:300]!r}\n{self.diag()}"
+
+    def device_dir(self, device: str) -> Path:
+        return self.db / "device" / device
+
+    def requests_seen(self, device: str) -> list[str]:
+        """The device's API requests as Adam recorded them (method and URL path)."""
+        seen: list[str] = []
+        for record in _json_records(self.device_dir(device) / "requests"):
+            seen.append(f"{record.get('method')} {record.get('url')}")
+        return seen
+
+    def unrouted(self) -> list[str]:
+        """Paths Adam's router had no route for (it logs each as "404 returned for <path>")."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return []
+        marker = "404 returned for "
+        return [line.split(marker, 1)[1] for line in text.splitlines() if marker in line]
+
+    def diag(self) -> str:
+        return f"--- adam log ({self.log}) ---\n{_tail(self.log)}"
+
+
+def _json_records(directory: Path) -> list[dict[str, Any]]:
+    """JSON objects from every file of an Adam data dir, oldest file first.
+
+    Adam's file driver appends info, metrics and requests as one JSON object per line, but log
+    entries back to back with no separator, so decode a stream of objects.
+    """
+    records: list[dict[str, Any]] = []
+    if not directory.is_dir():
+        return records
+    decoder = json.JSONDecoder()
+    for path in sorted(p for p in directory.iterdir() if p.is_file()):
+        text = path.read_text(errors="replace")
+        pos = 0
+        while True:
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            if pos >= len(text):
+                break
+            try:
+                obj, pos = decoder.raw_decode(text, pos)
+            except json.JSONDecodeError:
+                break  # a record still being written
+            if isinstance(obj, dict):
+                records.append(obj)
+    return records
+
+
+@pytest.fixture(scope="module")
+def adam_bin() -> Path:
+    path = Path(os.environ[ADAM_BIN_ENV])
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(f"{ADAM_BIN_ENV}={path} is not an executable file")
+    return path
+
+
+@pytest.fixture(scope="module")
+def agent_bin() -> Path:
+    path = Path(sys.executable).parent / "eve-agent"
+    if not path.is_file():
+        pytest.fail(f"eve-agent is not installed next to {sys.executable} (pip install -e .)")
+    return path
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return make_pki(tmp_path / "pki")
+
+
+@pytest.fixture
+def adam(adam_bin: Path, pki: Pki, tmp_path: Path) -> Iterator[Adam]:
+    base = tmp_path / "adam"
+    base.mkdir()
+    port = _free_port()
+    log = base / "adam.log"
+    argv = [
+        str(adam_bin), "server",
+        "--ip", "127.0.0.1",
+        "--port", str(port),
+        "--db-url", str(base / "db"),
+        "--conf-dir", str(base / "conf"),
+        "--server-cert", str(pki.server_cert),
+        "--server-key", str(pki.server_key),
+        "--signing-cert", str(pki.signing_cert),
+        "--signing-key", str(pki.signing_key),
+        "--encrypt-cert", str(pki.encrypt_cert),
+        "--encrypt-key", str(pki.encrypt_key),
+    ]  # fmt: skip
+    server = Adam(adam_bin, port, pki, base / "db", log, _spawn(argv, log, base))
+    try:
+        deadline = time.monotonic() + ADAM_START_S
+        while True:
+            if server.proc.poll() is not None:
+                pytest.fail(f"adam exited with {server.proc.returncode}\n{server.diag()}")
+            try:
+                status, _ = server.request("GET", "/api/v2/edgedevice/certs")
+                if status == 200:
+                    break
+            except (OSError, ssl.SSLError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"adam did not answer /certs within {ADAM_START_S}s\n{server.diag()}")
+            time.sleep(0.3)
+        yield server
+    finally:
+        _stop(server.proc)
+
+
+# --------------------------------------------------------------------------------------------
+# the node and the agent
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AgentNode:
+    root: Path
+    soft_serial: str
+    agent_bin: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uuid_file(self) -> Path:
+        return self.root / "persist" / "status" / "uuid"
+
+    @property
+    def lastconfig(self) -> Path:
+        return self.root / "persist" / "checkpoint" / "lastconfig"
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            done = subprocess.run(
+                [str(self.agent_bin), "--root", str(self.root), "status", "--json"],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return None
+        if done.returncode != 0:
+            return None
+        try:
+            value = json.loads(done.stdout)
+        except json.JSONDecodeError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def diag(self) -> str:
+        return f"--- agent log ({self.log}) ---\n{_tail(self.log)}"
+
+
+def _prepare_node(root: Path, adam: Adam, soft_serial: str) -> None:
+    """The layout EVE has under /config, with our node root in place of '/'."""
+    config = root / "config"
+    config.mkdir(parents=True)
+    (config / "server").write_text(f"127.0.0.1:{adam.port}\n")
+    (config / "root-certificate.pem").write_bytes(adam.pki.root_cert.read_bytes())
+    (config / "onboard.cert.pem").write_bytes(adam.pki.onboard_cert.read_bytes())
+    (config / "onboard.key.pem").write_bytes(adam.pki.onboard_key.read_bytes())
+    (config / "onboard.key.pem").chmod(0o600)
+    (config / "soft_serial").write_text(f"{soft_serial}\n")
+
+
+def _onboard_in_adam(adam: Adam, serial: str) -> None:
+    """Pre-register the onboarding cert for this serial, with Adam's own admin CLI."""
+    argv = [
+        str(adam.binary), "admin",
+        "--server", adam.url,
+        "--server-ca", str(adam.pki.root_cert),
+        "onboard", "add",
+        "--path", str(adam.pki.onboard_cert),
+        "--serial", serial,
+    ]  # fmt: skip
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        timeout=30,
+        check=False,
+        cwd=adam.db.parent,
+    )
+    assert done.returncode == 0, f"adam admin onboard add: {done.stderr.decode()}\n{adam.diag()}"
+    # the CLI does not look at the HTTP status: check that Adam has it
+    status, body = adam.request("GET", "/admin/onboard/onboard")
+    assert status == 200, f"onboarding cert not registered: {status} {body!r}\n{adam.diag()}"
+    assert json.loads(body)["Serial"] == serial
+
+
+@pytest.fixture
+def adam_node(adam: Adam, agent_bin: Path, tmp_path: Path) -> Iterator[AgentNode]:
+    soft_serial = f"e2e-{secrets.token_hex(6)}"
+    root = tmp_path / "node"
+    _prepare_node(root, adam, soft_serial)
+    _onboard_in_adam(adam, soft_serial)
+    log = tmp_path / "agent.log"
+    node = AgentNode(root, soft_serial, agent_bin, log)
+    node.proc = _spawn([str(agent_bin), "--root", str(root), "run", "--no-tpm"], log, tmp_path)
+    try:
+        yield node
+    finally:
+        _stop(node.proc)
+
+
+def _wait(
+    what: str,
+    timeout: float,
+    probe: Callable[[], T | None],
+    node: AgentNode,
+    adam: Adam,
+    interval: float = 1.0,
+) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None and value is not False:
+            return value
+        assert node.proc is not None
+        if node.proc.poll() is not None:
+            pytest.fail(
+                f"eve-agent exited ({node.proc.returncode}) while waiting for {what}\n"
+                f"{node.diag()}\n{adam.diag()}"
+            )
+        if adam.proc.poll() is not None:
+            pytest.fail(f"adam exited while waiting for {what}\n{adam.diag()}")
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"timed out after {timeout:.0f}s waiting for {what}\n{node.diag()}\n{adam.diag()}"
+            )
+        time.sleep(interval)
+
+
+def _config_items(status: dict[str, Any]) -> dict[str, str]:
+    """``config_items`` as a mapping, whether the agent prints a mapping or a list of pairs."""
+    items = status.get("config_items")
+    if isinstance(items, dict):
+        return {str(k): str(v) for k, v in items.items()}
+    if isinstance(items, list):
+        return {
+            str(i["key"]): str(i["value"])
+            for i in items
+            if isinstance(i, dict) and "key" in i and "value" in i
+        }
+    return {}
+
+
+def _attestation_complete(status: dict[str, Any]) -> bool:
+    attestation = status.get("attestation")
+    if isinstance(attestation, dict):
+        return attestation.get("state") == "complete"
+    return attestation == "complete"
+
+
+# --------------------------------------------------------------------------------------------
+# tests
+# --------------------------------------------------------------------------------------------
+
+
+def test_adam_harness_serves_signed_certs(adam: Adam) -> None:
+    """The harness itself: Adam answers /certs over TLS we trust, carrying our signing cert."""
+    status, body = adam.request("GET", "/api/v2/edgedevice/certs")
+    assert status == 200
+    signing_pem = adam.pki.signing_cert.read_bytes().strip()
+    encrypt_pem = adam.pki.encrypt_cert.read_bytes().strip()
+    # the AuthContainer payload is a ZControllerCert holding each cert's PEM text (trimmed)
+    assert signing_pem in body
+    assert encrypt_pem in body
+    assert adam.devices() == []
+
+
+@pytest.mark.timeout(900)
+def test_agent_against_adam(adam: Adam, adam_node: AgentNode) -> None:
+    node = adam_node
+
+    # 1. onboarding: /register with the onboarding cert, then /uuid with the device cert
+    def stored_uuid() -> str | None:
+        try:
+            text = node.uuid_file.read_text().strip()
+        except OSError:
+            return None
+        return text or None
+
+    device = _wait("persist/status/uuid", ONBOARD_S, stored_uuid, node, adam)
+    assert device in adam.devices(), f"{device} not in Adam's device list {adam.devices()}"
+    record = adam.admin_json(f"/admin/device/{device}")
+    assert record["Serial"] == node.soft_serial, record
+    assert record["Onboard"], "Adam kept no onboarding cert for the device"
+
+    # 2. attestation without a TPM: an empty quote earns an integrity token
+    def attested() -> dict[str, Any] | None:
+        status, body = adam.request("GET", f"/admin/device/{device}/options")
+        if status != 200:
+            return None
+        options: dict[str, Any] = json.loads(body)
+        return options if options.get("attested") and options.get("integrityToken") else None
+
+    _wait("Adam to record the device as attested", ONBOARD_S, attested, node, adam)
+
+    # 3. config: Adam has none for a new device (404) until one is set
+    adam.set_config(
+        device,
+        {
+            "id": {"uuid": device, "version": "1"},
+            "configItems": [{"key": "timer.config.interval", "value": "10"}],
+        },
+    )
+
+    def applied(value: str) -> Callable[[], dict[str, Any] | None]:
+        def probe() -> dict[str, Any] | None:
+            if not node.lastconfig.is_file():
+                return None
+            status = node.status()
+            if status is None:
+                return None
+            return status if _config_items(status).get("timer.config.interval") == value else None
+
+        return probe
+
+    status = _wait("config v1 to be fetched and applied", FIRST_CONFIG_S, applied("10"), node, adam)
+    assert status.get("uuid") == device, status
+    assert _attestation_complete(status), f"attestation not complete in status: {status}"
+    first_hash = status.get("config_hash")
+    assert first_hash, f"no config_hash in status: {status}"
+    assert node.lastconfig.stat().st_size > 0
+    config_posts = [r for r in adam.requests_seen(device) if r.endswith("/config")]
+    assert config_posts, adam.requests_seen(device)
+
+    # with timer.config.interval=10 in force, the next change shows within about one poll
+    adam.set_config(
+        device,
+        {
+            "id": {"uuid": device, "version": "2"},
+            "configItems": [{"key": "timer.config.interval", "value": "11"}],
+        },
+    )
+    status = _wait("config v2 within one 10s poll", NEXT_CONFIG_S, applied("11"), node, adam)
+    assert status.get("config_hash") not in (None, "", first_hash), status
+
+    # 4. reports: info, metrics and logs landed in Adam's database
+    device_dir = adam.device_dir(device)
+
+    def reported(kind: str) -> Callable[[], list[dict[str, Any]] | None]:
+        def probe() -> list[dict[str, Any]] | None:
+            return _json_records(device_dir / kind) or None
+
+        return probe
+
+    infos = _wait("info in Adam", REPORTS_S, reported("info"), node, adam)
+    for info in infos:
+        assert info.get("devId", device) == device, info
+    metrics = _wait("metrics in Adam", REPORTS_S, reported("metrics"), node, adam)
+    for metric in metrics:
+        assert metric.get("devID", device) == device, metric
+    logs = _wait("logs in Adam", REPORTS_S, reported("logs"), node, adam)
+    assert any(entry.get("content") for entry in logs), logs[:5]
+
+    final = node.status()
+    assert final is not None
+    # every request went to a path Adam serves (register, uuid and certs have no /id/{uuid})
+    assert adam.unrouted() == [], f"agent used paths Adam does not route: {adam.unrouted()}"
+    assert final.get("controller_reachable") is True, final
+    assert final.get("uuid") == device, final

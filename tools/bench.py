@@ -1,0 +1,206 @@
+"""``make bench``: the agent's figures beside a reference measured in the same run.
+
+1. Config intake: verify the signed envelope, parse, validate into the model and diff against the
+   previous config, for a large EdgeDevConfig (200 apps, 50 network instances, 2,000 ACEs),
+   beside the bare protobuf parse of the same bytes.
+2. Agent RSS after onboarding (a real controller and agent on loopback), beside a bare Python
+   process that imports the same libraries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.model.acl import _match_values
+from agent.model.config import diff_configs, from_proto
+from agent.wire import envelope, pki
+from agent.wire.envelope import SoftwareSigner, pem_cert_hash
+from agent.wire.pb.config import devconfig_pb2
+
+
+def big_config(
+    device: str, apps: int = 200, nis: int = 50, aces_per_app: int = 10, salt: int = 0
+) -> devconfig_pb2.EdgeDevConfig:
+    """A synthetic but valid config of the size the issue asks for."""
+    cfg = devconfig_pb2.EdgeDevConfig()
+    cfg.id.uuid = device
+    cfg.id.version = str(salt)
+    cfg.config_timestamp.GetCurrentTime()
+    ds = cfg.datastores.add(id=str(uuid.UUID(int=1)), dType=5, fqdn="docker://127.0.0.1:5000")
+    ni_ids = []
+    for n in range(nis):
+        ni = cfg.networkInstances.add()
+        ni.uuidandversion.uuid = str(uuid.UUID(int=10_000 + n))
+        ni.uuidandversion.version = "1"
+        ni.displayname = f"ni-{n}"
+        ni.instType = 2
+        ni.activate = True
+        ni.ip.subnet = f"10.{n}.0.0/24"
+        ni.ip.gateway = f"10.{n}.0.1"
+        ni.ip.dhcpRange.start = f"10.{n}.0.10"
+        ni.ip.dhcpRange.end = f"10.{n}.0.200"
+        ni_ids.append(ni.uuidandversion.uuid)
+    for a in range(apps):
+        tree = cfg.contentInfo.add(
+            uuid=str(uuid.UUID(int=20_000 + a)),
+            URL=f"app{a}:latest",
+            iformat=8,
+            displayName=f"img-{a}",
+            ds_ids_list=[ds.id],
+        )
+        vol = cfg.volumes.add(uuid=str(uuid.UUID(int=30_000 + a)), displayName=f"vol-{a}")
+        vol.origin.type = 2
+        vol.origin.downloadContentTreeID = tree.uuid
+        app = cfg.apps.add()
+        app.uuidandversion.uuid = str(uuid.UUID(int=40_000 + a))
+        app.uuidandversion.version = "1"
+        app.displayname = f"app-{a}"
+        app.activate = True
+        app.fixedresources.memory = 512 * 1024
+        app.fixedresources.vcpus = 1
+        app.volumeRefList.add(uuid=vol.uuid)
+        intf = app.interfaces.add(name="eth0", networkId=ni_ids[a % nis])
+        for i in range(aces_per_app):
+            ace = intf.acls.add(id=i + 1, name=f"rule-{i}")
+            ace.matches.add(type="ip", value=f"192.168.{i}.0/24")
+            ace.matches.add(type="protocol", value="tcp")
+            ace.matches.add(type="lport", value=str(8000 + i))
+            if i % 3 == 0:
+                ace.actions.add(limit=True, limitrate=100 + salt, limitunit="s", limitburst=10)
+    cfg.configItems.add(key="timer.config.interval", value="60")
+    return cfg
+
+
+def timeit(fn: Callable[[], object], repeat: int) -> float:
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t0)
+    return statistics.median(runs)
+
+
+def bench_config(repeat: int) -> list[tuple[str, str, str, str]]:
+    key = pki.new_ec_key()
+    signer = SoftwareSigner(key, pki.make_certificate(key, "bench signing"))
+    pem = pki.cert_pem(signer.certificate)
+    trusted = {pem_cert_hash(pem): signer.certificate}
+    device = str(uuid.uuid4())
+    old_model = from_proto(big_config(device, salt=0))
+    cfg = big_config(device, salt=1)
+    resp = devconfig_pb2.ConfigResponse(config=cfg, configHash="h1")
+    raw = envelope.seal(resp.SerializeToString(), signer, sender_cert_hash=pem_cert_hash(pem))
+    payload = envelope.parse(raw).payload
+
+    def agent_path() -> None:
+        env = envelope.open_signed(raw, trusted)
+        msg = devconfig_pb2.ConfigResponse()
+        msg.ParseFromString(env.payload)
+        model = from_proto(msg.config)
+        diff_configs(old_model, model)
+
+    def bare_parse() -> None:
+        devconfig_pb2.ConfigResponse().ParseFromString(payload)
+
+    def agent_path_cold() -> None:
+        _match_values.cache_clear()
+        agent_path()
+
+    cold_t = timeit(agent_path_cold, repeat)
+    agent_t = timeit(agent_path, repeat)
+    bare_t = timeit(bare_parse, repeat)
+    aces = sum(len(i.acls) for a in cfg.apps for i in a.interfaces)
+    label = (
+        f"config intake ({len(cfg.apps)} apps, {len(cfg.networkInstances)} NIs, {aces} ACEs, "
+        f"{len(raw) // 1024} KiB)"
+    )
+    bare = f"{bare_t * 1e3:.1f} ms (bare protobuf parse)"
+    return [
+        (label, f"{agent_t * 1e3:.1f} ms", bare, f"{agent_t / bare_t:.1f}x"),
+        ("  same, ACE value cache cold", f"{cold_t * 1e3:.1f} ms", bare, f"{cold_t / bare_t:.1f}x"),
+    ]
+
+
+#: The floor for the RSS figure: an interpreter holding the agent's libraries and nothing else.
+REFERENCE_PROGRAM = (
+    "import aiohttp, cryptography.x509, google.protobuf, yaml, sys, time\n"
+    "import agent.wire.pb.config.devconfig_pb2\n"
+    "sys.stdout.write('ok\\n'); sys.stdout.flush(); time.sleep(30)\n"
+)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def bench_rss() -> list[tuple[str, str, str, str]]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.e2e.harness import Controller, Node
+
+    with tempfile.TemporaryDirectory(prefix="eve-bench-") as tmp:
+        ctl = Controller(Path(tmp) / "controller")
+        ctl.init()
+        ctl.start()
+        node = Node(Path(tmp) / "node", ctl, serial="bench-1")
+        try:
+            node.start()
+            node.wait_onboarded(60)
+            node.wait_status(lambda s: s.get("config_hash"), 60, "first config")
+            time.sleep(2)
+            assert node.agent is not None
+            agent_rss = rss_kib(node.agent.proc.pid)
+        finally:
+            node.stop()
+            ctl.stop()
+    ref = subprocess.Popen(
+        [sys.executable, "-c", REFERENCE_PROGRAM],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert ref.stdout is not None
+        ref.stdout.readline()
+        ref_rss = rss_kib(ref.pid)
+    finally:
+        ref.kill()
+        ref.wait()
+    return [(
+        "agent RSS after onboarding",
+        f"{agent_rss / 1024:.1f} MiB",
+        f"{ref_rss / 1024:.1f} MiB (python importing the same libraries)",
+        f"+{(agent_rss - ref_rss) / 1024:.1f} MiB",
+    )]  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--skip-rss", action="store_true")
+    args = parser.parse_args()
+    rows = bench_config(args.repeat)
+    if not args.skip_rss:
+        rows += bench_rss()
+    header = ("figure", "eve-agent", "reference (same run)", "ratio")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    print(line)
+    print("-+-".join("-" * w for w in widths))
+    for row in rows:
+        print(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
