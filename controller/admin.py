@@ -1,0 +1,414 @@
+"""The operator's commands, working directly on the state directory.
+
+There is no network admin API: these functions open ``controller.db`` (SQLite in WAL mode, so
+they run safely beside a live ``serve``) and the certificate files.  Whoever can run them can
+read the state directory, which is mode 0700; that is the whole access control.
+
+Each function prints its result and raises AdminError for anything the operator must fix.
+Listings print a table, or JSON with ``as_json``; stored messages always print as JSON lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from agent.wire import pki
+from agent.wire.pb.certs import certs_pb2
+from agent.wire.pb.config import devconfig_pb2
+from controller import configs
+from controller.records import ConfigVersion, Device, OnboardEntry, ReportKind, rfc3339
+from controller.state import StateDir
+from controller.store import Store, UnknownDevice
+
+
+class AdminError(Exception):
+    """A problem the operator has to fix; printed without a traceback."""
+
+
+@contextmanager
+def open_store(state: StateDir) -> Iterator[Store]:
+    """The state's database; refuses a directory that ``init`` never made."""
+    if not state.database.exists():
+        raise AdminError(f"no controller state in {state.root}: run 'eve-controller init' first")
+    with Store.open(state.database) as store:
+        yield store
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    for line in (header, *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
+def resolve_device(store: Store, text: str) -> Device:
+    """A device by full UUID or by a unique prefix of it."""
+    exact = store.device(text.lower())
+    if exact is not None:
+        return exact
+    matches = [d for d in store.list_devices() if d.uuid.startswith(text.lower())]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise AdminError(f"no device {text}")
+    raise AdminError(f"{text} matches {len(matches)} devices; give more of the UUID")
+
+
+# --- onboarding ------------------------------------------------------------------------------
+
+
+def onboard_add(state: StateDir, cert_file: Path, serials: Sequence[str], any_serial: bool) -> None:
+    """Allow ``cert_file`` to register devices with ``serials`` (or any serial)."""
+    try:
+        cert = pki.load_cert(cert_file.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise AdminError(f"{cert_file}: cannot read a certificate: {exc}") from exc
+    sha = hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+    with open_store(state) as store:
+        entry = store.add_onboard(
+            cert_pem=cert.public_bytes(Encoding.PEM),
+            cert_sha256=sha,
+            subject=cert.subject.rfc4514_string(),
+            serials=serials,
+            any_serial=any_serial,
+        )
+    print(f"{entry.cert_sha256} {entry.subject}: {_serials_text(entry)}")
+
+
+def onboard_list(state: StateDir, *, as_json: bool) -> None:
+    with open_store(state) as store:
+        entries = store.list_onboard()
+    if as_json:
+        _print_json([_onboard_json(e) for e in entries])
+        return
+    _print_table(
+        ("SHA256", "SUBJECT", "SERIALS"),
+        [(e.cert_sha256, e.subject, _serials_text(e)) for e in entries],
+    )
+
+
+def onboard_remove(
+    state: StateDir, *, cert_file: Path | None, sha256: str | None, serials: Sequence[str]
+) -> None:
+    """Remove an onboarding certificate (or only some serials of it) from the allow-list."""
+    if cert_file is not None:
+        try:
+            der = pki.load_cert(cert_file.read_bytes()).public_bytes(Encoding.DER)
+        except (OSError, ValueError) as exc:
+            raise AdminError(f"{cert_file}: cannot read a certificate: {exc}") from exc
+        sha256 = hashlib.sha256(der).hexdigest()
+    assert sha256 is not None
+    with open_store(state) as store:
+        if not store.remove_onboard(sha256.lower(), serials):
+            raise AdminError(f"onboarding certificate {sha256} is not on the allow-list")
+    what = f"serials {', '.join(serials)} of" if serials else "onboarding certificate"
+    print(f"removed {what} {sha256}")
+
+
+def _serials_text(entry: OnboardEntry) -> str:
+    if entry.any_serial:
+        return "any serial"
+    return ", ".join(entry.serials) or "(none)"
+
+
+def _onboard_json(entry: OnboardEntry) -> dict[str, Any]:
+    return {
+        "cert_sha256": entry.cert_sha256,
+        "subject": entry.subject,
+        "any_serial": entry.any_serial,
+        "serials": list(entry.serials),
+        "added_at": rfc3339(entry.added_at),
+    }
+
+
+# --- devices ---------------------------------------------------------------------------------
+
+
+def device_list(state: StateDir, *, as_json: bool) -> None:
+    with open_store(state) as store:
+        devices = store.list_devices()
+    if as_json:
+        _print_json([_device_summary(d) for d in devices])
+        return
+    _print_table(
+        ("UUID", "SERIAL", "REGISTERED", "LAST SEEN", "ATTESTATION"),
+        [
+            (
+                d.uuid,
+                d.serial or "-",
+                rfc3339(d.registered_at) or "-",
+                rfc3339(d.last_seen) or "-",
+                str(d.attest_state),
+            )
+            for d in devices
+        ],
+    )
+
+
+def device_show(state: StateDir, device_text: str, *, as_json: bool) -> None:
+    with open_store(state) as store:
+        device = resolve_device(store, device_text)
+        current = store.current_config(device.uuid)
+        counts = store.report_counts(device.uuid)
+        logs = store.log_count(device.uuid)
+        certs = store.device_certs(device.uuid)
+        keys = len(store.storage_keys(device.uuid))
+    detail = {
+        **_device_summary(device),
+        "cert_sha256": device.cert_sha256.hex(),
+        "require_attestation": device.require_attestation,
+        "allow_no_tpm": device.allow_no_tpm,
+        "attestation": {
+            "state": str(device.attest_state),
+            "reason": device.attest_reason,
+            "at": rfc3339(device.attest_at),
+            "integrity_token": device.integrity_token is not None,
+            "escrowed_keys": keys,
+        },
+        "device_certs": [
+            {
+                "type": _cert_type_name(c.cert_type),
+                "is_mutable": c.is_mutable,
+                "is_tpm": c.is_tpm,
+            }
+            for c in certs
+        ],
+        "config": None if current is None else _config_json(current),
+        "counts": {**{k.value: n for k, n in counts.items()}, "logs": logs},
+    }
+    if as_json:
+        _print_json(detail)
+        return
+    attestation = detail["attestation"]
+    rows = [
+        ("uuid", device.uuid),
+        ("device cert sha256", detail["cert_sha256"]),
+        ("serial", device.serial or "-"),
+        ("onboarding cert", device.onboard_sha256 or "-"),
+        ("registered", rfc3339(device.registered_at) or "-"),
+        ("last seen", rfc3339(device.last_seen) or "-"),
+        ("require attestation", _yes(device.require_attestation)),
+        ("require TPM", _yes(not device.allow_no_tpm)),
+        ("attestation", f"{attestation['state']} {attestation['reason']}".strip()),
+        ("attested at", attestation["at"] or "-"),
+        ("integrity token", _yes(device.integrity_token is not None)),
+        ("escrowed keys", str(keys)),
+        ("device certs", ", ".join(c["type"] for c in detail["device_certs"]) or "-"),
+    ]
+    if current is not None:
+        rows.append(
+            (
+                "config",
+                f"version {current.version} {current.config_hash} {current.config_timestamp}",
+            )
+        )
+    counts_text = ", ".join(f"{k} {n}" for k, n in detail["counts"].items())
+    rows.append(("stored", counts_text))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key.ljust(width)}  {value}")
+
+
+def device_set(
+    state: StateDir,
+    device_text: str,
+    *,
+    require_tpm: bool | None,
+    require_attestation: bool | None,
+) -> None:
+    with open_store(state) as store:
+        device = resolve_device(store, device_text)
+        device = store.set_device_policy(
+            device.uuid,
+            require_attestation=require_attestation,
+            allow_no_tpm=None if require_tpm is None else not require_tpm,
+        )
+    print(
+        f"{device.uuid}: require attestation {_yes(device.require_attestation)}, "
+        f"require TPM {_yes(not device.allow_no_tpm)}"
+    )
+
+
+def device_remove(state: StateDir, device_text: str) -> None:
+    """Forget a device; it can register again with its onboarding certificate."""
+    with open_store(state) as store:
+        device = resolve_device(store, device_text)
+        store.remove_device(device.uuid)
+    print(f"removed {device.uuid}")
+
+
+def _device_summary(device: Device) -> dict[str, Any]:
+    return {
+        "uuid": device.uuid,
+        "serial": device.serial,
+        "onboard_sha256": device.onboard_sha256,
+        "registered_at": rfc3339(device.registered_at),
+        "last_seen": rfc3339(device.last_seen),
+        "attest_state": str(device.attest_state),
+    }
+
+
+def _cert_type_name(cert_type: int) -> str:
+    try:
+        return certs_pb2.ZCertType.Name(cert_type)
+    except ValueError:
+        return str(cert_type)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def _load_config(file: Path) -> devconfig_pb2.EdgeDevConfig:
+    try:
+        return configs.load_config_file(file)
+    except OSError as exc:
+        raise AdminError(f"{file}: {exc}") from exc
+    except configs.ConfigFileError as exc:
+        raise AdminError(str(exc)) from exc
+
+
+def config_set(state: StateDir, device_text: str, file: Path, *, timestamp: str | None) -> None:
+    """Store ``file`` as the device's next config version; served from the next poll on."""
+    config = _load_config(file)
+    with open_store(state) as store:
+        try:
+            if timestamp is None:
+                stamp = configs.timestamp_from_unix(store.now())
+            else:
+                stamp = configs.parse_rfc3339(timestamp)
+        except ValueError as exc:
+            raise AdminError(str(exc)) from exc
+        device = resolve_device(store, device_text)
+        try:
+            stored = store.add_config(
+                device.uuid,
+                lambda version: configs.stamp(
+                    config, device_uuid=device.uuid, version=version, timestamp=stamp
+                ),
+            )
+        except UnknownDevice as exc:  # removed between resolving and storing
+            raise AdminError(str(exc)) from exc
+    print(
+        f"{device.uuid}: config version {stored.version} {stored.config_hash} "
+        f"{stored.config_timestamp}"
+    )
+
+
+def config_default(state: StateDir, file: Path | None, *, clear: bool) -> None:
+    """Set, clear or (neither) print the config that newly registered devices start with.
+
+    Devices already registered keep their configs; the controller still sets id and
+    config_timestamp on each device's copy.
+    """
+    with open_store(state) as store:
+        if clear:
+            store.set_default_config(None)
+            print("default config cleared: new devices start with an empty config")
+        elif file is not None:
+            config = _load_config(file)
+            config.ClearField("id")
+            config.ClearField("config_timestamp")
+            store.set_default_config(config.SerializeToString(deterministic=True))
+            print(f"default config set from {file}")
+        else:
+            template = store.default_config()
+            print(configs.config_to_json(template or b""))
+
+
+def config_get(state: StateDir, device_text: str, *, version: int | None) -> None:
+    with open_store(state) as store:
+        device = resolve_device(store, device_text)
+        if version is None:
+            found = store.current_config(device.uuid)
+        else:
+            found = store.config_version(device.uuid, version)
+    if found is None:
+        raise AdminError(f"{device.uuid} has no config version {version}")
+    print(configs.config_to_json(found.config))
+
+
+def config_history(state: StateDir, device_text: str, *, as_json: bool) -> None:
+    with open_store(state) as store:
+        device = resolve_device(store, device_text)
+        history = store.config_history(device.uuid)
+    if as_json:
+        _print_json([_config_json(c) for c in history])
+        return
+    _print_table(
+        ("VERSION", "CONFIG TIMESTAMP", "HASH", "STORED"),
+        [
+            (str(c.version), c.config_timestamp, c.config_hash, rfc3339(c.created_at) or "-")
+            for c in history
+        ],
+    )
+
+
+def _config_json(version: ConfigVersion) -> dict[str, Any]:
+    return {
+        "version": version.version,
+        "config_hash": version.config_hash,
+        "config_timestamp": version.config_timestamp,
+        "stored_at": rfc3339(version.created_at),
+    }
+
+
+# --- stored reports and logs -----------------------------------------------------------------
+
+
+def reports(state: StateDir, device_text: str, kind: ReportKind, *, last: int | None) -> None:
+    """Print stored reports as JSON lines ``{"received": ..., "message": {...}}``."""
+    with open_store(state) as store:
+        device = resolve_device(store, device_text)
+        found = store.reports(device.uuid, kind, last=last)
+    for report in found:
+        line: dict[str, Any] = {"received": rfc3339(report.received_at)}
+        if report.json is not None:
+            line["message"] = json.loads(report.json)
+        else:
+            line["raw_bytes"] = len(report.raw)
+        print(json.dumps(line, sort_keys=True), flush=True)
+
+
+def logs(
+    state: StateDir,
+    device_text: str,
+    *,
+    app_uuid: str | None,
+    last: int | None,
+    follow: bool,
+    poll_interval: float = 1.0,
+) -> None:
+    """Print log entries as JSON lines; with ``follow``, keep polling until interrupted."""
+    with open_store(state) as store:
+        device = resolve_device(store, device_text)
+        app = app_uuid.lower() if app_uuid else None
+        after = 0
+        batch = store.log_entries(device.uuid, app_uuid=app, last=last)
+        while True:
+            for record in batch:
+                line = {
+                    "received": rfc3339(record.received_at),
+                    "app": record.app_uuid,
+                    "entry": json.loads(record.entry),
+                }
+                print(json.dumps(line, sort_keys=True), flush=True)
+                after = record.id
+            if not follow:
+                return
+            time.sleep(poll_interval)
+            batch = store.log_entries(device.uuid, app_uuid=app, after_id=after)

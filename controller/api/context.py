@@ -1,0 +1,63 @@
+"""What every request handler gets: the store, the controller's identity, settings and policy.
+
+Handlers find it on the application under :data:`CONTEXT`; nothing is kept in module globals, so
+tests can run several controllers side by side with their own stores and fake verifiers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiohttp import web
+
+from agent.wire.pb.attest import attest_pb2
+from controller import attestation
+from controller.identity import ControllerIdentity
+from controller.records import DeviceCert, NonceRecord
+from controller.store import Store
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Limits and lifetimes of the device API."""
+
+    max_body_bytes: int = 4 * MIB
+    """Largest request body; bigger requests get 413 before anything is parsed."""
+    max_log_bytes: int = MIB
+    """Largest inflated newlogs upload per request (EVE's files are ~50 KB compressed)."""
+    nonce_lifetime: float = 300.0
+    """Seconds an attestation nonce stays valid; each is also single use."""
+
+
+class QuoteVerifier(Protocol):
+    """Signature of :func:`controller.attestation.verify_quote`; tests pass their own."""
+
+    def __call__(
+        self,
+        *,
+        certs: Sequence[DeviceCert],
+        nonce: NonceRecord,
+        quote: attest_pb2.ZAttestQuote,
+        now: float,
+    ) -> attestation.Verdict: ...
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """Shared by all handlers of one application."""
+
+    store: Store
+    identity: ControllerIdentity
+    settings: ApiSettings = field(default_factory=ApiSettings)
+    verify_quote: QuoteVerifier = attestation.verify_quote
+
+
+CONTEXT = web.AppKey("controller", ApiContext)
+
+
+def context(request: web.Request) -> ApiContext:
+    return request.app[CONTEXT]

@@ -1,0 +1,596 @@
+"""Everything the controller remembers, as typed operations on ``controller.db``.
+
+The store is synchronous.  Each call is one short statement or transaction on a local file, and
+the reference controller serves a handful of devices, so the server calls it directly from its
+request handlers instead of through a thread pool.  A useful side effect: within the server
+process, request handling never interleaves inside a store call, which keeps read-then-write
+steps (nonce consumption, registration) atomic against other requests; ``BEGIN IMMEDIATE`` keeps
+them atomic against the admin commands in other processes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from controller import db
+from controller.records import (
+    AttestState,
+    Clock,
+    ConfigVersion,
+    Device,
+    DeviceCert,
+    LogRecord,
+    NewConfig,
+    NonceRecord,
+    OnboardDecision,
+    OnboardEntry,
+    RegisterOutcome,
+    Report,
+    ReportKind,
+)
+
+_DEVICE_COLUMNS = (
+    "uuid, cert_pem, cert_sha256, onboard_sha256, serial, registered_at, last_seen, "
+    "require_attestation, allow_no_tpm, attest_state, attest_reason, attest_at, integrity_token"
+)
+
+
+class UnknownDevice(LookupError):
+    """No device with that UUID."""
+
+
+class Store:
+    """The controller database.  Use as a context manager, or call close()."""
+
+    def __init__(self, conn: sqlite3.Connection, *, clock: Clock = time.time) -> None:
+        self._conn = conn
+        self._clock = clock
+
+    @classmethod
+    def open(cls, path: Path, *, clock: Clock = time.time) -> Store:
+        """Open or create the database (schema migrated); raises db.SchemaTooNew, sqlite3.Error."""
+        return cls(db.connect(path), clock=clock)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def now(self) -> float:
+        return self._clock()
+
+    # --- onboarding allow-list ------------------------------------------------------------
+
+    def add_onboard(
+        self,
+        *,
+        cert_pem: bytes,
+        cert_sha256: str,
+        subject: str,
+        serials: Iterable[str],
+        any_serial: bool,
+    ) -> OnboardEntry:
+        """Allow-list an onboarding certificate, or extend an existing entry.
+
+        Serials are added to those already allowed; ``any_serial`` can only be switched on here
+        (``remove_onboard`` with serials narrows it again).
+        """
+        with db.transaction(self._conn) as c:
+            c.execute(
+                "INSERT INTO onboard (cert_sha256, cert_pem, subject, any_serial, added_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (cert_sha256) DO UPDATE SET"
+                " any_serial = max(any_serial, excluded.any_serial)",
+                (cert_sha256, cert_pem, subject, int(any_serial), self.now()),
+            )
+            c.executemany(
+                "INSERT OR IGNORE INTO onboard_serial (cert_sha256, serial) VALUES (?, ?)",
+                [(cert_sha256, s) for s in serials],
+            )
+        entry = self.onboard_entry(cert_sha256)
+        assert entry is not None
+        return entry
+
+    def remove_onboard(self, cert_sha256: str, serials: Sequence[str] = ()) -> bool:
+        """Remove the whole entry, or only ``serials`` from it; False when there is no entry.
+
+        Devices it registered stay registered.
+        """
+        with db.transaction(self._conn) as c:
+            if not c.execute(
+                "SELECT 1 FROM onboard WHERE cert_sha256 = ?", (cert_sha256,)
+            ).fetchone():
+                return False
+            if serials:
+                c.executemany(
+                    "DELETE FROM onboard_serial WHERE cert_sha256 = ? AND serial = ?",
+                    [(cert_sha256, s) for s in serials],
+                )
+            else:
+                c.execute("DELETE FROM onboard WHERE cert_sha256 = ?", (cert_sha256,))
+        return True
+
+    def onboard_entry(self, cert_sha256: str) -> OnboardEntry | None:
+        entries = self._onboard_entries("WHERE cert_sha256 = ?", (cert_sha256,))
+        return entries[0] if entries else None
+
+    def list_onboard(self) -> list[OnboardEntry]:
+        return self._onboard_entries("", ())
+
+    def _onboard_entries(self, where: str, args: tuple[object, ...]) -> list[OnboardEntry]:
+        rows = self._conn.execute(
+            "SELECT cert_sha256, subject, cert_pem, any_serial, added_at FROM onboard "
+            f"{where} ORDER BY added_at",
+            args,
+        ).fetchall()
+        entries = []
+        for sha, subject, pem, any_serial, added_at in rows:
+            serials = tuple(
+                r[0]
+                for r in self._conn.execute(
+                    "SELECT serial FROM onboard_serial WHERE cert_sha256 = ? ORDER BY serial",
+                    (sha,),
+                )
+            )
+            entries.append(
+                OnboardEntry(
+                    cert_sha256=sha,
+                    subject=subject,
+                    cert_pem=bytes(pem),
+                    any_serial=bool(any_serial),
+                    serials=serials,
+                    added_at=added_at,
+                )
+            )
+        return entries
+
+    def onboard_decision(self, cert_sha256: str, serial: str) -> OnboardDecision:
+        """May this onboarding certificate register a device with this serial?"""
+        entry = self.onboard_entry(cert_sha256)
+        if entry is None:
+            return OnboardDecision.CERT_NOT_LISTED
+        if entry.any_serial or serial in entry.serials:
+            return OnboardDecision.ALLOWED
+        return OnboardDecision.SERIAL_NOT_ALLOWED
+
+    # --- devices ----------------------------------------------------------------------------
+
+    def register_device(
+        self,
+        *,
+        onboard_sha256: str,
+        serial: str,
+        cert_pem: bytes,
+        cert_sha256: bytes,
+        default_config: Callable[[str, float, bytes | None], NewConfig],
+    ) -> tuple[RegisterOutcome, Device]:
+        """Register (onboarding certificate, serial) with a device certificate.
+
+        New pair: a device with a random UUID is created together with its version-0 config
+        (``default_config(uuid, registered_at, project_default)``, the last argument being what
+        set_default_config stored, or None).  Same pair and same certificate: nothing
+        changes.  Same pair with another certificate, or a certificate already used by another
+        device: a conflict; the existing device is returned.  Atomic.
+        """
+        with db.transaction(self._conn) as c:
+            row = c.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM device WHERE onboard_sha256 = ? AND serial = ?",
+                (onboard_sha256, serial),
+            ).fetchone()
+            if row is not None:
+                existing = _device(row)
+                if existing.cert_sha256 == cert_sha256:
+                    return RegisterOutcome.ALREADY_REGISTERED, existing
+                return RegisterOutcome.SERIAL_CONFLICT, existing
+            row = c.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM device WHERE cert_sha256 = ?", (cert_sha256,)
+            ).fetchone()
+            if row is not None:
+                return RegisterOutcome.CERT_CONFLICT, _device(row)
+            device_uuid = str(uuidlib.uuid4())
+            now = self.now()
+            c.execute(
+                "INSERT INTO device (uuid, cert_sha256, cert_pem, onboard_sha256, serial,"
+                " registered_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (device_uuid, cert_sha256, cert_pem, onboard_sha256, serial, now),
+            )
+            template = c.execute("SELECT config FROM default_config WHERE id = 1").fetchone()
+            version0 = default_config(device_uuid, now, bytes(template[0]) if template else None)
+            self._insert_config(c, device_uuid, 0, version0)
+            row = c.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM device WHERE uuid = ?", (device_uuid,)
+            ).fetchone()
+        return RegisterOutcome.CREATED, _device(row)
+
+    def device(self, device_uuid: str) -> Device | None:
+        row = self._conn.execute(
+            f"SELECT {_DEVICE_COLUMNS} FROM device WHERE uuid = ?", (device_uuid,)
+        ).fetchone()
+        return _device(row) if row else None
+
+    def require_device(self, device_uuid: str) -> Device:
+        """Like device(), but raises UnknownDevice."""
+        found = self.device(device_uuid)
+        if found is None:
+            raise UnknownDevice(f"no device {device_uuid}")
+        return found
+
+    def device_by_cert_hash(self, cert_hash: bytes) -> Device | None:
+        """The device whose certificate DER hashes to ``cert_hash`` (32 bytes, or its first 16)."""
+        if len(cert_hash) == 32:
+            where, arg = "cert_sha256 = ?", cert_hash
+        elif len(cert_hash) == 16:
+            where, arg = "substr(cert_sha256, 1, 16) = ?", cert_hash
+        else:
+            return None
+        row = self._conn.execute(
+            f"SELECT {_DEVICE_COLUMNS} FROM device WHERE {where}", (arg,)
+        ).fetchone()
+        return _device(row) if row else None
+
+    def list_devices(self) -> list[Device]:
+        rows = self._conn.execute(
+            f"SELECT {_DEVICE_COLUMNS} FROM device ORDER BY registered_at"
+        ).fetchall()
+        return [_device(r) for r in rows]
+
+    def touch(self, device_uuid: str) -> None:
+        """Record that the device made an authenticated request now."""
+        self._conn.execute(
+            "UPDATE device SET last_seen = ? WHERE uuid = ?", (self.now(), device_uuid)
+        )
+
+    def set_device_policy(
+        self,
+        device_uuid: str,
+        *,
+        require_attestation: bool | None = None,
+        allow_no_tpm: bool | None = None,
+    ) -> Device:
+        """Change per-device policy; None leaves a setting as it is.  Raises UnknownDevice."""
+        with db.transaction(self._conn) as c:
+            if require_attestation is not None:
+                c.execute(
+                    "UPDATE device SET require_attestation = ? WHERE uuid = ?",
+                    (int(require_attestation), device_uuid),
+                )
+            if allow_no_tpm is not None:
+                c.execute(
+                    "UPDATE device SET allow_no_tpm = ? WHERE uuid = ?",
+                    (int(allow_no_tpm), device_uuid),
+                )
+        return self.require_device(device_uuid)
+
+    def remove_device(self, device_uuid: str) -> bool:
+        """Forget a device and everything stored about it; False when it did not exist."""
+        cur = self._conn.execute("DELETE FROM device WHERE uuid = ?", (device_uuid,))
+        return cur.rowcount > 0
+
+    # --- attestation ------------------------------------------------------------------------
+
+    def set_attestation(
+        self,
+        device_uuid: str,
+        state: AttestState,
+        reason: str,
+        *,
+        integrity_token: bytes | None,
+    ) -> None:
+        """Record the attestation outcome and the integrity token that /config must now see.
+
+        ``integrity_token=None`` revokes the token: the device must attest again.
+        """
+        self._conn.execute(
+            "UPDATE device SET attest_state = ?, attest_reason = ?, attest_at = ?,"
+            " integrity_token = ? WHERE uuid = ?",
+            (state.value, reason, self.now(), integrity_token, device_uuid),
+        )
+
+    def note_attestation(self, device_uuid: str, state: AttestState, reason: str) -> None:
+        """Record a state change that leaves the integrity token as it is."""
+        self._conn.execute(
+            "UPDATE device SET attest_state = ?, attest_reason = ?, attest_at = ? WHERE uuid = ?",
+            (state.value, reason, self.now(), device_uuid),
+        )
+
+    def put_nonce(self, device_uuid: str, nonce: bytes, lifetime: float) -> NonceRecord:
+        """Issue ``nonce``; it replaces any earlier nonce of the device."""
+        now = self.now()
+        record = NonceRecord(nonce=nonce, issued_at=now, expires_at=now + lifetime)
+        self._conn.execute(
+            "INSERT OR REPLACE INTO attest_nonce (device_uuid, nonce, issued_at, expires_at)"
+            " VALUES (?, ?, ?, ?)",
+            (device_uuid, record.nonce, record.issued_at, record.expires_at),
+        )
+        return record
+
+    def take_nonce(self, device_uuid: str) -> NonceRecord | None:
+        """Remove and return the device's outstanding nonce (expired or not); single use."""
+        with db.transaction(self._conn) as c:
+            row = c.execute(
+                "SELECT nonce, issued_at, expires_at FROM attest_nonce WHERE device_uuid = ?",
+                (device_uuid,),
+            ).fetchone()
+            c.execute("DELETE FROM attest_nonce WHERE device_uuid = ?", (device_uuid,))
+        if row is None:
+            return None
+        return NonceRecord(nonce=bytes(row[0]), issued_at=row[1], expires_at=row[2])
+
+    def device_certs(self, device_uuid: str) -> list[DeviceCert]:
+        rows = self._conn.execute(
+            "SELECT cert_type, hash_algo, cert_hash, pem, is_mutable, is_tpm, zcert"
+            " FROM device_cert WHERE device_uuid = ? ORDER BY position",
+            (device_uuid,),
+        ).fetchall()
+        return [
+            DeviceCert(
+                cert_type=t,
+                hash_algo=a,
+                cert_hash=bytes(h),
+                pem=bytes(p),
+                is_mutable=bool(m),
+                is_tpm=bool(tpm),
+                zcert=bytes(z),
+            )
+            for t, a, h, p, m, tpm, z in rows
+        ]
+
+    def set_device_certs(self, device_uuid: str, certs: Sequence[DeviceCert]) -> None:
+        """Replace the device's stored certificates with ``certs`` (policy is the caller's)."""
+        now = self.now()
+        with db.transaction(self._conn) as c:
+            c.execute("DELETE FROM device_cert WHERE device_uuid = ?", (device_uuid,))
+            c.executemany(
+                "INSERT INTO device_cert (device_uuid, position, cert_type, hash_algo, cert_hash,"
+                " pem, is_mutable, is_tpm, zcert, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        device_uuid,
+                        i,
+                        dc.cert_type,
+                        dc.hash_algo,
+                        dc.cert_hash,
+                        dc.pem,
+                        int(dc.is_mutable),
+                        int(dc.is_tpm),
+                        dc.zcert,
+                        now,
+                    )
+                    for i, dc in enumerate(certs)
+                ],
+            )
+
+    def storage_keys(self, device_uuid: str) -> list[bytes]:
+        """Escrowed vault keys (serialised AttestVolumeKey), in the order they were sent."""
+        rows = self._conn.execute(
+            "SELECT volume_key FROM storage_key WHERE device_uuid = ? ORDER BY position",
+            (device_uuid,),
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    def set_storage_keys(self, device_uuid: str, keys: Sequence[bytes]) -> None:
+        """Replace the escrowed keys of the device."""
+        now = self.now()
+        with db.transaction(self._conn) as c:
+            c.execute("DELETE FROM storage_key WHERE device_uuid = ?", (device_uuid,))
+            c.executemany(
+                "INSERT INTO storage_key (device_uuid, position, volume_key, stored_at)"
+                " VALUES (?, ?, ?, ?)",
+                [(device_uuid, i, k, now) for i, k in enumerate(keys)],
+            )
+
+    # --- configuration ----------------------------------------------------------------------
+
+    def add_config(self, device_uuid: str, render: Callable[[int], NewConfig]) -> ConfigVersion:
+        """Store the next config version: ``render(version)`` makes it for that number.
+
+        The version is one more than the highest stored, read and written in one transaction so
+        two concurrent ``config set`` never produce the same number.  Raises UnknownDevice.
+        """
+        with db.transaction(self._conn) as c:
+            if not c.execute("SELECT 1 FROM device WHERE uuid = ?", (device_uuid,)).fetchone():
+                raise UnknownDevice(f"no device {device_uuid}")
+            (highest,) = c.execute(
+                "SELECT coalesce(max(version), -1) FROM config WHERE device_uuid = ?",
+                (device_uuid,),
+            ).fetchone()
+            version = int(highest) + 1
+            self._insert_config(c, device_uuid, version, render(version))
+        found = self.config_version(device_uuid, version)
+        assert found is not None
+        return found
+
+    def _insert_config(
+        self, c: sqlite3.Connection, device_uuid: str, version: int, new: NewConfig
+    ) -> None:
+        c.execute(
+            "INSERT INTO config (device_uuid, version, config, config_hash, config_timestamp,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (device_uuid, version, new.config, new.config_hash, new.config_timestamp, self.now()),
+        )
+
+    def set_default_config(self, config: bytes | None) -> None:
+        """Set (or with None, clear) the config newly registered devices start with."""
+        if config is None:
+            self._conn.execute("DELETE FROM default_config")
+        else:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO default_config (id, config, set_at) VALUES (1, ?, ?)",
+                (config, self.now()),
+            )
+
+    def default_config(self) -> bytes | None:
+        row = self._conn.execute("SELECT config FROM default_config WHERE id = 1").fetchone()
+        return bytes(row[0]) if row else None
+
+    def current_config(self, device_uuid: str) -> ConfigVersion | None:
+        """The highest config version of the device (version 0 is made at registration)."""
+        row = self._conn.execute(
+            "SELECT device_uuid, version, config, config_hash, config_timestamp, created_at"
+            " FROM config WHERE device_uuid = ? ORDER BY version DESC LIMIT 1",
+            (device_uuid,),
+        ).fetchone()
+        return _config(row) if row else None
+
+    def config_version(self, device_uuid: str, version: int) -> ConfigVersion | None:
+        row = self._conn.execute(
+            "SELECT device_uuid, version, config, config_hash, config_timestamp, created_at"
+            " FROM config WHERE device_uuid = ? AND version = ?",
+            (device_uuid, version),
+        ).fetchone()
+        return _config(row) if row else None
+
+    def config_history(self, device_uuid: str) -> list[ConfigVersion]:
+        rows = self._conn.execute(
+            "SELECT device_uuid, version, config, config_hash, config_timestamp, created_at"
+            " FROM config WHERE device_uuid = ? ORDER BY version",
+            (device_uuid,),
+        ).fetchall()
+        return [_config(r) for r in rows]
+
+    # --- reports and logs -------------------------------------------------------------------
+
+    def add_report(self, device_uuid: str, kind: ReportKind, raw: bytes, json: str | None) -> int:
+        cur = self._conn.execute(
+            "INSERT INTO report (device_uuid, kind, received_at, raw, json) VALUES (?, ?, ?, ?, ?)",
+            (device_uuid, kind.value, self.now(), raw, json),
+        )
+        return int(cur.lastrowid or 0)
+
+    def reports(
+        self, device_uuid: str, kind: ReportKind, *, last: int | None = None
+    ) -> list[Report]:
+        """Stored reports of one kind, oldest first; only the newest ``last`` when given."""
+        limit = -1 if last is None else last
+        rows = self._conn.execute(
+            "SELECT id, device_uuid, kind, received_at, raw, json FROM ("
+            " SELECT * FROM report WHERE device_uuid = ? AND kind = ? ORDER BY id DESC LIMIT ?"
+            ") ORDER BY id",
+            (device_uuid, kind.value, limit),
+        ).fetchall()
+        return [
+            Report(id=i, device_uuid=d, kind=ReportKind(k), received_at=r, raw=bytes(raw), json=j)
+            for i, d, k, r, raw, j in rows
+        ]
+
+    def report_counts(self, device_uuid: str) -> dict[ReportKind, int]:
+        counts = dict.fromkeys(ReportKind, 0)
+        for kind, n in self._conn.execute(
+            "SELECT kind, count(*) FROM report WHERE device_uuid = ? GROUP BY kind", (device_uuid,)
+        ):
+            counts[ReportKind(kind)] = int(n)
+        return counts
+
+    def add_logs(
+        self, device_uuid: str, app_uuid: str | None, meta: str, entries: Sequence[str]
+    ) -> int:
+        """Store one upload: its header metadata and its entries.  Returns the entry count."""
+        now = self.now()
+        with db.transaction(self._conn) as c:
+            cur = c.execute(
+                "INSERT INTO log_bundle (device_uuid, app_uuid, received_at, meta)"
+                " VALUES (?, ?, ?, ?)",
+                (device_uuid, app_uuid, now, meta),
+            )
+            bundle = cur.lastrowid
+            c.executemany(
+                "INSERT INTO log_entry (bundle_id, device_uuid, app_uuid, received_at, entry)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(bundle, device_uuid, app_uuid, now, e) for e in entries],
+            )
+        return len(entries)
+
+    def log_entries(
+        self,
+        device_uuid: str,
+        *,
+        app_uuid: str | None = None,
+        after_id: int = 0,
+        last: int | None = None,
+    ) -> list[LogRecord]:
+        """Log entries after ``after_id``, oldest first; device logs and app logs together unless
+        ``app_uuid`` narrows it to one app.  ``last`` keeps only the newest N."""
+        where = "e.device_uuid = ? AND e.id > ?"
+        args: list[object] = [device_uuid, after_id]
+        if app_uuid is not None:
+            where += " AND e.app_uuid = ?"
+            args.append(app_uuid)
+        args.append(-1 if last is None else last)
+        rows = self._conn.execute(
+            "SELECT * FROM ("
+            " SELECT e.id, e.device_uuid, e.app_uuid, e.received_at, e.entry, b.meta"
+            f" FROM log_entry e JOIN log_bundle b ON b.id = e.bundle_id WHERE {where}"
+            " ORDER BY e.id DESC LIMIT ?"
+            ") ORDER BY id",
+            args,
+        ).fetchall()
+        return [
+            LogRecord(id=i, device_uuid=d, app_uuid=a, received_at=r, entry=e, meta=m)
+            for i, d, a, r, e, m in rows
+        ]
+
+    def log_count(self, device_uuid: str) -> int:
+        (n,) = self._conn.execute(
+            "SELECT count(*) FROM log_entry WHERE device_uuid = ?", (device_uuid,)
+        ).fetchone()
+        return int(n)
+
+
+def _device(row: Any) -> Device:
+    # sqlite3 rows are untyped tuples; the column order is _DEVICE_COLUMNS.
+    (
+        uuid,
+        cert_pem,
+        cert_sha256,
+        onboard_sha256,
+        serial,
+        registered_at,
+        last_seen,
+        require_attestation,
+        allow_no_tpm,
+        attest_state,
+        attest_reason,
+        attest_at,
+        integrity_token,
+    ) = row
+    return Device(
+        uuid=str(uuid),
+        cert_pem=bytes(cert_pem),
+        cert_sha256=bytes(cert_sha256),
+        onboard_sha256=onboard_sha256 if isinstance(onboard_sha256, str) else None,
+        serial=serial if isinstance(serial, str) else None,
+        registered_at=float(registered_at),
+        last_seen=float(last_seen) if last_seen is not None else None,
+        require_attestation=bool(require_attestation),
+        allow_no_tpm=bool(allow_no_tpm),
+        attest_state=AttestState(attest_state),
+        attest_reason=str(attest_reason),
+        attest_at=float(attest_at) if attest_at is not None else None,
+        integrity_token=bytes(integrity_token) if integrity_token is not None else None,
+    )
+
+
+def _config(row: Any) -> ConfigVersion:
+    device_uuid, version, config, config_hash, config_timestamp, created_at = row
+    return ConfigVersion(
+        device_uuid=str(device_uuid),
+        version=int(version),
+        config=bytes(config),
+        config_hash=str(config_hash),
+        config_timestamp=str(config_timestamp),
+        created_at=float(created_at),
+    )
