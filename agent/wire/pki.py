@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -203,3 +203,69 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+# ---- certificates whose key lives elsewhere (a TPM) ------------------------------------------
+
+_ECDSA_WITH_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def sign_certificate_externally(
+    builder: x509.CertificateBuilder, sign_tbs: Callable[[bytes], bytes]
+) -> x509.Certificate:
+    """Finish ``builder`` with a signature made outside this process (a TPM key).
+
+    ``sign_tbs`` receives the DER TBSCertificate and returns an ASN.1 ECDSA-with-SHA256
+    signature over it.  cryptography cannot sign with a key it does not hold, so the builder is
+    first signed with a throw-away key of the same algorithm (which fixes the signature algorithm
+    inside the TBS), and the outer signature is then replaced.  Raises ValueError when the result
+    is not a valid certificate.
+    """
+    scratch = new_ec_key()
+    draft = builder.sign(scratch, hashes.SHA256())
+    tbs = draft.tbs_certificate_bytes
+    signature = sign_tbs(tbs)
+    bit_string = b"\x03" + _der_length(len(signature) + 1) + b"\x00" + signature
+    body = tbs + _ECDSA_WITH_SHA256 + bit_string
+    return x509.load_der_x509_certificate(b"\x30" + _der_length(len(body)) + body)
+
+
+def certificate_builder(
+    public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+    common_name: str,
+    *,
+    issuer: x509.Certificate | None = None,
+    days: int = 3650,
+    key_agreement: bool = False,
+    org: str | None = None,
+) -> x509.CertificateBuilder:
+    """An end-entity certificate builder for a key held elsewhere; self-issued unless ``issuer``.
+
+    The caller finishes it with :func:`sign_certificate_externally`.
+    """
+    now = dt.datetime.now(dt.UTC)
+    subject = _name(common_name, org)
+    usage = x509.KeyUsage(
+        digital_signature=not key_agreement, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=key_agreement, key_cert_sign=False,
+        crl_sign=False, encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject if issuer else subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )

@@ -333,3 +333,40 @@ def test_chain_too_long(ca: Pair) -> None:
     assert len(pki.verify_chain(leaf.cert, [ca.cert], pool)) == 6
     with pytest.raises(ChainError, match="too long"):
         pki.verify_chain(leaf.cert, [ca.cert], pool, max_depth=3)
+
+
+def test_external_signature_makes_a_verifiable_self_signed_certificate() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = pki.new_ec_key()
+    calls: list[bytes] = []
+
+    def sign(tbs: bytes) -> bytes:
+        calls.append(tbs)
+        return key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+
+    cert = pki.sign_certificate_externally(pki.certificate_builder(key.public_key(), "dev"), sign)
+    cert.verify_directly_issued_by(cert)
+    assert calls == [cert.tbs_certificate_bytes]
+    assert cert.public_key() == key.public_key()
+
+
+def test_external_signature_by_the_wrong_key_does_not_verify() -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    device, other = pki.new_ec_key(), pki.new_ec_key()
+    issuer = pki.sign_certificate_externally(
+        pki.certificate_builder(device.public_key(), "dev"),
+        lambda tbs: device.sign(tbs, ec.ECDSA(hashes.SHA256())),
+    )
+    ak = pki.new_ec_key()
+    forged = pki.sign_certificate_externally(
+        pki.certificate_builder(ak.public_key(), "ak", issuer=issuer),
+        lambda tbs: other.sign(tbs, ec.ECDSA(hashes.SHA256())),
+    )
+    assert forged.issuer == issuer.subject
+    with pytest.raises(InvalidSignature):
+        forged.verify_directly_issued_by(issuer)
