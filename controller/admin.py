@@ -24,7 +24,15 @@ from agent.wire import pki
 from agent.wire.pb.certs import certs_pb2
 from agent.wire.pb.config import devconfig_pb2
 from controller import configs
-from controller.records import ConfigVersion, Device, OnboardEntry, ReportKind, rfc3339
+from controller.records import (
+    ConfigVersion,
+    Device,
+    OnboardEntry,
+    PcrPolicy,
+    PcrReport,
+    ReportKind,
+    rfc3339,
+)
 from controller.state import StateDir
 from controller.store import Store, UnknownDevice
 
@@ -164,6 +172,8 @@ def device_show(state: StateDir, device_text: str, *, as_json: bool) -> None:
         logs = store.log_count(device.uuid)
         certs = store.device_certs(device.uuid)
         keys = len(store.storage_keys(device.uuid))
+        policy = store.pcr_policy(device.uuid)
+        pcr_report = store.pcr_report(device.uuid)
     detail = {
         **_device_summary(device),
         "cert_sha256": device.cert_sha256.hex(),
@@ -175,6 +185,7 @@ def device_show(state: StateDir, device_text: str, *, as_json: bool) -> None:
             "at": rfc3339(device.attest_at),
             "integrity_token": device.integrity_token is not None,
             "escrowed_keys": keys,
+            "pcr_policy": _policy_summary(policy, pcr_report),
         },
         "device_certs": [
             {
@@ -204,6 +215,7 @@ def device_show(state: StateDir, device_text: str, *, as_json: bool) -> None:
         ("attested at", attestation["at"] or "-"),
         ("integrity token", _yes(device.integrity_token is not None)),
         ("escrowed keys", str(keys)),
+        ("PCR policy", _policy_text(policy, pcr_report)),
         ("device certs", ", ".join(c["type"] for c in detail["device_certs"]) or "-"),
     ]
     if current is not None:
@@ -246,6 +258,163 @@ def device_remove(state: StateDir, device_text: str) -> None:
         device = resolve_device(store, device_text)
         store.remove_device(device.uuid)
     print(f"removed {device.uuid}")
+
+
+# --- attestation PCR policy ----------------------------------------------------------------
+
+
+def parse_pcr_list(text: str) -> tuple[int, ...] | None:
+    """``0,1,2,4-7`` to PCR indexes (0-15, the quoted ones); ``default`` to None."""
+    if text.strip().lower() == "default":
+        return None
+    pcrs: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            raise AdminError(f"bad PCR list {text!r}: use numbers like 0,1,2,4-7") from None
+        if not 0 <= first <= last <= 15:
+            raise AdminError(f"PCR {part} is out of range: a policy checks quoted PCRs 0-15")
+        pcrs.update(range(first, last + 1))
+    if not pcrs:
+        raise AdminError("the policy must check at least one PCR")
+    return tuple(sorted(pcrs))
+
+
+def attest_policy(
+    state: StateDir,
+    device_text: str,
+    *,
+    accept_current: bool = False,
+    reset: bool = False,
+    pcrs: str | None = None,
+    as_json: bool = False,
+) -> None:
+    """Show a device's PCR policy, or change it (accept the last PCRs, forget, choose PCRs).
+
+    Changes apply from the device's next attestation; a device that failed gets no config
+    until it attests again (EVE retries by itself).
+    """
+    with open_store(state) as store:
+        device = resolve_device(store, device_text)
+        if accept_current:
+            if store.accept_reported_pcrs(device.uuid) is None:
+                raise AdminError(
+                    f"{device.uuid} has not sent a verified quote yet: nothing to accept"
+                )
+            print(f"{device.uuid}: the last reported PCR values are now the golden values")
+        elif reset:
+            store.set_golden(device.uuid, None, None, None)
+            print(
+                f"{device.uuid}: golden PCR values forgotten; the next verified quote sets "
+                "them (trust on first use)"
+            )
+        elif pcrs is not None:
+            chosen = parse_pcr_list(pcrs)
+            policy = store.set_policy_pcrs(device.uuid, chosen)
+            print(f"{device.uuid}: the policy checks PCRs {_pcr_ranges(policy.pcrs)}")
+        policy = store.pcr_policy(device.uuid)
+        report = store.pcr_report(device.uuid)
+    if accept_current or reset or pcrs is not None:
+        return
+    if as_json:
+        _print_json({"uuid": device.uuid, **_policy_json(policy, report)})
+        return
+    _print_policy(device, policy, report)
+
+
+def _pcr_ranges(pcrs: Sequence[int]) -> str:
+    """``0,1,2,3,4,6`` as ``0-4,6``."""
+    runs: list[list[int]] = []
+    for pcr in sorted(pcrs):
+        if runs and runs[-1][-1] == pcr - 1:
+            runs[-1].append(pcr)
+        else:
+            runs.append([pcr])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ",".join(map(str, r)) for r in runs)
+
+
+def _policy_summary(policy: PcrPolicy, report: PcrReport | None) -> dict[str, Any]:
+    return {
+        "pcrs": list(policy.pcrs),
+        "default_pcrs": not policy.custom_pcrs,
+        "golden_source": policy.golden_source.value if policy.golden_source else None,
+        "golden_at": rfc3339(policy.golden_at),
+        "last_quote_at": rfc3339(report.reported_at) if report else None,
+        "mismatched_pcrs": list(report.mismatched) if report else [],
+    }
+
+
+def _policy_text(policy: PcrPolicy, report: PcrReport | None) -> str:
+    text = f"PCRs {_pcr_ranges(policy.pcrs)}{'' if policy.custom_pcrs else ' (default)'}; "
+    if policy.golden is None:
+        text += "golden values: none yet (learnt at the next verified quote)"
+    else:
+        source = policy.golden_source.value if policy.golden_source else "set"
+        text += f"golden values: {source} {rfc3339(policy.golden_at) or ''}".rstrip()
+    if report is not None and report.mismatched:
+        text += f"; last quote differs in PCR(s) {', '.join(map(str, report.mismatched))}"
+    return text
+
+
+def _policy_json(policy: PcrPolicy, report: PcrReport | None) -> dict[str, Any]:
+    return {
+        **_policy_summary(policy, report),
+        "golden": (
+            None
+            if policy.golden is None
+            else {str(i): v.hex() for i, v in sorted(policy.golden.items())}
+        ),
+        "reported": (
+            None if report is None else {str(i): v.hex() for i, v in sorted(report.pcrs.items())}
+        ),
+        "quoted_pcrs": list(report.quoted) if report else [],
+        "versions": [list(v) for v in report.versions] if report else [],
+        "event_log_bytes": len(report.event_log) if report and report.event_log else 0,
+        "detail": report.detail if report else "",
+    }
+
+
+def _print_policy(device: Device, policy: PcrPolicy, report: PcrReport | None) -> None:
+    print(f"device            {device.uuid}")
+    print(f"attestation       {device.attest_state} {device.attest_reason}".rstrip())
+    print(f"policy            {_policy_text(policy, report)}")
+    if report is None:
+        print("last quote        none verified yet")
+        return
+    versions = ", ".join(f"{t}={v}" for t, v in report.versions) or "-"
+    log_note = f"{len(report.event_log)} bytes" if report.event_log else "none"
+    print(
+        f"last quote        {rfc3339(report.reported_at)} (versions: {versions}; event log: "
+        f"{log_note})"
+    )
+    golden = policy.golden or {}
+    rows = []
+    for pcr in sorted(set(report.pcrs) | set(golden)):
+        mark = "*" if pcr in policy.pcrs else ""
+        current = report.pcrs.get(pcr)
+        expected = golden.get(pcr)
+        state = ""
+        if pcr in policy.pcrs and policy.golden is not None:
+            state = "ok" if current == expected else "DIFFERS"
+        rows.append(
+            (
+                f"{pcr}{mark}",
+                expected.hex() if expected is not None else "-",
+                current.hex() if current is not None else "-",
+                state,
+            )
+        )
+    print()
+    _print_table(("PCR", "GOLDEN", "REPORTED", ""), rows)
+    print("(* = checked by the policy)")
+    if report.detail:
+        print()
+        print(report.detail)
 
 
 def _device_summary(device: Device) -> dict[str, Any]:

@@ -131,6 +131,29 @@ def build_parser() -> argparse.ArgumentParser:
     drm = device_cmds.add_parser("remove", parents=[common], help="forget a device")
     drm.add_argument("uuid", metavar="UUID")
 
+    attest = commands.add_parser("attest", help="attestation: the PCR policy of a device")
+    attest_cmds = attest.add_subparsers(dest="action", required=True, metavar="ACTION")
+    policy = attest_cmds.add_parser(
+        "policy", parents=[common, as_json], help="show or change a device's PCR policy"
+    )
+    policy.add_argument("uuid", metavar="UUID")
+    change = policy.add_mutually_exclusive_group()
+    change.add_argument(
+        "--accept-current",
+        action="store_true",
+        help="make the last verified quote's PCR values the golden values",
+    )
+    change.add_argument(
+        "--reset",
+        action="store_true",
+        help="forget the golden values: the next verified quote sets them (trust on first use)",
+    )
+    change.add_argument(
+        "--pcrs",
+        metavar="LIST",
+        help="PCRs the policy checks, e.g. 0-4,6-14 (0-15), or 'default'",
+    )
+
     config = commands.add_parser("config", help="device configurations")
     config_cmds = config.add_subparsers(dest="action", required=True, metavar="ACTION")
     cset = config_cmds.add_parser("set", parents=[common], help="store a new config version")
@@ -198,6 +221,15 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             admin.device_remove(state, args.uuid)
+    elif command == "attest":
+        admin.attest_policy(
+            state,
+            args.uuid,
+            accept_current=args.accept_current,
+            reset=args.reset,
+            pcrs=args.pcrs,
+            as_json=args.json,
+        )
     elif command == "config":
         if action == "set":
             admin.config_set(state, args.uuid, args.file, timestamp=args.timestamp)

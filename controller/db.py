@@ -118,7 +118,31 @@ CREATE TABLE log_entry (
 CREATE INDEX log_entry_by_device ON log_entry(device_uuid, app_uuid, id);
 """
 
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+# Version 2: measured boot.  The PCR policy per device (admin-owned) and the PCRs its last
+# verified quote reported (device-owned).  A device without a pcr_policy row has the default
+# PCR set and no golden values yet (trust on first use).
+_SCHEMA_V2 = """
+CREATE TABLE pcr_policy (
+    device_uuid    TEXT PRIMARY KEY REFERENCES device(uuid) ON DELETE CASCADE,
+    pcr_indexes    TEXT,                  -- comma-separated PCRs checked; NULL = the default set
+    golden         TEXT,                  -- JSON object index to hex SHA-256; NULL = learn next
+    golden_log     BLOB,                  -- event log that came with the golden values
+    golden_source  TEXT,                  -- first use, or admin
+    golden_at      REAL
+);
+CREATE TABLE pcr_report (
+    device_uuid    TEXT PRIMARY KEY REFERENCES device(uuid) ON DELETE CASCADE,
+    pcrs           TEXT NOT NULL,         -- JSON object index to hex SHA-256, as reported
+    quoted         TEXT NOT NULL,         -- comma-separated PCRs the signed digest covers
+    event_log      BLOB,                  -- inflated tpm_binary_event_log, NULL if none
+    versions       TEXT NOT NULL,         -- JSON list of [type, version]
+    reported_at    REAL NOT NULL,
+    mismatched     TEXT NOT NULL,         -- comma-separated PCRs differing from golden
+    detail         TEXT NOT NULL          -- events that touched them
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -170,3 +170,51 @@ class LogRecord:
     """The LogEntry JSON object as the device wrote it (Go encoding/json keys)."""
     meta: str
     """JSON object with the gzip header metadata of its upload."""
+
+
+DEFAULT_POLICY_PCRS: tuple[int, ...] = (0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14)
+"""PCRs a device's policy checks unless the admin says otherwise: EVE's vault sealing set
+(``DefaultDiskKeySealingPCRs``, SHA-256 0-14 without 5, the GPT)."""
+
+
+class GoldenSource(enum.StrEnum):
+    """Where a device's golden PCR values came from."""
+
+    FIRST_USE = "first use"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class PcrPolicy:
+    """What a device's quoted PCRs must equal.  No golden values: learn them (trust on first use)
+    at the next verified quote."""
+
+    pcrs: tuple[int, ...] = DEFAULT_POLICY_PCRS
+    """The PCR indexes compared."""
+    custom_pcrs: bool = False
+    """Whether ``pcrs`` was set by the admin rather than being the default."""
+    golden: Mapping[int, bytes] | None = None
+    """SHA-256 values of every quoted PCR when they were learnt or accepted."""
+    golden_log: bytes | None = None
+    """The event log that came with the golden values (to name the events that changed)."""
+    golden_source: GoldenSource | None = None
+    golden_at: float | None = None
+
+
+@dataclass(frozen=True)
+class PcrReport:
+    """The PCRs of the device's last verified quote, and how they compared with the policy."""
+
+    pcrs: Mapping[int, bytes]
+    """SHA-256 values reported with the quote (the quoted ones are covered by its signature)."""
+    quoted: tuple[int, ...]
+    """The PCR indexes the quote's signed digest covers."""
+    event_log: bytes | None
+    """The event log sent with the quote, inflated; None when none was sent."""
+    versions: tuple[tuple[str, str], ...]
+    """``(version type, version)`` from the quote (EVE, FIRMWARE...)."""
+    reported_at: float
+    mismatched: tuple[int, ...] = ()
+    """PCR indexes that differed from the golden values (empty when they matched)."""
+    detail: str = ""
+    """The events that touched the differing PCRs, one per line."""

@@ -10,10 +10,11 @@ them atomic against the admin commands in other processes.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,11 +26,14 @@ from controller.records import (
     ConfigVersion,
     Device,
     DeviceCert,
+    GoldenSource,
     LogRecord,
     NewConfig,
     NonceRecord,
     OnboardDecision,
     OnboardEntry,
+    PcrPolicy,
+    PcrReport,
     RegisterOutcome,
     Report,
     ReportKind,
@@ -393,6 +397,129 @@ class Store:
                 [(device_uuid, i, k, now) for i, k in enumerate(keys)],
             )
 
+    # --- PCR policy (measured boot) ------------------------------------------------------------
+
+    def pcr_policy(self, device_uuid: str) -> PcrPolicy:
+        """The device's PCR policy; the default (default PCRs, nothing learnt) without a row."""
+        row = self._conn.execute(
+            "SELECT pcr_indexes, golden, golden_log, golden_source, golden_at FROM pcr_policy"
+            " WHERE device_uuid = ?",
+            (device_uuid,),
+        ).fetchone()
+        if row is None:
+            return PcrPolicy()
+        indexes, golden, golden_log, source, golden_at = row
+        policy = PcrPolicy()
+        return PcrPolicy(
+            pcrs=_indexes(indexes) if indexes is not None else policy.pcrs,
+            custom_pcrs=indexes is not None,
+            golden=_pcr_map(golden) if golden is not None else None,
+            golden_log=bytes(golden_log) if golden_log is not None else None,
+            golden_source=GoldenSource(source) if source else None,
+            golden_at=float(golden_at) if golden_at is not None else None,
+        )
+
+    def set_policy_pcrs(self, device_uuid: str, pcrs: Sequence[int] | None) -> PcrPolicy:
+        """Choose which PCRs the policy compares (None: the default set).  Raises UnknownDevice."""
+        self.require_device(device_uuid)
+        text = None if pcrs is None else ",".join(str(i) for i in sorted(set(pcrs)))
+        self._conn.execute(
+            "INSERT INTO pcr_policy (device_uuid, pcr_indexes) VALUES (?, ?)"
+            " ON CONFLICT (device_uuid) DO UPDATE SET pcr_indexes = excluded.pcr_indexes",
+            (device_uuid, text),
+        )
+        return self.pcr_policy(device_uuid)
+
+    def set_golden(
+        self,
+        device_uuid: str,
+        golden: Mapping[int, bytes] | None,
+        event_log: bytes | None,
+        source: GoldenSource | None,
+    ) -> None:
+        """Set the golden values (or with None forget them: trust on first use again)."""
+        self._conn.execute(
+            "INSERT INTO pcr_policy (device_uuid, golden, golden_log, golden_source, golden_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_uuid) DO UPDATE SET"
+            " golden = excluded.golden, golden_log = excluded.golden_log,"
+            " golden_source = excluded.golden_source, golden_at = excluded.golden_at",
+            (
+                device_uuid,
+                None if golden is None else _pcr_json(golden),
+                event_log if golden is not None else None,
+                source.value if golden is not None and source is not None else None,
+                self.now() if golden is not None else None,
+            ),
+        )
+
+    def accept_reported_pcrs(self, device_uuid: str) -> PcrReport | None:
+        """Make the last verified report's PCRs (and log) the golden values; None without one."""
+        with db.transaction(self._conn):
+            report = self.pcr_report(device_uuid)
+            if report is None:
+                return None
+            self.set_golden(device_uuid, report.pcrs, report.event_log, GoldenSource.ADMIN)
+            self._conn.execute(
+                "UPDATE pcr_report SET mismatched = '', detail = '' WHERE device_uuid = ?",
+                (device_uuid,),
+            )
+        return report
+
+    def record_pcr_report(self, device_uuid: str, report: PcrReport, *, learn: bool) -> bool:
+        """Store the PCRs of a verified quote; with ``learn``, also make them the golden values
+        unless the device has some already (trust on first use).  Returns whether it learnt."""
+        with db.transaction(self._conn) as c:
+            c.execute(
+                "INSERT OR REPLACE INTO pcr_report (device_uuid, pcrs, quoted, event_log,"
+                " versions, reported_at, mismatched, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    device_uuid,
+                    _pcr_json(report.pcrs),
+                    ",".join(map(str, report.quoted)),
+                    report.event_log,
+                    json.dumps([list(v) for v in report.versions]),
+                    report.reported_at,
+                    ",".join(map(str, report.mismatched)),
+                    report.detail,
+                ),
+            )
+            if not learn:
+                return False
+            cur = c.execute(
+                "INSERT INTO pcr_policy (device_uuid, golden, golden_log, golden_source,"
+                " golden_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_uuid) DO UPDATE SET"
+                " golden = excluded.golden, golden_log = excluded.golden_log,"
+                " golden_source = excluded.golden_source, golden_at = excluded.golden_at"
+                " WHERE pcr_policy.golden IS NULL",
+                (
+                    device_uuid,
+                    _pcr_json(report.pcrs),
+                    report.event_log,
+                    GoldenSource.FIRST_USE.value,
+                    self.now(),
+                ),
+            )
+            return cur.rowcount > 0
+
+    def pcr_report(self, device_uuid: str) -> PcrReport | None:
+        row = self._conn.execute(
+            "SELECT pcrs, quoted, event_log, versions, reported_at, mismatched, detail"
+            " FROM pcr_report WHERE device_uuid = ?",
+            (device_uuid,),
+        ).fetchone()
+        if row is None:
+            return None
+        pcrs, quoted, event_log, versions, reported_at, mismatched, detail = row
+        return PcrReport(
+            pcrs=_pcr_map(pcrs),
+            quoted=_indexes(quoted),
+            event_log=bytes(event_log) if event_log is not None else None,
+            versions=tuple((str(t), str(v)) for t, v in json.loads(versions)),
+            reported_at=float(reported_at),
+            mismatched=_indexes(mismatched),
+            detail=str(detail),
+        )
+
     # --- configuration ----------------------------------------------------------------------
 
     def add_config(self, device_uuid: str, render: Callable[[int], NewConfig]) -> ConfigVersion:
@@ -582,6 +709,18 @@ def _device(row: Any) -> Device:
         attest_at=float(attest_at) if attest_at is not None else None,
         integrity_token=bytes(integrity_token) if integrity_token is not None else None,
     )
+
+
+def _indexes(text: str) -> tuple[int, ...]:
+    return tuple(int(i) for i in text.split(",") if i)
+
+
+def _pcr_json(values: Mapping[int, bytes]) -> str:
+    return json.dumps({str(i): values[i].hex() for i in sorted(values)})
+
+
+def _pcr_map(text: str) -> dict[int, bytes]:
+    return {int(i): bytes.fromhex(v) for i, v in json.loads(text).items()}
 
 
 def _config(row: Any) -> ConfigVersion:

@@ -36,7 +36,13 @@ from controller.api.common import (
     proto_response,
 )
 from controller.api.context import ApiContext, context
-from controller.attestation import Verdict, VerdictCode, quote_is_empty
+from controller.attestation import (
+    Verdict,
+    VerdictCode,
+    apply_policy,
+    pcr_report,
+    quote_is_empty,
+)
 from controller.records import AttestState, DeviceCert
 
 NONCE_BYTES = 32
@@ -141,6 +147,12 @@ def _check_quote(
         verdict = ctx.verify_quote(
             certs=store.device_certs(device.uuid), nonce=nonce, quote=quote, now=now
         )
+        verdict = apply_policy(
+            verdict, device_cert=device.cert, policy=store.pcr_policy(device.uuid)
+        )
+        report = pcr_report(verdict, now)
+        if report is not None:
+            store.record_pcr_report(device.uuid, report, learn=verdict.learn)
 
     answer = attest_pb2.ZAttestResponse(respType=attest_pb2.ATTEST_RESP_QUOTE_RESP)
     answer.quoteResp.response = verdict.code.value

@@ -99,13 +99,15 @@ async def test_device_that_must_have_a_tpm_fails_with_an_empty_quote(
     assert "requires a TPM" in ctl.store.require_device(device.uuid).attest_reason
 
 
-async def test_real_quotes_fail_until_the_verifier_exists(ctl: Harness, device: FakeDevice) -> None:
+async def test_real_quote_without_an_attestation_key_certificate(
+    ctl: Harness, device: FakeDevice
+) -> None:
     await device.nonce()
     result = await device.quote(tpm_quote())
-    assert result.response == QUOTE_FAILED
+    assert result.response == attest_pb2.Z_ATTEST_RESPONSE_CODE_NO_CERT_FOUND
     stored = ctl.store.require_device(device.uuid)
     assert stored.attest_state is AttestState.FAILED
-    assert stored.attest_reason == "TPM quote verification not implemented yet"
+    assert "CERT_TYPE_DEVICE_RESTRICTED_SIGNING" in stored.attest_reason
 
 
 def test_quote_is_empty() -> None:
