@@ -20,20 +20,24 @@ from collections.abc import Coroutine
 from typing import Any
 
 from agent import status as status_mod
-from agent.link.attestation import Attestor, NoTpmQuotes
+from agent.boot import BootResult, TpmMode, boot
+from agent.link.attestation import Attestor, NoTpmQuotes, QuoteSource
 from agent.link.checkpoint import CheckpointStore
 from agent.link.configsync import ConfigSync
-from agent.link.controllercerts import ControllerCertStore
+from agent.link.controllercerts import ControllerCertError, ControllerCertStore
 from agent.link.identity import NodeIdentity, load_identity, load_uuid, store_uuid
 from agent.link.logship import LogSpool, LogUploader
 from agent.link.onboarding import OnboardingError, fetch_uuid, onboard
 from agent.link.reporting import DeviceFacts, Outbox, Reporter
+from agent.link.tpmidentity import TpmQuotes, load_tpm_identity
 from agent.link.transport import ControllerClient, TransportError
 from agent.model.configitems import ConfigItems
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.node import NodeReconciler
 from agent.settings import AgentSettings
-from agent.wire.envelope import EnvelopeError, device_cert_hash
+from agent.vault.manager import VaultManager, VaultPaths
+from agent.wire.envelope import EnvelopeError, Signer, UnknownSigner, device_cert_hash
+from agent.wire.pb.attest import attest_pb2
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,8 @@ class Node:
         self.spool: LogSpool | None = None
         self.device_uuid: str | None = None
         self.phase = "starting"
+        self.boot: BootResult | None = None
+        self.vault: VaultManager | None = None
         self._stop = asyncio.Event()
         self._last_uuid_check = -UUID_RECHECK_INTERVAL
 
@@ -90,6 +96,8 @@ class Node:
             if self.sync.status.applied_ok
             else 0.0,
             tpm=not self.settings.no_tpm,
+            vault_state=self.vault.status.state.value if self.vault else "disabled",
+            vault_reason=self.vault.status.reason if self.vault else "",
         )
 
     def _on_items_changed(self, changed: set[str]) -> None:
@@ -111,8 +119,12 @@ class Node:
             return
         self._last_uuid_check = now
         try:
-            result = await fetch_uuid(self.client, self.identity.device, self.certs)
-        except (TransportError, OnboardingError, EnvelopeError) as exc:
+            try:
+                result = await fetch_uuid(self.client, self.identity.device, self.certs)
+            except UnknownSigner:
+                await self.certs.refresh(self.client)
+                result = await fetch_uuid(self.client, self.identity.device, self.certs)
+        except (TransportError, OnboardingError, EnvelopeError, ControllerCertError) as exc:
             log.warning("UUID re-check failed: %s", exc)
             return
         if result is None:
@@ -154,6 +166,9 @@ class Node:
             logging.getLogger().removeHandler(self.spool)
             if self.client is not None:
                 await self.client.close()
+            if self.boot is not None:
+                # The swtpm keeps running: an agent restart is not a power cycle.
+                self.boot.tpm.close()
 
     def _log_meta(self) -> dict[str, str]:
         return {
@@ -162,13 +177,36 @@ class Node:
             "eveVersion": self.settings.version,
         }
 
-    async def _run(self, stop: asyncio.Event) -> None:
+    def _open_platform(self) -> tuple[Signer | None, QuoteSource]:
+        """TPM, measured boot and the TPM identity; or the explicit software mode."""
         if self.settings.no_tpm:
             log.warning(
                 "software-only mode (--no-tpm): device key on disk, empty attestation quote, "
                 "vault disabled"
             )
-        self.identity = identity = load_identity(self.paths)
+            return None, NoTpmQuotes()
+        self.boot = result = boot(
+            self.paths, TpmMode(self.settings.tpm), agent_version=self.settings.version,
+            tcti=self.settings.tcti,
+        )  # fmt: skip
+        tpm_identity = load_tpm_identity(self.paths, result.tpm)
+        quotes = TpmQuotes(
+            result.tpm,
+            tpm_identity,
+            boot_log=result.boot_log,
+            config_log=result.config_log,
+            versions={attest_pb2.ATTEST_VERSION_TYPE_EVE: self.settings.version},
+        )
+        return tpm_identity.signer, quotes
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        device_signer, quotes = self._open_platform()
+        self.identity = identity = load_identity(self.paths, device_signer)
+        self.vault = VaultManager(
+            VaultPaths(self.paths.persist), self.boot.tpm if self.boot else None
+        )
+        vault_status = await asyncio.to_thread(self.vault.open_local)
+        log.info("vault: %s %s", vault_status.state.value, vault_status.reason)
         log.info(
             "device certificate %s, controller %s",
             device_cert_hash(identity.device.certificate).hex()[:16],
@@ -185,7 +223,13 @@ class Node:
         )
         certs.load_checkpoint()
         self.runtime.subscribe(self._on_items_changed)
-        self.attestor = Attestor(client, device=identity.device, certs=certs, quotes=NoTpmQuotes())
+        self.attestor = Attestor(
+            client,
+            device=identity.device,
+            certs=certs,
+            quotes=quotes,
+            escrow=self.vault if self.boot else None,
+        )
         self.device_uuid = load_uuid(self.paths)
         if self.device_uuid:
             client.device_uuid = self.device_uuid
@@ -289,7 +333,15 @@ async def supervise(
             elif not stop.is_set():
                 log.error("task %s ended unexpectedly", tasks[task])
         stop.set()
-        _, pending = await asyncio.wait(tasks, timeout=grace)
+        finished, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in finished:
+            if task in done or task.cancelled():
+                continue
+            exc = task.exception()
+            if exc is not None:
+                # Failing while stopping still matters: it may have left work half done.
+                log.error("task %s failed while stopping: %s", tasks[task], exc, exc_info=exc)
+                failure = failure or exc
         for task in pending:
             log.warning("task %s did not stop within %.0f s; cancelling", tasks[task], grace)
             task.cancel()

@@ -20,14 +20,26 @@ class NodePaths:
     config: Path
     persist: Path
     run: Path
+    #: An emulated node's hardware description (boot components); unused on real hardware.
+    platform: Path
 
     @classmethod
     def from_root(cls, root: Path | None) -> NodePaths:
         """``None`` means a real node: /config, /persist and /run/eve-agent."""
         if root is None:
-            return cls(config=Path("/config"), persist=Path("/persist"), run=Path("/run/eve-agent"))
+            return cls(
+                config=Path("/config"),
+                persist=Path("/persist"),
+                run=Path("/run/eve-agent"),
+                platform=Path("/etc/eve-agent/platform"),
+            )
         root = root.absolute()
-        return cls(config=root / "config", persist=root / "persist", run=root / "run")
+        return cls(
+            config=root / "config",
+            persist=root / "persist",
+            run=root / "run",
+            platform=root / "platform",
+        )
 
     # --- config partition: written by the installer, read-only for the agent
     @property
@@ -99,10 +111,17 @@ class AgentSettings:
     """Everything the daemon needs that is not pushed by the controller."""
 
     paths: NodePaths
-    no_tpm: bool = True
+    #: "none" (explicit software mode), "device" (the platform TPM) or "swtpm" (emulated node).
+    tpm: str = "none"
+    #: TCTI for "device" mode; default device:/dev/tpmrm0.
+    tcti: str | None = None
     #: Upper bound for a clean shutdown after SIGTERM before tasks are cancelled.
     stop_grace: float = 10.0
     #: How often the status snapshot for ``eve-agent status`` is rewritten at most.
     status_interval: float = 2.0
     #: Agent version reported to the controller.
     version: str = "0.1.0"
+
+    @property
+    def no_tpm(self) -> bool:
+        return self.tpm == "none"

@@ -34,7 +34,15 @@ def snapshot(node: Node) -> dict[str, Any]:
         "device_cert_sha256": (
             device_cert_hash(node.identity.device.certificate).hex() if node.identity else None
         ),
-        "mode": "software keys (no TPM)" if node.settings.no_tpm else "TPM",
+        "mode": (
+            "software keys (no TPM)" if node.settings.no_tpm else f"TPM ({node.settings.tpm})"
+        ),
+        "measurements": {
+            name: {"state": r.state.value, "problem": r.problem, "stale": r.stale}
+            for name, r in (
+                (("boot", node.boot.boot), ("config", node.boot.config)) if node.boot else ()
+            )
+        },
         "controller_reachable": bool(sync and sync.controller_reachable),
         "last_contact": sync.last_contact if sync else 0.0,
         "config_hash": sync.config_hash if sync else "",
@@ -48,6 +56,11 @@ def snapshot(node: Node) -> dict[str, Any]:
         "attestation": {
             "state": node.attestor.status.state.value if node.attestor else "unspecified",
             "error": node.attestor.status.error if node.attestor else "",
+        },
+        "vault": {
+            "state": node.vault.status.state.value if node.vault else "disabled",
+            "reason": node.vault.status.reason if node.vault else "",
+            "mismatched_pcrs": list(node.vault.status.mismatched_pcrs) if node.vault else [],
         },
         "config_items": node.items().explicit(),
         "object_errors": [
@@ -114,6 +127,14 @@ def render(data: dict[str, Any], now: float | None = None) -> str:
         f"controller:   {data.get('server')} - "
         f"{'reachable' if data.get('controller_reachable') else 'UNREACHABLE'}, "
         f"last contact {_age(data.get('last_contact', 0), now)}",
+        *(
+            f"measured:     {name} {m['state']}"
+            + (f" ({m['problem']})" if m.get("problem") else "")
+            + (f" [{m['stale']}]" if m.get("stale") else "")
+            for name, m in (data.get("measurements") or {}).items()
+        ),
+        f"vault:        {data.get('vault', {}).get('state', '?')}"
+        + (f" ({data['vault']['reason']})" if data.get("vault", {}).get("reason") else ""),
         f"attestation:  {data['attestation']['state']}"
         + (f" ({data['attestation']['error']})" if data["attestation"].get("error") else ""),
         f"config:       {(data.get('config_hash') or 'none')[:16]} version "

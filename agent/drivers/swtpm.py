@@ -299,6 +299,10 @@ class SwtpmProcess:
     def _pid(self) -> int | None:
         if self._proc is not None:
             return self._proc.pid
+        if self._adopted_pid is None:
+            # A fresh object (another process, e.g. `eve-agent poweroff`) finds the running
+            # swtpm through its pid file.
+            self._adopt()
         return self._adopted_pid
 
     def _forget(self) -> None:

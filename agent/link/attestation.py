@@ -59,6 +59,25 @@ class QuoteSource(Protocol):
         ...
 
 
+class KeyEscrow(Protocol):
+    """The vault's side of attestation: keys coming back, and the key to escrow.
+
+    Both calls may block (they use the TPM); the attestor runs them in a worker thread.
+    """
+
+    def keys_received(self, keys: list[bytes], policy_pcrs: list[int] | None) -> None:
+        """The controller accepted the quote and returned these escrowed keys (maybe none)."""
+        ...
+
+    def escrow_blob(self) -> bytes | None:
+        """The wrapped vault key the controller should keep, or None when it already has it."""
+        ...
+
+    def escrow_stored(self) -> None:
+        """The controller confirmed it stored the blob."""
+        ...
+
+
 class NoTpmQuotes:
     """The explicit software-only mode: no certificates, an empty quote (EVE's no-TPM case)."""
 
@@ -87,12 +106,14 @@ class Attestor:
         device: Signer,
         certs: ControllerCertStore,
         quotes: QuoteSource,
+        escrow: KeyEscrow | None = None,
         backoff: Backoff | None = None,
     ) -> None:
         self._client = client
         self._device = device
         self._certs = certs
         self._quotes = quotes
+        self._escrow = escrow
         self._backoff = backoff or Backoff(initial=15.0, maximum=300.0)
         self._token: bytes | None = None
         self._certs_sent = False
@@ -182,5 +203,32 @@ class Attestor:
             raise AttestationRejected(f"controller rejected the quote: {name}")
         if not verdict.integrity_token:
             raise AttestationRejected("controller accepted the quote but sent no integrity token")
-        self.status.escrowed_keys = [bytes(k.key) for k in verdict.keys]
-        return bytes(verdict.integrity_token)
+        token = bytes(verdict.integrity_token)
+        vsk = [k for k in verdict.keys if k.key_type == attest_pb2.ATTEST_VOLUME_KEY_TYPE_VSK]
+        self.status.escrowed_keys = [bytes(k.key) for k in vsk if k.key]
+        if self._escrow is not None:
+            policy = next(
+                (list(k.policy_pcr_list.pcr_indices) for k in vsk if k.has_policy_pcr_list), None
+            )
+            await asyncio.to_thread(self._escrow.keys_received, self.status.escrowed_keys, policy)
+            await self._store_keys(token)
+        return token
+
+    async def _store_keys(self, token: bytes) -> None:
+        """EVE's escrow step: hand the wrapped vault key to the controller with the token."""
+        assert self._escrow is not None
+        blob = await asyncio.to_thread(self._escrow.escrow_blob)
+        if blob is None:
+            return
+        self.status.state = AttestState.ATTEST_ESCROW_WAIT
+        req = attest_pb2.ZAttestReq(reqType=attest_pb2.Z_ATTEST_REQ_TYPE_STORE_KEYS)
+        req.storage_keys.integrity_token = token
+        req.storage_keys.keys.add(key_type=attest_pb2.ATTEST_VOLUME_KEY_TYPE_VSK, key=blob)
+        resp = await self._exchange(req)
+        code = resp.storage_keys_resp.response
+        if code == attest_pb2.ATTEST_STORAGE_KEYS_RESPONSE_CODE_SUCCESS:
+            await asyncio.to_thread(self._escrow.escrow_stored)
+            log.info("vault key escrowed with the controller")
+            return
+        name = attest_pb2.AttestStorageKeysResponseCode.Name(code)
+        raise AttestationRejected(f"controller did not store the vault key: {name}")

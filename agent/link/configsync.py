@@ -188,11 +188,13 @@ class ConfigSync:
         self.status.applied_ok = ok
         self._applied_at_mono = time.monotonic() if ok else None
         new_cert_hash = resp.config.controllercert_confighash
-        if source == "controller" and new_cert_hash != self._controller_cert_hash:
-            if self._controller_cert_hash:
-                log.info("controller certificates changed; fetching them")
-                await self._refresh_certs()
-            self._controller_cert_hash = new_cert_hash
+        # A saved config only tells us which certificates we have; a new one from the
+        # controller that names other certificates makes us fetch them.
+        changed = self._controller_cert_hash and self._controller_cert_hash != new_cert_hash
+        if source == "controller" and changed:
+            log.info("controller certificates changed; fetching them")
+            await self._refresh_certs()
+        self._controller_cert_hash = new_cert_hash
 
     def _maybe_promote(self) -> None:
         """Refresh lastconfig.bak once the config has run cleanly for the test window."""

@@ -15,7 +15,7 @@ from agent.settings import NodePaths
 from agent.util.atomicfile import read_optional, write_atomic
 from agent.util.ids import parse_uuid
 from agent.wire import pki
-from agent.wire.envelope import SoftwareSigner
+from agent.wire.envelope import Signer, SoftwareSigner
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class IdentityError(Exception):
 
 @dataclass(frozen=True)
 class NodeIdentity:
-    device: SoftwareSigner
+    device: Signer
     onboard: SoftwareSigner | None
     serial: str
     soft_serial: str
@@ -73,8 +73,12 @@ def _read_text(path: Path, default: str = "") -> str:
     return data.decode("utf-8", "replace").strip() if data is not None else default
 
 
-def load_identity(paths: NodePaths) -> NodeIdentity:
-    """Read the config partition and the device identity.  Raises IdentityError."""
+def load_identity(paths: NodePaths, device: Signer | None = None) -> NodeIdentity:
+    """Read the config partition; the device identity is ``device`` (a TPM signer) or, in
+    software mode, the key and certificate in persist (made on first boot).
+
+    Raises IdentityError.
+    """
     server = _read_text(paths.server)
     if not server:
         raise IdentityError(f"{paths.server} is missing or empty: no controller to talk to")
@@ -93,7 +97,7 @@ def load_identity(paths: NodePaths) -> NodeIdentity:
         except ValueError as exc:
             raise IdentityError(f"onboarding certificate or key unreadable: {exc}") from exc
     return NodeIdentity(
-        device=load_or_create_device_signer(paths),
+        device=device if device is not None else load_or_create_device_signer(paths),
         onboard=onboard,
         serial=_read_text(paths.serial),
         soft_serial=_read_text(paths.soft_serial),

@@ -101,10 +101,12 @@ async def onboard(
     """
     backoff = backoff or Backoff(initial=1.0, maximum=600.0)
     registered = onboard_signer is None
+    refetch_certs = False
     while not stop.is_set():
         try:
-            if certs.current is None:
+            if certs.current is None or refetch_certs:
                 await certs.refresh(client)
+                refetch_certs = False
             if not registered and onboard_signer is not None:
                 status = await register(client, onboard_signer, device, serial, soft_serial)
                 if status in (200, 201):
@@ -132,6 +134,10 @@ async def onboard(
             ControllerCertError,
         ) as exc:
             log.warning("onboarding: %s", exc)
+            if isinstance(exc, envelope.UnknownSigner):
+                # The controller signs with a certificate we do not have (saved certificates
+                # from before a rotation): fetch /certs again before the next attempt.
+                refetch_certs = True
         delay = backoff.next()
         log.debug("onboarding retry in %.1f s", delay)
         if await wait_or_stop(stop, delay):

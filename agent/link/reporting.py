@@ -43,6 +43,15 @@ _ATTEST_STATES = {
 }
 
 
+# EVE's mapping of vault states to DataSecAtRest (a locked vault is an error to the operator).
+_VAULT_STATES = {
+    "unlocked": info_pb2.DATASEC_AT_REST_ENABLED,
+    "disabled": info_pb2.DATASEC_AT_REST_DISABLED,
+    "locked": info_pb2.DATASEC_AT_REST_ERROR,
+    "error": info_pb2.DATASEC_AT_REST_ERROR,
+}
+
+
 @dataclass(frozen=True)
 class DeviceFacts:
     """What the device info message says, gathered by the daemon from its components."""
@@ -58,6 +67,8 @@ class DeviceFacts:
     last_received_config: float = 0.0
     last_processed_config: float = 0.0
     tpm: bool = False
+    vault_state: str = "disabled"
+    vault_reason: str = ""
 
 
 def _ts(seconds: float) -> Timestamp:
@@ -90,8 +101,13 @@ def device_info(facts: DeviceFacts) -> info_pb2.ZInfoMsg:
     dinfo.maintenance_mode = facts.maintenance_mode
     dinfo.HSMStatus = info_pb2.ENABLED if facts.tpm else info_pb2.DISABLED
     dinfo.HSMInfo = "TPM 2.0" if facts.tpm else "software keys (no TPM)"
-    dinfo.dataSecAtRestInfo.status = info_pb2.DATASEC_AT_REST_DISABLED
-    dinfo.dataSecAtRestInfo.info = "vault needs a TPM" if not facts.tpm else ""
+    sec = dinfo.dataSecAtRestInfo
+    sec.status = _VAULT_STATES.get(facts.vault_state, info_pb2.DATASEC_AT_REST_UNKNOWN)
+    sec.info = facts.vault_reason or ("vault needs a TPM" if not facts.tpm else "")
+    vault = sec.vaultList.add(name="Application Data Store", status=sec.status)
+    vault.pcrStatus = info_pb2.PCR_ENABLED if facts.tpm else info_pb2.PCR_DISABLED
+    if sec.status == info_pb2.DATASEC_AT_REST_ERROR:
+        vault.vaultErr.description = facts.vault_reason
     dinfo.attestation_info.state = _ATTEST_STATES.get(
         facts.attestation_state, info_pb2.ATTESTATION_STATE_UNSPECIFIED
     )

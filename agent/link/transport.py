@@ -13,6 +13,7 @@ a status means for their endpoint.
 from __future__ import annotations
 
 import ssl
+import urllib.parse
 import uuid as uuidlib
 from dataclasses import dataclass
 
@@ -45,7 +46,22 @@ def normalise_server(text: str) -> str:
         if server.startswith(scheme):
             server = server[len(scheme) :]
     server = server.rstrip("/")
-    if not server or "/" in server or any(c.isspace() for c in server):
+    try:
+        parts = urllib.parse.urlsplit("//" + server)
+        port = parts.port
+    except ValueError:
+        port, parts = None, None
+    if (
+        parts is None
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or "@" in server
+        or server.endswith(":")
+        or port == 0
+        or any(c.isspace() for c in server)
+    ):
         raise ValueError(f"controller address {text!r} is not host[:port]")
     return server
 

@@ -29,4 +29,4 @@ def node(tmp_path: Path, controller: Controller) -> Iterator[Node]:
     try:
         yield n
     finally:
-        n.stop()
+        n.shutdown()

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +149,11 @@ class Controller:
 class Node:
     """An emulated node: a root dir provisioned like EVE's /config, and its agent process."""
 
-    def __init__(self, root: Path, controller: Controller, serial: str) -> None:
+    def __init__(
+        self, root: Path, controller: Controller, serial: str, *, swtpm: bool = False
+    ) -> None:
         self.root = root
+        self.swtpm = swtpm
         self.controller = controller
         self.agent: Process | None = None
         config = root / "config"
@@ -169,7 +172,7 @@ class Node:
                 "--root",
                 str(self.root),
                 "run",
-                "--no-tpm",
+                "--swtpm" if self.swtpm else "--no-tpm",
                 "--log-level",
                 "debug",
             ],
@@ -178,6 +181,21 @@ class Node:
 
     def stop(self) -> int:
         return self.agent.stop() if self.agent is not None else 0
+
+    def poweroff(self) -> None:
+        """Emulated power off: unmount the vault image and stop the node's swtpm."""
+        subprocess.run(
+            [str(BIN / "eve-agent"), "--root", str(self.root), "poweroff"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def shutdown(self) -> None:
+        """Stop the agent and, for a TPM node, power it off.  For fixtures' teardown."""
+        self.stop()
+        if self.swtpm:
+            self.poweroff()
 
     def status(self) -> dict[str, Any]:
         proc = subprocess.run(
@@ -212,17 +230,15 @@ class Node:
     def wait_status(
         self, predicate: Callable[[dict[str, Any]], bool], timeout: float, what: str
     ) -> dict[str, Any]:
-        result = wait_for(
-            lambda: (lambda s: s if s and predicate(s) else None)(self.status()), timeout, what
-        )
+        """Wait for a status of the *running* agent (a stale file from the last run never
+        counts) that satisfies ``predicate``."""
+
+        def current() -> dict[str, Any] | None:
+            status = self.status()
+            if not status or self.agent is None or status.get("pid") != self.agent.proc.pid:
+                return None
+            return status if predicate(status) else None
+
+        result = wait_for(current, timeout, what)
         assert isinstance(result, dict)
         return result
-
-
-@contextlib.contextmanager
-def running(*things: Controller | Node) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for thing in reversed(things):
-            thing.stop()
