@@ -184,14 +184,112 @@ def bench_rss() -> list[tuple[str, str, str, str]]:
     )]  # fmt: skip
 
 
+async def _attest_rounds(
+    ctl_dir: Path, node_root: Path, repeat: int
+) -> tuple[float, float, float, float]:
+    """Median seconds of: attestation nonce->token, bare TPM quote, vault open, bare unseal."""
+    import asyncio
+    import os
+
+    from agent.drivers.swtpm import SwtpmProcess
+    from agent.drivers.tpm_device import DeviceTpm
+    from agent.link.attestation import Attestor
+    from agent.link.checkpoint import CheckpointStore
+    from agent.link.controllercerts import ControllerCertStore
+    from agent.link.identity import load_identity
+    from agent.link.onboarding import onboard
+    from agent.link.tpmidentity import TpmQuotes, load_tpm_identity
+    from agent.settings import NodePaths
+    from agent.vault.manager import VaultManager, VaultPaths
+
+    paths = NodePaths.from_root(node_root)
+    swtpm = SwtpmProcess(paths.persist / "tpm")
+    swtpm.start()
+    tpm = DeviceTpm(swtpm.tcti)
+    vault = VaultManager(VaultPaths(paths.persist), tpm)
+    try:
+        tpm_id = load_tpm_identity(paths, tpm)
+        ident = load_identity(paths, tpm_id.signer)
+        from agent.link.transport import ControllerClient
+
+        client = ControllerClient(ident.server, ident.root_pem, soft_serial=ident.soft_serial)
+        certs = ControllerCertStore(CheckpointStore(paths.checkpoint, "cc"), ident.root_pem)
+        stop = asyncio.Event()
+        result = await onboard(
+            client, device=ident.device, onboard_signer=ident.onboard, certs=certs,
+            serial="", soft_serial=ident.soft_serial, stop=stop,
+        )  # fmt: skip
+        assert result is not None
+        client.device_uuid = result.uuid
+        quotes = TpmQuotes(tpm, tpm_id, boot_log=paths.run / "none", config_log=None, versions={})
+        attestor = Attestor(client, device=ident.device, certs=certs, quotes=quotes)
+        assert await attestor.token(stop) is not None  # certs sent once, golden values learnt
+
+        async def round_trip() -> float:
+            attestor.restart("bench")
+            t0 = time.perf_counter()
+            assert await attestor.token(stop) is not None
+            return time.perf_counter() - t0
+
+        attest = statistics.median([await round_trip() for _ in range(repeat)])
+        quote = timeit(lambda: tpm.quote(os.urandom(32)), repeat)
+        vault.open_local()  # first boot: makes, seals and mounts
+        sealed = vault.paths.sealed_key
+
+        def reopen() -> None:
+            vault.lock()
+            vault.open_local()
+
+        vault_open = timeit(reopen, max(3, repeat // 3))
+        from agent.vault.keys import SealedKeyFile, unseal_key
+
+        record = SealedKeyFile(sealed).load()
+        assert record is not None
+        unseal = timeit(lambda: unseal_key(tpm, record), repeat)
+        await client.close()
+        return attest, quote, vault_open, unseal
+    finally:
+        vault.lock()
+        tpm.close()
+        swtpm.stop()
+
+
+def bench_tpm(repeat: int) -> list[tuple[str, str, str, str]]:
+    import asyncio
+
+    from tests.e2e.harness import Controller, Node
+
+    with tempfile.TemporaryDirectory(prefix="eve-bench-tpm-") as tmp:
+        ctl = Controller(Path(tmp) / "controller")
+        ctl.init()
+        ctl.start()
+        try:
+            node = Node(Path(tmp) / "node", ctl, serial="bench-tpm")
+            attest, quote, vault_open, unseal = asyncio.run(
+                _attest_rounds(ctl.state, node.root, repeat)
+            )
+        finally:
+            ctl.stop()
+    ms = "{:.1f} ms".format
+    return [
+        ("attestation round trip (nonce to token, swtpm)", ms(attest * 1e3),
+         f"{ms(quote * 1e3)} (bare TPM quote)", f"{attest / quote:.1f}x"),
+        ("vault lock + reopen (unseal, mount, fscrypt key)", ms(vault_open * 1e3),
+         f"{ms(unseal * 1e3)} (bare TPM unseal)", f"{vault_open / unseal:.1f}x"),
+    ]  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--skip-tpm", action="store_true", help="no swtpm/vault figures")
     args = parser.parse_args()
     rows = bench_config(args.repeat)
     if not args.skip_rss:
         rows += bench_rss()
+    if not args.skip_tpm:
+        rows += bench_tpm(args.repeat)
     header = ("figure", "eve-agent", "reference (same run)", "ratio")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
