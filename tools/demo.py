@@ -7,6 +7,9 @@ unless ``--state DIR`` is given, so two demos never collide.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -52,6 +55,11 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--state", type=Path, help="where controller and node keep their state")
     parser.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
+    parser.add_argument(
+        "--no-tpm",
+        action="store_true",
+        help="software node instead of an emulated node with its own swtpm (needs root)",
+    )
     args = parser.parse_args()
     base = args.state or Path(tempfile.mkdtemp(prefix="eve-demo-"))
     base.mkdir(parents=True, exist_ok=True)
@@ -71,7 +79,9 @@ def main() -> int:
         ctl.init()
         # New devices start polling every 10 s (the project default), so the demo moves quickly.
         ctl.set_default_config({"configItems": SAMPLE["configItems"]})
-        node = Node(base / "node", ctl, serial="demo-node-1")
+        swtpm = not args.no_tpm and os.geteuid() == 0 and shutil.which("swtpm") is not None
+        node = Node(base / "node", ctl, serial="demo-node-1", swtpm=swtpm)
+        print("node: emulated, with its own swtpm" if swtpm else "node: software keys (no TPM)")
         ctl.start()
         print(f"controller listening on https://{ctl.address}, log in {ctl.state.parent}")
         node.start()
@@ -96,11 +106,12 @@ def main() -> int:
         while not stopping and (deadline is None or time.monotonic() < deadline):
             time.sleep(0.5)
     finally:
-        print("stopping node and controller ...")
+        # Stop first, print after: output may be gone (a closed pipe) and must not stop cleanup.
         if node is not None:
-            node.stop()
+            node.shutdown()
         ctl.stop()
-        print("stopped")
+        with contextlib.suppress(OSError):
+            print("stopped node and controller")
     return 0
 
 
