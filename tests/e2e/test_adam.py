@@ -12,7 +12,10 @@ What happens:
 * the onboarding cert is registered with ``adam admin onboard add`` for the node's soft serial;
 * ``eve-agent --root NODE_DIR run --no-tpm`` onboards, attests (empty quote, no TPM), fetches
   config, and reports info, metrics and logs, all checked on Adam's side (admin REST API and the
-  files of its database) and through ``eve-agent status --json``.
+  files of its database) and through ``eve-agent status --json``;
+* ``eve-agent --root NODE_DIR run --swtpm`` (its own swtpm; needs root): Adam verifies its real TPM
+  quotes (checked with a PCR template Adam enforces, first refusing, then accepting), stores its
+  escrowed vault key, and attests it again after a power cycle, when the vault opens locally.
 
 Adam answers 404 to ``/config`` until a config has been set for the device (its file driver makes
 none at registration), so the config checks come after ``PUT /admin/device/{uuid}/config``.
@@ -20,12 +23,14 @@ none at registration), so the config checks come after ``PUT /admin/device/{uuid
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import ipaddress
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -44,6 +49,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from agent.settings import AgentSettings, NodePaths
+from agent.wire.pb.attest import attest_pb2
+from agent.wire.pb.certs import certs_pb2
 
 ADAM_BIN_ENV = "EVE_ADAM_BIN"
 
@@ -296,6 +305,13 @@ class Adam:
         )
         assert status == 200, f"PUT config: {status} {body[:300]!r}\n{self.diag()}"
 
+    def set_global_options(self, options: dict[str, Any]) -> None:
+        """``PUT /admin/options``: Adam's ``GlobalOptions`` (template attestation), Go JSON."""
+        status, body = self.request(
+            "PUT", "/admin/options", json.dumps(options).encode(), "application/json"
+        )
+        assert status == 200, f"PUT options: {status} {body[:300]!r}\n{self.diag()}"
+
     def device_dir(self, device: str) -> Path:
         return self.db / "device" / device
 
@@ -418,6 +434,36 @@ class AgentNode:
     agent_bin: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: ``--no-tpm`` (software identity) or ``--swtpm`` (the node's own swtpm in persist/tpm)
+    mode: str = "--no-tpm"
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None
+        argv = [str(self.agent_bin), "--root", str(self.root), "run", self.mode]
+        self.proc = _spawn(argv, self.log, self.log.parent)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+
+    def poweroff(self) -> None:
+        """Emulated power off: unmount the vault image and stop the node's swtpm."""
+        done = subprocess.run(
+            [str(self.agent_bin), "--root", str(self.root), "poweroff"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, f"eve-agent poweroff: {done.stderr.decode(errors='replace')}"
+
+    def log_text(self, start: int = 0) -> str:
+        """The agent log from byte ``start`` on (every run appends to the same file)."""
+        try:
+            with self.log.open("rb") as f:
+                f.seek(start)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     @property
     def uuid_file(self) -> Path:
@@ -491,13 +537,36 @@ def adam_node(adam: Adam, agent_bin: Path, tmp_path: Path) -> Iterator[AgentNode
     root = tmp_path / "node"
     _prepare_node(root, adam, soft_serial)
     _onboard_in_adam(adam, soft_serial)
-    log = tmp_path / "agent.log"
-    node = AgentNode(root, soft_serial, agent_bin, log)
-    node.proc = _spawn([str(agent_bin), "--root", str(root), "run", "--no-tpm"], log, tmp_path)
+    node = AgentNode(root, soft_serial, agent_bin, tmp_path / "agent.log")
+    node.start()
     try:
         yield node
     finally:
-        _stop(node.proc)
+        node.stop()
+
+
+@pytest.fixture
+def adam_tpm_node(adam: Adam, agent_bin: Path, tmp_path: Path) -> Iterator[AgentNode]:
+    """A node with its own swtpm (``run --swtpm``), not started yet; powered off at the end."""
+    missing = [tool for tool in ("swtpm", "swtpm_setup", "mkfs.ext4") if not shutil.which(tool)]
+    if missing or os.geteuid() != 0:
+        reason = f"a TPM node needs root and {', '.join(missing) or 'nothing else'}"
+        if os.environ.get("EVE_AGENT_REQUIRE_SERVICES") or os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    soft_serial = f"e2e-tpm-{secrets.token_hex(6)}"
+    root = tmp_path / "tpm-node"
+    _prepare_node(root, adam, soft_serial)
+    _onboard_in_adam(adam, soft_serial)
+    node = AgentNode(root, soft_serial, agent_bin, tmp_path / "agent.log", mode="--swtpm")
+    try:
+        yield node
+    finally:
+        # always: the agent, then the node's swtpm and vault mount, also when the test failed
+        try:
+            node.stop()
+        finally:
+            node.poweroff()
 
 
 def _wait(
@@ -658,3 +727,216 @@ def test_agent_against_adam(adam: Adam, adam_node: AgentNode) -> None:
     assert adam.unrouted() == [], f"agent used paths Adam does not route: {adam.unrouted()}"
     assert final.get("controller_reachable") is True, final
     assert final.get("uuid") == device, final
+
+
+def _adam_options(adam: Adam, device: str) -> dict[str, Any] | None:
+    """Adam's ``options.json`` for the device: nonce, integrityToken, attested."""
+    status, body = adam.request("GET", f"/admin/device/{device}/options")
+    if status != 200:
+        return None
+    options = json.loads(body)
+    return options if isinstance(options, dict) else None
+
+
+def _current_status(
+    node: AgentNode, want: Callable[[dict[str, Any]], bool]
+) -> Callable[[], dict[str, Any] | None]:
+    """A probe for a status the *running* agent wrote (not a stale one) that satisfies ``want``."""
+
+    def probe() -> dict[str, Any] | None:
+        status = node.status()
+        if not status or node.proc is None or status.get("pid") != node.proc.pid:
+            return None
+        return status if want(status) else None
+
+    return probe
+
+
+def _vault_unlocked(status: dict[str, Any]) -> bool:
+    vault = status.get("vault")
+    return isinstance(vault, dict) and vault.get("state") == "unlocked"
+
+
+def _attestation_error(status: dict[str, Any]) -> str:
+    attestation = status.get("attestation")
+    return str(attestation.get("error") or "") if isinstance(attestation, dict) else ""
+
+
+def _adam_log_lines(adam: Adam, marker: str) -> list[str]:
+    try:
+        text = adam.log.read_text(errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if marker in line]
+
+
+def _template(version: str, pcrs: dict[int, str]) -> dict[str, Any]:
+    """Adam's ``GlobalOptions`` enforcing one PCR template (``common.PCRTemplate``)."""
+    return {
+        "enforceTemplateAttestation": True,
+        "PCRTemplates": [
+            {
+                "eveVersion": version,
+                "firmwareVersion": "",
+                "PCRValues": [{"index": i, "value": v} for i, v in sorted(pcrs.items())],
+            }
+        ],
+    }
+
+
+@pytest.mark.timeout(900)
+def test_tpm_node_quote_verified_by_adam(adam: Adam, adam_tpm_node: AgentNode) -> None:
+    """A ``--swtpm`` node against Adam: Adam verifies its real TPM quote (AK signature over
+    attestData, nonce, PCR digest) and, with template attestation enforced, its PCR values;
+    stores the escrowed vault key; attests it again after a power cycle, when the vault opens
+    locally from the TPM.
+
+    ``attested`` alone does not show that Adam verified a quote: an empty quote ("TPM disabled")
+    is attested too, and the ``receivedPCRTemplate`` that ``templateAttest`` records for an
+    accepted quote is overwritten at once (``attestProcess`` then saves the copy of the options it
+    read before the quote). So the test enforces a PCR template: first a wrong one, which Adam
+    can only refuse after ``quoteValidate`` passed (AK signature, nonce, PCR digest) and it has
+    compared our quote's PCRs (a refused quote's PCRs stay in ``options.json``); then the node's
+    real PCR values, which Adam accepts, before and after a power cycle.
+    """
+    node = adam_tpm_node
+    # the EVE version the agent puts in its quotes (ATTEST_VERSION_TYPE_EVE); checked below
+    version = AgentSettings(paths=NodePaths.from_root(node.root)).version
+    wrong_pcr0 = "00" * 32  # PCR 0 after the emulated firmware is never zero
+    adam.set_global_options(_template(version, {0: wrong_pcr0}))
+    node.start()
+
+    def stored_uuid() -> str | None:
+        try:
+            return node.uuid_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    device = _wait("persist/status/uuid", ONBOARD_S, stored_uuid, node, adam)
+    assert device in adam.devices(), f"{device} not in Adam's device list {adam.devices()}"
+    assert adam.admin_json(f"/admin/device/{device}")["Serial"] == node.soft_serial
+
+    # 1. a wrong template: Adam verified the quote, compared its PCRs, and refused it
+    rejected = _wait(
+        "Adam to refuse the quote for the wrong PCR 0 template",
+        ONBOARD_S,
+        lambda: _adam_log_lines(adam, "templateAttest failed"),
+        node,
+        adam,
+    )
+    assert "PCR index 0 value missmatch" in rejected[0], rejected
+    status = _wait(
+        "the agent to see QUOTE_FAILED",
+        ONBOARD_S,
+        _current_status(node, lambda s: "QUOTE_FAILED" in _attestation_error(s)),
+        node,
+        adam,
+    )
+    assert status.get("mode") == "TPM (swtpm)", status
+    assert status.get("version") == version, status
+    assert not (_adam_options(adam, device) or {}).get("attested")
+    # no escrow without an integrity token
+    keys_file = adam.device_dir(device) / "storage-keys.json"
+    assert not keys_file.exists()
+
+    # ATTEST_REQ_CERT: Adam verifies quotes with the AK certificate the node sent
+    certs_dir = node.root / "persist" / "certs"
+    stored = adam.admin_json(f"/admin/device/{device}/certs")
+    by_type = {int(c["type"]): base64.b64decode(c["cert"]) for c in stored.get("certs", [])}
+    assert (
+        by_type.get(certs_pb2.CERT_TYPE_DEVICE_RESTRICTED_SIGNING)
+        == (certs_dir / "attest.cert.pem").read_bytes()
+    ), f"Adam's AK cert is not the node's: {sorted(by_type)}"
+
+    # The PCRs the vault key was sealed to at this boot (0-4, 6-14): the node's real values.
+    _wait("the vault", ONBOARD_S, _current_status(node, _vault_unlocked), node, adam)
+    sealed = json.loads((node.root / "persist/status/vault/sealed-key.json").read_text())
+    golden = {int(i): str(v) for i, v in sealed["pcr_values"].items()}
+    assert sorted(golden) == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14], sorted(golden)
+    for index in (0, 1, 2, 3, 4, 6, 7, 8, 9, 13, 14):  # the emulated boot, and the config
+        assert golden[index] != "00" * 32, f"PCR {index} was not measured: {golden}"
+    # what Adam took from the quote is what the TPM has (a refused quote's PCRs stay recorded)
+    assert f"received {golden[0]}" in rejected[0], (rejected[0], golden[0])
+    received = (_adam_options(adam, device) or {}).get("receivedPCRTemplate") or {}
+    assert received.get("eveVersion") == version, received
+    quoted = {int(p["index"]): str(p["value"]) for p in received.get("PCRValues") or []}
+    assert sorted(quoted) == list(range(24)), f"Adam got PCRs {sorted(quoted)}"
+    assert {i: quoted[i] for i in golden} == golden, (quoted, golden)
+
+    # 2. the real values as the template: the next quote (agent's retry) passes
+    adam.set_global_options(_template(version, golden))
+    status = _wait(
+        "status: attestation complete and vault unlocked",
+        ONBOARD_S,
+        _current_status(node, lambda s: _attestation_complete(s) and _vault_unlocked(s)),
+        node,
+        adam,
+    )
+    assert status.get("uuid") == device, status
+    options = _adam_options(adam, device)
+    assert options and options.get("attested") and options.get("integrityToken"), options
+    failures = _adam_log_lines(adam, "quoteValidate failed")
+    assert failures == [], failures
+    refused = len(_adam_log_lines(adam, "templateAttest failed"))
+
+    # 3. STORE_KEYS: Adam stored the escrowed vault key with the token (file driver:
+    # storage-keys.json, Go encoding/json of AttestStorageKeys; no admin route shows it)
+    def escrowed() -> dict[str, Any] | None:
+        try:
+            doc = json.loads(keys_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return doc if isinstance(doc, dict) and doc.get("keys") else None
+
+    storage = _wait("Adam to store the escrowed vault key", ONBOARD_S, escrowed, node, adam)
+    token = base64.b64decode(storage["integrity_token"])
+    assert token == str(options["integrityToken"]).encode()
+    (vsk,) = storage["keys"]
+    assert int(vsk["key_type"]) == attest_pb2.ATTEST_VOLUME_KEY_TYPE_VSK, vsk
+    blob = attest_pb2.AttestVolumeKeyData()
+    blob.ParseFromString(base64.b64decode(vsk["key"]))
+    assert blob.version == attest_pb2.ATTEST_VOLUME_KEY_VERSION_V1, blob
+    assert len(blob.encrypted_key) > 32
+    assert blob.digest_sha256.hex() == sealed["digest"], "Adam holds another vault key"
+
+    # 4. config set in Adam reaches the node (the token of the verified quote opens /config)
+    adam.set_config(
+        device,
+        {
+            "id": {"uuid": device, "version": "1"},
+            "configItems": [{"key": "timer.config.interval", "value": "10"}],
+        },
+    )
+    _wait(
+        "config from Adam on the TPM node",
+        FIRST_CONFIG_S,
+        _current_status(node, lambda s: _config_items(s).get("timer.config.interval") == "10"),
+        node,
+        adam,
+    )
+
+    # 5. power cycle: stop the agent, power off (swtpm stopped: PCRs reset, vault unmounted)
+    nonce_before = str(options["nonce"])
+    node.stop()
+    node.poweroff()
+    log_mark = node.log.stat().st_size
+    node.start()
+    status = _wait(
+        "after the power cycle: attestation complete and vault unlocked",
+        ONBOARD_S,
+        _current_status(node, lambda s: _attestation_complete(s) and _vault_unlocked(s)),
+        node,
+        adam,
+    )
+    options = _adam_options(adam, device)
+    assert options and options.get("attested") and options["nonce"] != nonce_before, options
+    assert _adam_log_lines(adam, "quoteValidate failed") == []
+    # the new boot measured the same PCRs, which matched the enforced template again
+    assert len(_adam_log_lines(adam, "templateAttest failed")) == refused
+    run_log = node.log_text(log_mark)
+    assert "boot measurement: measured" in run_log, run_log[-3000:]
+    # opened locally by unsealing from the TPM at start, not through Adam's escrowed copy
+    assert "vault unlocked" in run_log, run_log[-3000:]
+    assert "vault after attestation" not in run_log, run_log[-3000:]
+    assert _config_items(status).get("timer.config.interval") == "10", status
+    assert adam.unrouted() == [], f"agent used paths Adam does not route: {adam.unrouted()}"
