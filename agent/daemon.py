@@ -25,6 +25,7 @@ from agent.link.attestation import Attestor, NoTpmQuotes, QuoteSource
 from agent.link.checkpoint import CheckpointStore
 from agent.link.configsync import ConfigSync
 from agent.link.controllercerts import ControllerCertError, ControllerCertStore
+from agent.link.devicecipher import DeviceEcdh, load_software_ecdh
 from agent.link.identity import NodeIdentity, load_identity, load_uuid, store_uuid
 from agent.link.logship import LogSpool, LogUploader
 from agent.link.onboarding import OnboardingError, fetch_uuid, onboard
@@ -177,14 +178,15 @@ class Node:
             "eveVersion": self.settings.version,
         }
 
-    def _open_platform(self) -> tuple[Signer | None, QuoteSource]:
-        """TPM, measured boot and the TPM identity; or the explicit software mode."""
+    def _open_platform(self) -> tuple[Signer | None, QuoteSource | None, DeviceEcdh | None]:
+        """TPM, measured boot and the TPM identity (device signer, quotes, ECDH key); or the
+        explicit software mode, whose keys are on disk (all None: made after the identity)."""
         if self.settings.no_tpm:
             log.warning(
-                "software-only mode (--no-tpm): device key on disk, empty attestation quote, "
-                "vault disabled"
+                "software-only mode (--no-tpm): device and ECDH keys on disk, empty attestation "
+                "quote, vault disabled"
             )
-            return None, NoTpmQuotes()
+            return None, None, None
         self.boot = result = boot(
             self.paths, TpmMode(self.settings.tpm), agent_version=self.settings.version,
             tcti=self.settings.tcti,
@@ -197,11 +199,15 @@ class Node:
             config_log=result.config_log,
             versions={attest_pb2.ATTEST_VERSION_TYPE_EVE: self.settings.version},
         )
-        return tpm_identity.signer, quotes
+        ecdh = DeviceEcdh(cert_pem=tpm_identity.ecdh_pem, shared_point=result.tpm.ecdh_shared_point)
+        return tpm_identity.signer, quotes, ecdh
 
     async def _run(self, stop: asyncio.Event) -> None:
-        device_signer, quotes = self._open_platform()
+        device_signer, quotes, ecdh = self._open_platform()
         self.identity = identity = load_identity(self.paths, device_signer)
+        if quotes is None or ecdh is None:
+            ecdh = load_software_ecdh(self.paths, identity.device)
+            quotes = NoTpmQuotes([ecdh.zcert()])
         self.vault = VaultManager(
             VaultPaths(self.paths.persist), self.boot.tpm if self.boot else None
         )
@@ -243,6 +249,7 @@ class Node:
             apply=self.reconciler.apply,
             items=self.items,
             on_unknown_device=self._recheck_uuid,
+            ecdh=ecdh,
         )
         status_task = asyncio.create_task(self._status_loop(stop), name="status")
         try:

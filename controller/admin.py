@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.wire import pki
 from agent.wire.pb.certs import certs_pb2
 from agent.wire.pb.config import devconfig_pb2
-from controller import configs
+from controller import configs, configsecrets
 from controller.records import (
     ConfigVersion,
     Device,
@@ -451,9 +453,74 @@ def _load_config(file: Path) -> devconfig_pb2.EdgeDevConfig:
         raise AdminError(str(exc)) from exc
 
 
-def config_set(state: StateDir, device_text: str, file: Path, *, timestamp: str | None) -> None:
-    """Store ``file`` as the device's next config version; served from the next poll on."""
-    config = _load_config(file)
+def _controller_ecdh(state: StateDir) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+    """The controller's ECDH certificate (PEM bytes as served by /certs) and private key."""
+    try:
+        cert_pem = state.ecdh_cert.read_bytes()
+        key = pki.load_key(state.ecdh_key.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise AdminError(f"controller ECDH certificate or key unusable: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise AdminError(f"{state.ecdh_key} is not an EC key")
+    return cert_pem, key
+
+
+def _encrypt_for(
+    state: StateDir, store: Store, device: Device, loaded: configs.ConfigFile
+) -> devconfig_pb2.EdgeDevConfig:
+    """``loaded``'s clear secrets encrypted for ``device`` (see controller.configsecrets)."""
+    device_pem = configsecrets.device_ecdh_cert(store.device_certs(device.uuid))
+    if device_pem is None:
+        raise AdminError(
+            f"{device.uuid} has not sent an ECDH certificate (ATTEST_REQ_CERT) yet: secrets can "
+            "be encrypted for it once it has attested; nothing stored"
+        )
+    controller_pem, controller_key = _controller_ecdh(state)
+    try:
+        result = configsecrets.encrypt_secrets(
+            loaded.config,
+            cluster_token=loaded.cluster_token,
+            device_ecdh_pem=device_pem,
+            device_cert=device.cert,
+            controller_ecdh_pem=controller_pem,
+            controller_ecdh_key=controller_key,
+        )
+    except configsecrets.SecretsError as exc:
+        raise AdminError(f"cannot encrypt secrets for {device.uuid}: {exc}") from exc
+    if result.moved:
+        print(
+            f"{device.uuid}: encrypted for its ECDH certificate (cipher context "
+            f"{result.context_id}): {', '.join(result.moved)}"
+        )
+    else:
+        print(f"{device.uuid}: no clear-text secrets to encrypt", file=sys.stderr)
+    return result.config
+
+
+def config_set(
+    state: StateDir,
+    device_text: str,
+    file: Path,
+    *,
+    timestamp: str | None,
+    encrypt_secrets: bool = False,
+) -> None:
+    """Store ``file`` as the device's next config version; served from the next poll on.
+
+    With ``encrypt_secrets`` the clear secrets in it (apps' userData, datastores' apiKey and
+    password, the ``cluster.clusterToken`` side field) are first encrypted for the device's
+    ECDH certificate; the device must have sent one (it does so when it attests).
+    """
+    try:
+        loaded = configs.read_config_file(file)
+    except OSError as exc:
+        raise AdminError(f"{file}: {exc}") from exc
+    except configs.ConfigFileError as exc:
+        raise AdminError(str(exc)) from exc
+    if loaded.cluster_token is not None and not encrypt_secrets:
+        raise AdminError(
+            f"{file}: cluster.clusterToken can only be sent encrypted: add --encrypt-secrets"
+        )
     with open_store(state) as store:
         try:
             if timestamp is None:
@@ -463,6 +530,17 @@ def config_set(state: StateDir, device_text: str, file: Path, *, timestamp: str 
         except ValueError as exc:
             raise AdminError(str(exc)) from exc
         device = resolve_device(store, device_text)
+        if encrypt_secrets:
+            config = _encrypt_for(state, store, device, loaded)
+        else:
+            config = loaded.config
+            clear = configsecrets.clear_secrets(config)
+            if clear:
+                print(
+                    f"note: secrets stored and sent in clear ({', '.join(clear)}); "
+                    "--encrypt-secrets encrypts them for the device",
+                    file=sys.stderr,
+                )
         try:
             stored = store.add_config(
                 device.uuid,

@@ -160,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     cset.add_argument("uuid", metavar="UUID")
     cset.add_argument("file", type=Path, metavar="FILE", help="EdgeDevConfig as YAML or JSON")
     cset.add_argument("--timestamp", metavar="RFC3339", help="config_timestamp instead of now")
+    cset.add_argument(
+        "--encrypt-secrets",
+        action="store_true",
+        help="encrypt apps' userData, datastores' apiKey/password and the cluster.clusterToken "
+        "side field for the device's ECDH certificate (sent when it attests)",
+    )
     cget = config_cmds.add_parser("get", parents=[common], help="print a config as JSON")
     cget.add_argument("uuid", metavar="UUID")
     cget.add_argument("--version", type=int, metavar="N", help="default: the current one")
@@ -232,7 +238,13 @@ def run(args: argparse.Namespace) -> int:
         )
     elif command == "config":
         if action == "set":
-            admin.config_set(state, args.uuid, args.file, timestamp=args.timestamp)
+            admin.config_set(
+                state,
+                args.uuid,
+                args.file,
+                timestamp=args.timestamp,
+                encrypt_secrets=args.encrypt_secrets,
+            )
         elif action == "get":
             admin.config_get(state, args.uuid, version=args.version)
         elif action == "default":

@@ -10,6 +10,12 @@ The controller owns three fields and overwrites whatever the file says about the
   older than the last one it applied, so replaying an old config needs a new timestamp, and tests
   use an old one on purpose.
 
+One side field is not part of ``EdgeDevConfig``: ``cluster.clusterToken`` (or
+``cluster.cluster_token``), the cluster join token in clear.  The API carries it only encrypted
+(``EdgeNodeCluster.encrypted_cluster_token``), so :func:`read_config_file` takes it out of the
+document and ``config set --encrypt-secrets`` encrypts it for the device; anywhere else it is
+an error (:func:`load_config_file`).
+
 ``configHash`` is base64url(SHA-256(serialised EdgeDevConfig)), as Adam computes it.  The hash is
 opaque to EVE: it only echoes it in the next ConfigRequest.  The serialised bytes are stored and
 sent as they are, so the hash never depends on re-serialising.
@@ -21,6 +27,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +55,35 @@ class _NoTimestampLoader(yaml.SafeLoader):
     }
 
 
+#: Names of the side field holding the clear cluster token inside ``cluster``.
+CLUSTER_TOKEN_FIELDS = ("clusterToken", "cluster_token")
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """An operator's config file: the EdgeDevConfig, and the side field's cluster token."""
+
+    config: devconfig_pb2.EdgeDevConfig
+    cluster_token: str | None = None
+
+
 def load_config_file(path: Path) -> devconfig_pb2.EdgeDevConfig:
-    """Parse a YAML or JSON file into an EdgeDevConfig; unknown fields are errors.
+    """Parse a YAML or JSON file into an EdgeDevConfig; unknown fields are errors, and so is
+    the cluster-token side field (it can only be sent encrypted).
+
+    Raises ConfigFileError (and OSError when the file cannot be read).
+    """
+    loaded = read_config_file(path)
+    if loaded.cluster_token is not None:
+        raise ConfigFileError(
+            f"{path}: cluster.clusterToken can only be sent encrypted: use "
+            "'eve-controller config set UUID FILE --encrypt-secrets'"
+        )
+    return loaded.config
+
+
+def read_config_file(path: Path) -> ConfigFile:
+    """Parse a YAML or JSON file into an EdgeDevConfig and the cluster-token side field.
 
     Raises ConfigFileError (and OSError when the file cannot be read).
     """
@@ -61,7 +95,24 @@ def load_config_file(path: Path) -> devconfig_pb2.EdgeDevConfig:
         document = yaml.load(text, Loader=_NoTimestampLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigFileError(f"{path}: not valid YAML or JSON: {exc}") from exc
-    return config_from_document(document, source=str(path))
+    document, token = _take_cluster_token(document, str(path))
+    return ConfigFile(config_from_document(document, source=str(path)), token)
+
+
+def _take_cluster_token(document: Any, source: str) -> tuple[Any, str | None]:
+    """The document without the side field, and the token it held (None when absent)."""
+    if not isinstance(document, dict) or not isinstance(document.get("cluster"), dict):
+        return document, None
+    cluster = dict(document["cluster"])
+    found = [name for name in CLUSTER_TOKEN_FIELDS if name in cluster]
+    if not found:
+        return document, None
+    if len(found) > 1:
+        raise ConfigFileError(f"{source}: cluster has both {' and '.join(found)}")
+    token = cluster.pop(found[0])
+    if not isinstance(token, str) or not token:
+        raise ConfigFileError(f"{source}: cluster.{found[0]} must be a non-empty string")
+    return {**document, "cluster": cluster}, token
 
 
 def config_from_document(document: Any, *, source: str = "config") -> devconfig_pb2.EdgeDevConfig:

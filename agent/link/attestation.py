@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -79,10 +80,17 @@ class KeyEscrow(Protocol):
 
 
 class NoTpmQuotes:
-    """The explicit software-only mode: no certificates, an empty quote (EVE's no-TPM case)."""
+    """The explicit software-only mode: an empty quote (EVE's no-TPM case).
+
+    ``certs`` are still sent with ATTEST_REQ_CERT: the software ECDH certificate, so that the
+    controller can encrypt config secrets for a node without a TPM too.
+    """
+
+    def __init__(self, certs: Sequence[certs_pb2.ZCert] = ()) -> None:
+        self._certs = list(certs)
 
     def attestation_certs(self) -> list[certs_pb2.ZCert]:
-        return []
+        return list(self._certs)
 
     def quote(self, nonce: bytes) -> attest_pb2.ZAttestQuote:
         return attest_pb2.ZAttestQuote()

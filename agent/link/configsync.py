@@ -12,6 +12,11 @@ kept for the device report:
 * the config names this device's UUID;
 * its ``config_timestamp`` is not older than the one applied last (replays of old configs).
 
+Encrypted secrets in the config (``CipherBlock``) are opened while the model is built, with the
+node's ECDH key (the TPM's, or the software one) and the controller's ECDH certificate from
+``/certs``; a block that does not decrypt is an error on its object only (see
+:mod:`agent.model.config`).  The TPM's ECDH runs in a worker thread.
+
 The checkpoint is the raw signed response, byte for byte, so it is verified again when loaded.
 """
 
@@ -29,8 +34,9 @@ from google.protobuf.message import DecodeError
 from agent.link.attestation import Attestor
 from agent.link.checkpoint import CheckpointStore
 from agent.link.controllercerts import ControllerCertError, ControllerCertStore
+from agent.link.devicecipher import DeviceEcdh, config_decryptor
 from agent.link.transport import ControllerClient, TransportError
-from agent.model.config import NodeConfig, from_proto
+from agent.model.config import Decrypt, NodeConfig, from_proto
 from agent.model.configitems import ConfigItems
 from agent.util.timing import jittered, wait_or_stop
 from agent.wire import envelope
@@ -84,6 +90,7 @@ class ConfigSync:
         apply: Applier,
         items: Callable[[], ConfigItems],
         on_unknown_device: Callable[[], Awaitable[None]],
+        ecdh: DeviceEcdh | None = None,
     ) -> None:
         self._client = client
         self._device = device
@@ -94,6 +101,7 @@ class ConfigSync:
         self._apply = apply
         self._items = items
         self._on_unknown_device = on_unknown_device
+        self._ecdh = ecdh
         self.status = SyncStatus()
         self.current: NodeConfig | None = None
         self._applied_at_mono: float | None = None
@@ -104,7 +112,21 @@ class ConfigSync:
 
     # ---- verification -------------------------------------------------------------------
 
-    def _verify(self, raw: bytes) -> tuple[devconfig_pb2.ConfigResponse, NodeConfig]:
+    def _decryptor(self) -> Decrypt | None:
+        """Opens CipherBlocks with our ECDH key; None without a key or controller ECDH cert."""
+        if self._ecdh is None or self._certs.current is None:
+            return None
+        return config_decryptor(self._ecdh, (self._certs.current.ecdh_pem,))
+
+    async def _model(self, msg: devconfig_pb2.EdgeDevConfig) -> NodeConfig:
+        """``from_proto`` with our decryptor; in a worker thread when it will do ECDH (which
+        may be a TPM command).  Raises ValueError like ``from_proto``."""
+        decrypt = self._decryptor()
+        if decrypt is None or not msg.cipherContexts:
+            return from_proto(msg, decrypt=decrypt)
+        return await asyncio.to_thread(from_proto, msg, decrypt=decrypt)
+
+    async def _verify(self, raw: bytes) -> tuple[devconfig_pb2.ConfigResponse, NodeConfig]:
         """Check a signed ConfigResponse.  Raises ConfigRejected, envelope.UnknownSigner."""
         if self._certs.current is None:
             raise ConfigRejected("no controller certificates to verify the config with")
@@ -123,7 +145,7 @@ class ConfigSync:
         if not resp.config.id.uuid:
             raise ConfigRejected("config carries no device UUID")
         try:
-            config = from_proto(resp.config)
+            config = await self._model(resp.config)
         except ValueError as exc:
             raise ConfigRejected(f"config invalid: {exc}") from exc
         if me is not None and config.device_uuid != me:
@@ -154,7 +176,7 @@ class ConfigSync:
             return False
         for name, raw in self._checkpoints.candidates():
             try:
-                resp, config = self._verify(raw)
+                resp, config = await self._verify(raw)
             except (ConfigRejected, envelope.UnknownSigner) as exc:
                 log.warning("saved config %s unusable: %s", name, exc)
                 continue
@@ -245,12 +267,12 @@ class ConfigSync:
     async def _handle_config(self, raw: bytes) -> None:
         try:
             try:
-                cfg_resp, config = self._verify(raw)
+                cfg_resp, config = await self._verify(raw)
             except envelope.UnknownSigner:
                 log.info("config signed by an unknown certificate; fetching /certs")
                 await self._refresh_certs()
                 try:
-                    cfg_resp, config = self._verify(raw)
+                    cfg_resp, config = await self._verify(raw)
                 except envelope.UnknownSigner as exc:
                     raise ConfigRejected(f"config signed by an unknown certificate: {exc}") from exc
         except ConfigRejected as exc:

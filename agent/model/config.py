@@ -7,22 +7,41 @@ range, references resolvable.  An invalid object is left out of the model and re
 refer to a left-out object are left out too, with an error naming the missing reference.
 
 Only a config that is unusable as a whole (no or bad device UUID) raises ValueError.
+
+Secrets (cloud-init user data, datastore credentials, the cluster token) are :class:`Secret`
+values, which never print themselves.  Encrypted ones (``CipherBlock``, EVE's object-level
+encryption) are opened by the ``decrypt`` callable given to :func:`from_proto`; this module does
+no cryptography and no I/O, so it stays pure.  A block that cannot be decrypted, or a config
+with encrypted fields and no ``decrypt``, leaves that one object out with an ObjectError: an
+object never runs with half of its secrets.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from agent.model.acl import Ace, parse_ace
 from agent.model.configitems import ConfigItems, parse_items
+from agent.model.secret import Secret
 from agent.util.ids import parse_uuid
+from agent.wire.objcipher import CipherError
 from agent.wire.pb.config import devconfig_pb2
+from agent.wire.pb.evecommon import acipherinfo_pb2
 
 MAX_NAME = 256
 MAX_USERDATA = 256 * 1024
+MAX_CREDENTIAL = 64 * 1024
 MAX_OBJECTS = 10_000
+
+#: Opens a CipherBlock with the config's cipher contexts (by context id); raises CipherError.
+#: The link layer makes one from :mod:`agent.vault.cipher` and the node's ECDH key.
+Decrypt = Callable[
+    [acipherinfo_pb2.CipherBlock, Mapping[str, acipherinfo_pb2.CipherContext]],
+    acipherinfo_pb2.EncryptionBlock,
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +60,8 @@ class Datastore:
     dpath: str
     region: str
     has_cipher: bool
+    api_key: Secret
+    password: Secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +120,7 @@ class AppInstance:
     volumes: tuple[VolumeRef, ...]
     restart_counter: int
     purge_counter: int
-    user_data: str
+    user_data: Secret
     has_cipher: bool
     start_delay: int
     cloud_init_version: int
@@ -124,6 +145,22 @@ class NetworkInstance:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """EVE-k cluster membership (``EdgeNodeCluster``): which cluster, this node's role in it,
+    and the join token (only ever sent encrypted)."""
+
+    id: str
+    name: str
+    interface: str
+    ip_prefix: str
+    is_worker: bool
+    join_server_ip: str
+    cluster_type: int
+    tie_breaker_node_id: str
+    token: Secret
+
+
+@dataclass(frozen=True, slots=True)
 class OpsCounter:
     counter: int = 0
     desired_state: bool = False
@@ -140,6 +177,7 @@ class NodeConfig:
     volumes: Mapping[str, Volume] = field(default_factory=dict)
     network_instances: Mapping[str, NetworkInstance] = field(default_factory=dict)
     apps: Mapping[str, AppInstance] = field(default_factory=dict)
+    cluster: ClusterConfig | None = None
     reboot: OpsCounter = OpsCounter()
     shutdown: OpsCounter = OpsCounter()
     maintenance_mode: bool = False
@@ -176,6 +214,40 @@ def _non_negative(value: int, what: str) -> int:
 T = TypeVar("T")
 
 
+class _Unsealer:
+    """Opens the CipherBlocks of one config: its cipher contexts and the ``decrypt`` callable.
+
+    Every failure is an ``_Invalid`` naming what could not be decrypted and why (the reason
+    says which check failed, never anything of the clear text).
+    """
+
+    def __init__(
+        self, decrypt: Decrypt | None, contexts: Iterable[acipherinfo_pb2.CipherContext]
+    ) -> None:
+        self._decrypt = decrypt
+        self._contexts: dict[str, acipherinfo_pb2.CipherContext] = {}
+        for count, context in enumerate(contexts):
+            if count >= MAX_OBJECTS:
+                break
+            self._contexts.setdefault(context.contextId, context)
+
+    def open(
+        self, block: acipherinfo_pb2.CipherBlock, what: str
+    ) -> acipherinfo_pb2.EncryptionBlock:
+        if self._decrypt is None:
+            raise _Invalid(f"{what} is encrypted and this node has no key to decrypt it")
+        try:
+            return self._decrypt(block, self._contexts)
+        except CipherError as exc:
+            raise _Invalid(f"cannot decrypt {what}: {exc}") from None
+
+
+def _secret(text: str, what: str, limit: int) -> Secret:
+    if len(text) > limit:
+        raise _Invalid(f"{what} larger than {limit} bytes")
+    return Secret(text)
+
+
 def _collect(
     kind: str,
     messages: Iterable[Any],
@@ -203,14 +275,22 @@ def _collect(
     return out
 
 
-def _datastore(msg: Any) -> Datastore:
+def _datastore(msg: Any, unsealer: _Unsealer) -> Datastore:
+    ds_id = _uuid(msg.id, "datastore id")
+    api_key, password = msg.apiKey, msg.password
+    if msg.HasField("cipherData"):
+        # As EVE: the decrypted credentials replace the deprecated clear-text fields.
+        clear = unsealer.open(msg.cipherData, "the datastore credentials")
+        api_key, password = clear.dsAPIKey, clear.dsPassword
     return Datastore(
-        id=_uuid(msg.id, "datastore id"),
+        id=ds_id,
         ds_type=int(msg.dType),
         fqdn=_name(msg.fqdn, "fqdn"),
         dpath=_name(msg.dpath, "dpath"),
         region=_name(msg.region, "region"),
         has_cipher=msg.HasField("cipherData"),
+        api_key=_secret(api_key, "datastore API key", MAX_CREDENTIAL),
+        password=_secret(password, "datastore password", MAX_CREDENTIAL),
     )
 
 
@@ -295,12 +375,16 @@ def _interface(msg: Any) -> AppInterface:
     )
 
 
-def _app(msg: Any) -> AppInstance:
+def _app(msg: Any, unsealer: _Unsealer) -> AppInstance:
     res = msg.fixedresources
-    if len(msg.userData) > MAX_USERDATA:
-        raise _Invalid(f"userData larger than {MAX_USERDATA} bytes")
+    app_id = _uuid(msg.uuidandversion.uuid, "app id")
+    user_data = _secret(msg.userData, "userData", MAX_USERDATA)
+    if msg.HasField("cipherData"):
+        # EncryptionBlock.protectedUserData replaces userData, as in EVE.
+        clear = unsealer.open(msg.cipherData, "the cloud-init user data")
+        user_data = _secret(clear.protectedUserData, "protectedUserData", MAX_USERDATA)
     return AppInstance(
-        id=_uuid(msg.uuidandversion.uuid, "app id"),
+        id=app_id,
         version=_name(msg.uuidandversion.version, "version"),
         name=_name(msg.displayname, "displayname"),
         activate=bool(msg.activate),
@@ -317,10 +401,44 @@ def _app(msg: Any) -> AppInstance:
         ),
         restart_counter=int(msg.restart.counter),
         purge_counter=int(msg.purge.counter),
-        user_data=msg.userData,
+        user_data=user_data,
         has_cipher=msg.HasField("cipherData"),
         start_delay=int(msg.start_delay_in_seconds),
         cloud_init_version=int(msg.cloud_init_version),
+    )
+
+
+def _address(text: str, what: str, *, prefix: bool) -> str:
+    if not text:
+        return ""
+    try:
+        if prefix:
+            ipaddress.ip_interface(text)
+        else:
+            ipaddress.ip_address(text)
+    except ValueError:
+        kind = "prefix" if prefix else "address"
+        raise _Invalid(f"{what} {text[:64]!r} is not an IP {kind}") from None
+    return text
+
+
+def _cluster(msg: Any, unsealer: _Unsealer) -> ClusterConfig:
+    cluster_id = _uuid(msg.cluster_id, "cluster id")
+    token = Secret()
+    if msg.HasField("encrypted_cluster_token"):
+        clear = unsealer.open(msg.encrypted_cluster_token, "the cluster token")
+        token = _secret(clear.cluster_token, "cluster token", MAX_CREDENTIAL)
+    tie_breaker = msg.tie_breaker_node_id
+    return ClusterConfig(
+        id=cluster_id,
+        name=_name(msg.cluster_name, "cluster_name"),
+        interface=_name(msg.cluster_interface, "cluster_interface"),
+        ip_prefix=_address(msg.cluster_ip_prefix, "cluster_ip_prefix", prefix=True),
+        is_worker=bool(msg.is_worker_node),
+        join_server_ip=_address(msg.join_server_ip, "join_server_ip", prefix=False),
+        cluster_type=int(msg.cluster_type),
+        tie_breaker_node_id=_uuid(tie_breaker, "tie_breaker_node_id") if tie_breaker else "",
+        token=token,
     )
 
 
@@ -345,21 +463,30 @@ def _drop_dangling(
     return kept
 
 
-def from_proto(msg: devconfig_pb2.EdgeDevConfig) -> NodeConfig:
+def from_proto(msg: devconfig_pb2.EdgeDevConfig, *, decrypt: Decrypt | None = None) -> NodeConfig:
     """Validate an EdgeDevConfig into a NodeConfig.
 
-    Raises ValueError only when the config as a whole is unusable (missing or invalid device
-    UUID); every other problem becomes an entry in ``NodeConfig.errors``.
+    ``decrypt`` opens the config's CipherBlocks (see :data:`Decrypt`); without it an object
+    with an encrypted field is left out with an error.  Raises ValueError only when the config
+    as a whole is unusable (missing or invalid device UUID); every other problem becomes an
+    entry in ``NodeConfig.errors``.
     """
     device_uuid = parse_uuid(msg.id.uuid, "device uuid")
     errors: list[ObjectError] = []
+    unsealer = _Unsealer(decrypt, msg.cipherContexts)
     items = parse_items((i.key, i.value) for i in msg.configItems)
     errors += [
         ObjectError("configitem", e.key[:MAX_NAME], e.key[:MAX_NAME], e.message)
         for e in items.errors
     ]
 
-    datastores = _collect("datastore", msg.datastores, lambda m: (m.id, m.fqdn), _datastore, errors)
+    datastores = _collect(
+        "datastore",
+        msg.datastores,
+        lambda m: (m.id, m.fqdn),
+        lambda m: _datastore(m, unsealer),
+        errors,
+    )
     trees = _collect(
         "contenttree", msg.contentInfo, lambda m: (m.uuid, m.displayName), _content_tree, errors
     )
@@ -371,7 +498,23 @@ def from_proto(msg: devconfig_pb2.EdgeDevConfig) -> NodeConfig:
         _network_instance,
         errors,
     )
-    apps = _collect("app", msg.apps, lambda m: (m.uuidandversion.uuid, m.displayname), _app, errors)
+    apps = _collect(
+        "app",
+        msg.apps,
+        lambda m: (m.uuidandversion.uuid, m.displayname),
+        lambda m: _app(m, unsealer),
+        errors,
+    )
+    cluster: ClusterConfig | None = None
+    if msg.HasField("cluster"):
+        clusters = _collect(
+            "cluster",
+            [msg.cluster],
+            lambda m: (m.cluster_id, m.cluster_name),
+            lambda m: _cluster(m, unsealer),
+            errors,
+        )
+        cluster = next(iter(clusters.values()), None)
 
     present: dict[str, Mapping[str, object]] = {"datastore": datastores}
     trees = _drop_dangling(
@@ -408,6 +551,7 @@ def from_proto(msg: devconfig_pb2.EdgeDevConfig) -> NodeConfig:
         volumes=volumes,
         network_instances=nis,
         apps=apps,
+        cluster=cluster,
         reboot=OpsCounter(int(msg.reboot.counter), bool(msg.reboot.desiredState)),
         shutdown=OpsCounter(int(msg.shutdown.counter), bool(msg.shutdown.desiredState)),
         maintenance_mode=bool(msg.maintenance_mode),
