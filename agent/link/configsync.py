@@ -38,6 +38,7 @@ from agent.link.devicecipher import DeviceEcdh, config_decryptor
 from agent.link.transport import ControllerClient, TransportError
 from agent.model.config import Decrypt, NodeConfig, from_proto
 from agent.model.configitems import ConfigItems
+from agent.util.ids import parse_uuid
 from agent.util.timing import jittered, wait_or_stop
 from agent.wire import envelope
 from agent.wire.envelope import Signer
@@ -141,21 +142,24 @@ class ConfigSync:
             resp.ParseFromString(env.payload)
         except DecodeError as exc:
             raise ConfigRejected(f"config payload undecodable: {exc}") from exc
-        me = self._device_uuid()
-        if not resp.config.id.uuid:
-            raise ConfigRejected("config carries no device UUID")
+        # The cheap checks first: nothing is decrypted or modelled for a config we refuse.
         try:
-            config = await self._model(resp.config)
+            target = parse_uuid(resp.config.id.uuid, "config device uuid")
         except ValueError as exc:
-            raise ConfigRejected(f"config invalid: {exc}") from exc
-        if me is not None and config.device_uuid != me:
-            raise ConfigRejected(f"config is for device {config.device_uuid}, this is {me}")
+            raise ConfigRejected(f"config carries no valid device UUID: {exc}") from exc
+        me = self._device_uuid()
+        if me is not None and target != me:
+            raise ConfigRejected(f"config is for device {target}, this is {me}")
         ts = _timestamp(resp.config)
         if ts < self.status.config_timestamp:
             raise ConfigRejected(
                 f"config_timestamp {dt.datetime.fromtimestamp(ts, dt.UTC):%Y-%m-%dT%H:%M:%SZ} is "
                 "older than the applied config: refusing a replayed or obsolete config"
             )
+        try:
+            config = await self._model(resp.config)
+        except ValueError as exc:
+            raise ConfigRejected(f"config invalid: {exc}") from exc
         return resp, config
 
     def _reject(self, reason: str) -> None:

@@ -519,8 +519,8 @@ def _config_rejections(rig: FakeRig, other: ControllerPki) -> dict[str, tuple[we
             sealed(p, config_response(str(uuidlib.uuid4()))),
             "config is for device",
         ),
-        "no uuid": (sealed(p, no_uuid), "carries no device UUID"),
-        "bad uuid": (sealed(p, bad_uuid), "config invalid"),
+        "no uuid": (sealed(p, no_uuid), "carries no valid device UUID"),
+        "bad uuid": (sealed(p, bad_uuid), "carries no valid device UUID"),
         "garbage payload": (proto(p.identity.seal(b"\xff\xff\xff")), "undecodable"),
     }
 
