@@ -89,9 +89,7 @@ class Node:
             attestation_error=self.attestor.status.error,
             items=self.items(),
             item_errors=item_errors,
-            maintenance_mode=bool(
-                self.reconciler.current and self.reconciler.current.maintenance_mode
-            ),
+            maintenance=self.maintenance_reasons(),
             last_received_config=self.sync.status.received_at,
             last_processed_config=self.sync.status.received_at
             if self.sync.status.applied_ok
@@ -100,6 +98,22 @@ class Node:
             vault_state=self.vault.status.state.value if self.vault else "disabled",
             vault_reason=self.vault.status.reason if self.vault else "",
         )
+
+    def maintenance_reasons(self) -> tuple[str, ...]:
+        """Why the node is in maintenance mode (empty: it is not), with EVE's reasons.
+
+        As EVE's nodeagent: asked by the operator (config or ``maintenance.mode``), or a vault
+        still locked ``timer.vault.ready.cutoff`` seconds after start.  Apps stay stopped then.
+        """
+        reasons = []
+        cfg = self.reconciler.current
+        if (cfg is not None and cfg.maintenance_mode) or self.items().bool("maintenance.mode"):
+            reasons.append("user-requested")
+        if self.vault is not None and self.vault.status.state.value in ("locked", "error"):
+            cutoff = self.items().int("timer.vault.ready.cutoff")
+            if time.time() - self.boot_time >= cutoff:
+                reasons.append("vault-locked-up")
+        return tuple(reasons)
 
     def _on_items_changed(self, changed: set[str]) -> None:
         if self.client is not None:

@@ -62,6 +62,7 @@ def snapshot(node: Node) -> dict[str, Any]:
             "reason": node.vault.status.reason if node.vault else "",
             "mismatched_pcrs": list(node.vault.status.mismatched_pcrs) if node.vault else [],
         },
+        "maintenance": list(node.maintenance_reasons()),
         "config_items": node.items().explicit(),
         "object_errors": [
             {"kind": e.kind, "id": e.id, "name": e.name, "error": e.message}
@@ -135,6 +136,7 @@ def render(data: dict[str, Any], now: float | None = None) -> str:
         ),
         f"vault:        {data.get('vault', {}).get('state', '?')}"
         + (f" ({data['vault']['reason']})" if data.get("vault", {}).get("reason") else ""),
+        *([f"MAINTENANCE:  {', '.join(data['maintenance'])}"] if data.get("maintenance") else []),
         f"attestation:  {data['attestation']['state']}"
         + (f" ({data['attestation']['error']})" if data["attestation"].get("error") else ""),
         f"config:       {(data.get('config_hash') or 'none')[:16]} version "

@@ -52,6 +52,12 @@ _VAULT_STATES = {
 }
 
 
+_MAINTENANCE_REASONS = {
+    "user-requested": info_pb2.MAINTENANCE_MODE_REASON_USER_REQUESTED,
+    "vault-locked-up": info_pb2.MAINTENANCE_MODE_REASON_VAULT_LOCKED_UP,
+}
+
+
 @dataclass(frozen=True)
 class DeviceFacts:
     """What the device info message says, gathered by the daemon from its components."""
@@ -63,7 +69,8 @@ class DeviceFacts:
     attestation_error: str
     items: ConfigItems
     item_errors: dict[str, str] = field(default_factory=dict)
-    maintenance_mode: bool = False
+    #: Maintenance mode reasons (``user-requested``, ``vault-locked-up``); empty: not in it.
+    maintenance: tuple[str, ...] = ()
     last_received_config: float = 0.0
     last_processed_config: float = 0.0
     tpm: bool = False
@@ -95,10 +102,12 @@ def device_info(facts: DeviceFacts) -> info_pb2.ZInfoMsg:
     sw.activated = True
     sw.status = info_pb2.RUNNING
     dinfo.state = (
-        info_pb2.ZDEVICE_STATE_MAINTENANCE_MODE if facts.maintenance_mode
+        info_pb2.ZDEVICE_STATE_MAINTENANCE_MODE if facts.maintenance
         else info_pb2.ZDEVICE_STATE_ONLINE
     )  # fmt: skip
-    dinfo.maintenance_mode = facts.maintenance_mode
+    dinfo.maintenance_mode = bool(facts.maintenance)
+    for reason in facts.maintenance:
+        dinfo.maintenance_mode_reasons.append(_MAINTENANCE_REASONS[reason])
     dinfo.HSMStatus = info_pb2.ENABLED if facts.tpm else info_pb2.DISABLED
     dinfo.HSMInfo = "TPM 2.0" if facts.tpm else "software keys (no TPM)"
     sec = dinfo.dataSecAtRestInfo

@@ -127,9 +127,10 @@ def test_device_info_basics() -> None:
 
 
 def test_device_info_maintenance_and_tpm() -> None:
-    d = device_info(facts(maintenance_mode=True, tpm=True)).dinfo
+    d = device_info(facts(maintenance=("vault-locked-up",), tpm=True)).dinfo
     assert d.state == info_pb2.ZDEVICE_STATE_MAINTENANCE_MODE
     assert d.maintenance_mode is True
+    assert list(d.maintenance_mode_reasons) == [info_pb2.MAINTENANCE_MODE_REASON_VAULT_LOCKED_UP]
     assert d.HSMStatus == info_pb2.ENABLED
     assert d.HSMInfo == "TPM 2.0"
 
@@ -258,7 +259,7 @@ def test_queue_info_only_on_change(tmp_path: Path, device_signer: SoftwareSigner
 
     rep.queue_info(facts(attestation_state="restart-wait"), force=True)
     assert len(box.puts) == 3
-    rep.queue_info(facts(attestation_state="restart-wait", maintenance_mode=True))
+    rep.queue_info(facts(attestation_state="restart-wait", maintenance=("user-requested",)))
     assert len(box.puts) == 4
     assert len(box.pending()) == 1  # one key, latest wins
 
