@@ -1,10 +1,12 @@
 """The agent daemon: startup order and the supervised task tree.
 
-Startup: identity (config partition, device key) -> TPM/vault (software mode for now) ->
-controller certificates from the checkpoint -> saved config applied (the node runs its last
-config before the controller answers) -> onboarding if the node has no UUID yet -> the long-lived
-tasks: config sync, reporting, log upload, status snapshot.  The first task to die unexpectedly
-stops the daemon (systemd restarts it); SIGTERM stops it within ``stop_grace`` seconds.
+Startup: TPM and measured boot (or the explicit software mode) -> identity (config partition;
+device key in the TPM or on disk) -> vault (unsealed locally when the PCRs still match, else it
+waits for attestation to bring the escrowed key) -> controller certificates from the checkpoint
+-> saved config applied (the node runs its last config before the controller answers) ->
+onboarding if the node has no UUID yet -> the long-lived tasks: config sync (with attestation),
+reporting, log upload, status snapshot.  The first task to die unexpectedly stops the daemon
+(systemd restarts it); SIGTERM stops it within ``stop_grace`` seconds.
 """
 
 from __future__ import annotations
