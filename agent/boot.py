@@ -24,7 +24,6 @@ from typing import Any
 from agent.drivers.loopfs import ImageFs
 from agent.drivers.swtpm import SwtpmProcess
 from agent.drivers.tpm import Tpm
-from agent.drivers.tpm_device import DeviceTpm
 from agent.measure import MeasureResult
 from agent.measure.boot import BootComponents, check_log, measure_boot
 from agent.measure.configfs import measure_config
@@ -88,6 +87,9 @@ def boot(
 
     Raises BootError, or TpmError from the driver.
     """
+    # Imported here so a software-mode node never loads the TSS libraries (about 10 MiB).
+    from agent.drivers.tpm_device import DeviceTpm
+
     swtpm: SwtpmProcess | None = None
     if mode is TpmMode.SWTPM:
         swtpm = swtpm_for(paths)
