@@ -71,6 +71,7 @@ class Node:
         self.vault: VaultManager | None = None
         self._stop = asyncio.Event()
         self._last_uuid_check = -UUID_RECHECK_INTERVAL
+        self._stopped_abnormally = False
 
     # ---- helpers used by components ------------------------------------------------------
 
@@ -174,6 +175,12 @@ class Node:
     async def run(self, stop: asyncio.Event) -> None:
         """Run the node until ``stop``.  Raises IdentityError when the node cannot start at all."""
         self._stop = stop
+        previous = status_mod.read(self.paths.status_file)
+        # A clean stop writes phase "stopped"; anything else means the last run crashed, was
+        # killed or lost power.  (/run is a tmpfs on real nodes: a reboot leaves no status.)
+        self._stopped_abnormally = previous is not None and previous.get("phase") != "stopped"
+        if self._stopped_abnormally:
+            log.warning("the previous run did not stop cleanly: preferring lastconfig.bak")
         self.paths.run.mkdir(parents=True, exist_ok=True)
         self.spool = LogSpool(self.paths.newlog, self._log_meta)
         logging.getLogger().addHandler(self.spool)
@@ -271,7 +278,7 @@ class Node:
         try:
             if self.device_uuid:
                 self.phase = "running saved config"
-                await self.sync.load_checkpoint()
+                await self.sync.load_checkpoint(prefer_backup=self._stopped_abnormally)
             else:
                 self.phase = "onboarding"
                 result = await onboard(

@@ -170,21 +170,26 @@ class ConfigSync:
 
     # ---- checkpoint ---------------------------------------------------------------------
 
-    async def load_checkpoint(self) -> bool:
+    async def load_checkpoint(self, *, prefer_backup: bool = False) -> bool:
         """Apply the saved config (primary, else .bak), re-verified.  True when one applied.
 
-        A corrupt primary is replaced by a .bak that verifies.
+        A corrupt primary is replaced by a .bak that verifies.  ``prefer_backup`` (after an
+        abnormal stop, as EVE does after a crash or watchdog reboot) tries the known-good .bak
+        first, so a config that crashes the node cannot crash it in a loop.
         """
         if self._certs.current is None:
             log.info("no saved controller certificates: cannot use a saved config")
             return False
-        for name, raw in self._checkpoints.candidates():
+        candidates = list(self._checkpoints.candidates())
+        if prefer_backup:
+            candidates.reverse()
+        for name, raw in candidates:
             try:
                 resp, config = await self._verify(raw)
             except (ConfigRejected, envelope.UnknownSigner) as exc:
                 log.warning("saved config %s unusable: %s", name, exc)
                 continue
-            if name.endswith(".bak") and self._checkpoints.mtime() is not None:
+            if name.endswith(".bak") and not prefer_backup and self._checkpoints.mtime():
                 log.warning("restoring %s from %s", self._checkpoints.primary.name, name)
                 self._checkpoints.restore_primary(raw)
             log.info("running the saved config %s (hash %s)", name, resp.configHash[:16])

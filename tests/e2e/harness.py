@@ -62,6 +62,12 @@ class Process:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a power loss would end it (no cleanup runs)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
     def stop(self, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):

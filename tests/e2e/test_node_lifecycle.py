@@ -135,3 +135,35 @@ def test_corrupt_checkpoint_falls_back_to_bak(controller: Controller, node: Node
     assert items(status)["timer.config.interval"] == "5"
     assert primary.read_bytes() == backup.read_bytes()  # primary restored from .bak
     assert "lastconfig unusable" in node.log()
+
+
+def test_after_a_crash_the_known_good_config_runs(controller: Controller, node: Node) -> None:
+    """EVE's rule against crash loops: after an abnormal stop the node starts from
+    lastconfig.bak, not from the newest config, until the controller answers."""
+    node.start()
+    uuid = node.wait_onboarded()
+    node.wait_status(lambda s: items(s).get("timer.config.interval") == "5", 60, "first config")
+    controller.set_config(
+        uuid,
+        {"configItems": [
+            {"key": "timer.config.interval", "value": "5"},
+            {"key": "timer.metric.interval", "value": "34"},
+        ]},
+    )  # fmt: skip
+    node.wait_status(lambda s: items(s).get("timer.metric.interval") == "34", 30, "second config")
+    controller.stop()
+    assert node.agent is not None
+    node.agent.kill()
+
+    node.start()
+    status = node.wait_status(lambda s: s["config_source"] == "checkpoint", 30, "a saved config")
+    assert "timer.metric.interval" not in items(status)  # the known-good (first) config
+    assert "did not stop cleanly" in node.log()
+    primary = node.checkpoint / "lastconfig"
+    assert primary.read_bytes() != (node.checkpoint / "lastconfig.bak").read_bytes()
+
+    # A clean stop, then a start: the newest config again.
+    assert node.stop() == 0
+    node.start()
+    status = node.wait_status(lambda s: s["config_source"] == "checkpoint", 30, "a saved config")
+    assert items(status)["timer.metric.interval"] == "34"
