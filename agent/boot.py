@@ -28,7 +28,7 @@ from agent.measure import MeasureResult
 from agent.measure.boot import BootComponents, check_log, measure_boot
 from agent.measure.configfs import measure_config
 from agent.settings import NodePaths
-from agent.vault.manager import VaultPaths
+from agent.vault.store import VaultPaths
 
 log = logging.getLogger(__name__)
 

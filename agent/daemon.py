@@ -38,7 +38,8 @@ from agent.model.configitems import ConfigItems
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.node import NodeReconciler
 from agent.settings import AgentSettings
-from agent.vault.manager import VaultManager, VaultPaths
+from agent.vault.manager import VaultManager
+from agent.vault.store import VaultPaths
 from agent.wire.envelope import EnvelopeError, Signer, UnknownSigner, device_cert_hash
 from agent.wire.pb.attest import attest_pb2
 
