@@ -10,9 +10,39 @@ TPM structures go through :mod:`agent.wire.tpmwire`: templates are marshalled th
 unmarshalled into tpm2-pytss types, results are marshalled by tpm2-pytss and parsed there, so
 the device driver and the fake produce the same bytes.
 
-Sessions are plain password sessions with empty authorisation values.  EVE seals its vault key
-with a salted HMAC session and parameter encryption against bus snooping; on a swtpm socket
-over loopback, or the kernel's resource manager, that buys nothing, so it is not done here.
+Bus protection, as EVE does it (``evetpm/enc_seal.go``): the commands that carry a secret
+across the CPU-TPM bus run in a *salted* session with AES-128-CFB parameter encryption, so a
+passive snooper on the LPC/SPI/I2C lines (or anyone reading the swtpm socket) sees ciphertext.
+
+- ``seal``: TPM2_Create of the sealed object authorises the SRK with a salted HMAC session
+  whose ``decrypt`` attribute encrypts the first command parameter, the TPM2B_SENSITIVE_CREATE
+  holding the secret.
+- ``unseal``: TPM2_Unseal is authorised by the PolicyPCR policy session, and that session is
+  itself salted and carries the ``encrypt`` attribute, so the secret comes back encrypted.  One
+  session does both jobs, as EVE's does: TPM 2.0 allows parameter encryption in any session
+  started with a symmetric algorithm, policy sessions included; ESAPI decrypts the response
+  with the policy session's key; a second HMAC session would only cost a round trip and a
+  session slot.
+- ``ecdh_shared_point``: TPM2_ECDH_ZGen authorises the ECDH key with a salted HMAC session whose
+  ``encrypt`` attribute protects the shared point in the response.
+
+Each session is started unbound (bind = TPM_RH_NULL) with the SRK as ``tpmKey``: ESAPI makes a
+random salt and sends it encrypted to the SRK (an ECC P-256 key: the salt is derived from an
+ephemeral ECDH exchange with it), so the session key is unknown to anyone without the SRK's
+private key.  (EVE salts to the RSA EK; any loaded decryption key serves, and the SRK is the
+parent the sealed object lives under anyway.)  The session key also keys the command and
+response HMACs, so the TPM's answers in these sessions are authenticated.  Each session lives
+for one command and is flushed.
+
+The protection is on by default (``encrypt_sessions=False`` turns it off, for tests that want
+to see the clear text on the wire).  Like EVE, it is used "when supported": the first protected
+command on a connection asks the TPM (TPM2_TestParms) whether it does AES-128-CFB, which the PC
+Client profile requires; a TPM that says no gets unprotected sessions and a warning.  What it
+does not stop: an *active* interposer that answers TPM2_ReadPublic with its own SRK public key
+learns the salt (the SRK's public area is read over the same bus, unauthenticated, as EVE reads
+its EK's), and it could answer TestParms with an error to turn the protection off.  Every other
+command uses the plain password session with the keys' empty authorisation values: no secret
+travels in them.
 
 Emulators have no resource manager: transient objects and sessions a crashed process left in a
 swtpm stay there and fill its three object slots.  On connecting to a ``swtpm:`` or ``mssim:``
@@ -48,11 +78,13 @@ from tpm2_pytss import (
     TPM2B_PUBLIC,
     TPM2B_SENSITIVE_CREATE,
     TPM2B_SENSITIVE_DATA,
+    TPMA_SESSION,
     TPML_DIGEST_VALUES,
     TPML_PCR_SELECTION,
     TPMS_ECC_POINT,
     TPMS_SENSITIVE_CREATE,
     TPMT_HA,
+    TPMT_PUBLIC_PARMS,
     TPMT_SIG_SCHEME,
     TPMT_SYM_DEF,
     TPMU_HA,
@@ -86,14 +118,22 @@ _EMULATOR_TCTIS = ("swtpm", "mssim")
 _PCRS_PER_READ = 8  # TPML_DIGEST holds at most 8 digests
 _NV_CHUNK = 512  # below every TPM's TPM_PT_NV_BUFFER_MAX
 _RANDOM_CHUNK = 32  # GetRandom returns at most one digest's worth
+#: Parameter encryption of the salted sessions: AES in CFB mode with this key size (EVE's).
+_SESSION_AES_BITS = 128
 
 
 class DeviceTpm:
     """A TPM 2.0 reached through a TCTI, e.g. ``device:/dev/tpmrm0`` or a
-    :attr:`agent.drivers.swtpm.SwtpmProcess.tcti`.  Connects on first use; thread-safe."""
+    :attr:`agent.drivers.swtpm.SwtpmProcess.tcti`.  Connects on first use; thread-safe.
 
-    def __init__(self, tcti: str) -> None:
+    ``encrypt_sessions`` (default True) runs seal, unseal and ECDH_ZGen in salted sessions
+    with AES-128-CFB parameter encryption when the TPM supports it; see the module docstring.
+    """
+
+    def __init__(self, tcti: str, *, encrypt_sessions: bool = True) -> None:
         self._tcti = tcti
+        self._encrypt_sessions = encrypt_sessions
+        self._cipher_supported: bool | None = None  # per connection: asked on first need
         self._lock = threading.RLock()
         self._esys: Any = None
         self._handles: dict[KeyRole, Any] = {}
@@ -200,7 +240,9 @@ class DeviceTpm:
             )
         )
         with self._tpm("ECDH_ZGen") as esys:
-            shared = esys.ecdh_zgen(self._handle(esys, KeyRole.ECDH), point)
+            key = self._handle(esys, KeyRole.ECDH)
+            with self._session(esys, TPM2_SE.HMAC, TPMA_SESSION.ENCRYPT) as session:
+                shared = esys.ecdh_zgen(key, point, session1=session)
             x, y = bytes(shared.point.x), bytes(shared.point.y)
         return int.from_bytes(x, "big"), int.from_bytes(y, "big")
 
@@ -216,7 +258,10 @@ class DeviceTpm:
             values = self._read_pcrs(esys, indexes)
             policy = tpmwire.policy_pcr_digest(values, selection)
             template = replace(tpm.SEALED_TEMPLATE, auth_policy=policy)
-            private, public, *_ = esys.create(srk, sensitive, _public_2b(template))
+            with self._session(esys, TPM2_SE.HMAC, TPMA_SESSION.DECRYPT) as session:
+                private, public, *_ = esys.create(
+                    srk, sensitive, _public_2b(template), session1=session
+                )
             public_bytes = bytes(public.marshal())[2:]
             private_bytes = bytes(private.marshal())[2:]
         return tpmwire.SealedBlob(selection, public_bytes, private_bytes).marshal()
@@ -290,6 +335,7 @@ class DeviceTpm:
 
     def _drop(self) -> None:
         esys, self._esys = self._esys, None
+        self._cipher_supported = None
         self._handles.clear()
         self._publics.clear()
         if esys is not None:
@@ -345,19 +391,71 @@ class DeviceTpm:
         raise TpmError("PCR_Read made no progress")  # pragma: no cover
 
     def _unseal_once(self, esys: Any, item: Any, selection: Any) -> bytes:
-        session = esys.start_auth_session(
-            ESYS_TR.NONE,
-            ESYS_TR.NONE,
-            TPM2_SE.POLICY,
-            TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
-            TPM2_ALG.SHA256,
-        )
-        try:
+        with self._session(esys, TPM2_SE.POLICY, TPMA_SESSION.ENCRYPT) as session:
             esys.policy_pcr(session, b"", selection)
             return bytes(esys.unseal(item, session1=session))
+
+    @contextmanager
+    def _session(self, esys: Any, kind: TPM2_SE, encryption: TPMA_SESSION) -> Iterator[Any]:
+        """A session for one command, flushed afterwards.
+
+        With bus protection: salted to the SRK, unbound, AES-128-CFB, with ``encryption``
+        (TPMA_SESSION.DECRYPT: the command's first parameter travels encrypted; ENCRYPT: the
+        response's).  Without: an unsalted policy session without a cipher, or for an HMAC
+        session the password session (the keys' authorisation values are empty).
+        """
+        if self._bus_protection(esys):
+            session = esys.start_auth_session(
+                self._handle(esys, KeyRole.SRK),
+                ESYS_TR.NONE,
+                kind,
+                _session_cipher(),
+                TPM2_ALG.SHA256,
+            )
+            try:
+                esys.trsess_set_attributes(session, TPMA_SESSION.CONTINUESESSION | encryption)
+            except BaseException:
+                with contextlib.suppress(TSS2_Exception):
+                    esys.flush_context(session)
+                raise
+        elif kind == TPM2_SE.POLICY:
+            session = esys.start_auth_session(
+                ESYS_TR.NONE,
+                ESYS_TR.NONE,
+                TPM2_SE.POLICY,
+                TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
+                TPM2_ALG.SHA256,
+            )
+        else:
+            yield ESYS_TR.PASSWORD
+            return
+        try:
+            yield session
         finally:
             with contextlib.suppress(TSS2_Exception):
                 esys.flush_context(session)
+
+    def _bus_protection(self, esys: Any) -> bool:
+        """Whether to use salted, encrypted sessions: asked of the TPM once per connection."""
+        if not self._encrypt_sessions:
+            return False
+        if self._cipher_supported is None:
+            parms = TPMT_PUBLIC_PARMS(type=TPM2_ALG.SYMCIPHER)
+            parms.parameters.symDetail.sym = _session_cipher()
+            try:
+                esys.test_parms(parms)
+                self._cipher_supported = True
+            except TSS2_Exception as exc:
+                if _tpm_code(exc) is None:
+                    raise  # not the TPM's answer (e.g. the connection broke)
+                log.warning(
+                    "the TPM does not support AES-%d-CFB session encryption (%s): seal, unseal "
+                    "and ECDH run without TPM bus protection",
+                    _SESSION_AES_BITS,
+                    exc,
+                )
+                self._cipher_supported = False
+        return self._cipher_supported
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -365,6 +463,14 @@ class DeviceTpm:
 
 def _tpm2b(data: bytes) -> bytes:
     return struct.pack(">H", len(data)) + data
+
+
+def _session_cipher() -> Any:
+    """TPMT_SYM_DEF for AES-CFB parameter encryption (``_SESSION_AES_BITS``)."""
+    cipher = TPMT_SYM_DEF(algorithm=TPM2_ALG.AES)
+    cipher.keyBits.aes = _SESSION_AES_BITS
+    cipher.mode.aes = TPM2_ALG.CFB
+    return cipher
 
 
 def _public_2b(public: tpmwire.Public) -> Any:

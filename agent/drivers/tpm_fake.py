@@ -48,7 +48,7 @@ from agent.drivers.tpm import (
     TpmPolicyError,
     TpmUnavailable,
 )
-from agent.wire import pki, tpmwire
+from agent.wire import ecdh, pki, tpmwire
 
 #: What the fake reports as TPMS_ATTEST.firmwareVersion.
 FAKE_FIRMWARE_VERSION = 0x20240125_00000000
@@ -161,7 +161,7 @@ class FakeTpm:
         tpm.check_peer(peer)
         with self._lock:
             key = self._ec_key(KeyRole.ECDH)
-        return tpmwire.ecdh_shared_point(key, peer)
+        return ecdh.shared_point(key, peer)
 
     def seal(self, secret: bytes, pcrs: Sequence[int] = DEFAULT_SEAL_PCRS) -> bytes:
         data = tpm.check_secret(secret)

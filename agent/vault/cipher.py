@@ -14,7 +14,6 @@ from agent.drivers.tpm import TpmError
 from agent.vault.keys import VaultKeyError
 from agent.wire import objcipher
 from agent.wire.objcipher import (
-    _P256_G,  # noqa: F401 - kept importable from here for the tests of the ECDH point
     HASH_16,
     HASH_32,
     CipherError,

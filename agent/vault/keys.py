@@ -54,6 +54,7 @@ from google.protobuf.message import DecodeError
 
 from agent.drivers.tpm import DEFAULT_SEAL_PCRS, PCR_COUNT, KeyRole, Tpm, TpmError
 from agent.util.atomicfile import read_optional, write_atomic
+from agent.wire import ecdh
 from agent.wire.pb.attest import attest_pb2
 
 #: Length of the vault key.
@@ -227,14 +228,12 @@ class SealedKeyFile:
 
 
 def point_key(point: tuple[int, int], coordinate_size: int = 32) -> bytes:
-    """EVE's KDF on an ECDH point (``Sha256FromECPoint``): SHA-256(x || y), each coordinate
-    big-endian, left-padded to ``coordinate_size`` bytes."""
-    x, y = point
+    """EVE's KDF on an ECDH point (:func:`agent.wire.ecdh.point_key`); VaultKeyError for a
+    coordinate larger than the curve."""
     try:
-        raw = x.to_bytes(coordinate_size, "big") + y.to_bytes(coordinate_size, "big")
-    except OverflowError as exc:
-        raise VaultKeyError("ECDH point coordinate larger than the curve") from exc
-    return hashlib.sha256(raw).digest()
+        return ecdh.point_key(point, coordinate_size)
+    except ValueError as exc:
+        raise VaultKeyError(str(exc)) from exc
 
 
 def escrow_peer(tpm: Tpm) -> ec.EllipticCurvePublicKey:

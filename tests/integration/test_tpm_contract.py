@@ -36,7 +36,7 @@ from agent.drivers.tpm import (
     TpmUnavailable,
 )
 from agent.drivers.tpm_fake import FakeTpm
-from agent.wire import tpmwire
+from agent.wire import ecdh, tpmwire
 
 NONCE = b"adam-nonce12"  # Adam hands out 12-character nonces
 
@@ -372,7 +372,7 @@ def test_ecdh_shared_point_matches_the_peer_side(tpm: Tpm) -> None:
     assert isinstance(ecdh_public, ec.EllipticCurvePublicKey)
     x, y = tpm.ecdh_shared_point(peer.public_key())
     assert peer.exchange(ec.ECDH(), ecdh_public) == x.to_bytes(32, "big")
-    assert (x, y) == tpmwire.ecdh_shared_point(peer, ecdh_public)
+    assert (x, y) == ecdh.shared_point(peer, ecdh_public)
     with pytest.raises(ValueError):
         tpm.ecdh_shared_point(ec.generate_private_key(ec.SECP384R1()).public_key())
 

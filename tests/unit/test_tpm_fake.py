@@ -109,9 +109,9 @@ def test_unseal_refuses_a_selection_it_cannot_evaluate(fake: FakeTpm) -> None:
 
 def test_ecdh_point_is_the_software_equivalent(fake: FakeTpm) -> None:
     peer = ec.generate_private_key(ec.SECP256R1())
-    ecdh = fake.public_key(KeyRole.ECDH)
-    assert isinstance(ecdh, ec.EllipticCurvePublicKey)
-    assert fake.ecdh_shared_point(peer.public_key()) == tpmwire.ecdh_shared_point(peer, ecdh)
+    ecdh_public = fake.public_key(KeyRole.ECDH)
+    assert isinstance(ecdh_public, ec.EllipticCurvePublicKey)
+    assert fake.ecdh_shared_point(peer.public_key()) == ecdh.shared_point(peer, ecdh_public)
 
 
 def test_everything_after_close_is_unavailable(fake: FakeTpm) -> None:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from agent.drivers.tpm import SEALED_TEMPLATE, TEMPLATES, KeyRole
-from agent.wire import tpmwire
+from agent.wire import ecdh, tpmwire
 from agent.wire.tpmwire import (
     Alg,
     Attest,
@@ -332,18 +332,18 @@ def test_sealed_blob_round_trip_and_hostile() -> None:
 def test_ecdh_shared_point_and_kdf() -> None:
     a = ec.generate_private_key(ec.SECP256R1())
     b = ec.generate_private_key(ec.SECP256R1())
-    point = tpmwire.ecdh_shared_point(a, b.public_key())
-    assert point == tpmwire.ecdh_shared_point(b, a.public_key())
+    point = ecdh.shared_point(a, b.public_key())
+    assert point == ecdh.shared_point(b, a.public_key())
     ec.EllipticCurvePublicNumbers(*point, ec.SECP256R1()).public_key()  # on the curve
     x, y = point
     assert (
-        tpmwire.ecdh_kdf(point)
+        ecdh.point_key(point)
         == hashlib.sha256(x.to_bytes(32, "big") + y.to_bytes(32, "big")).digest()
     )
     # d * Q with Q = G: the peer's public key itself
-    assert tpmwire.ecdh_shared_point(a, ec.derive_private_key(1, ec.SECP256R1()).public_key()) == (
+    assert ecdh.shared_point(a, ec.derive_private_key(1, ec.SECP256R1()).public_key()) == (
         a.public_key().public_numbers().x,
         a.public_key().public_numbers().y,
     )
-    with pytest.raises(TpmWireError, match="P-256"):
-        tpmwire.ecdh_shared_point(a, ec.generate_private_key(ec.SECP384R1()).public_key())
+    with pytest.raises(ValueError, match="P-256"):
+        ecdh.shared_point(a, ec.generate_private_key(ec.SECP384R1()).public_key())
