@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from agent.drivers.tpm import KeyRole, Tpm, TpmError, TpmPolicyError, TpmUnavailable
 from agent.drivers.tpm_fake import FAKE_FIRMWARE_VERSION, FakeTpm, manufacturer_ca
-from agent.wire import tpmwire
+from agent.wire import ecdh, tpmwire
 
 
 @pytest.fixture
