@@ -29,7 +29,7 @@ from typing import Any
 
 from agent.link.transport import ControllerClient, TransportError
 from agent.util.atomicfile import write_atomic
-from agent.util.timing import wait_or_stop
+from agent.util.timing import jittered, wait_or_stop
 from agent.wire import envelope
 from agent.wire.envelope import Signer
 
@@ -214,7 +214,7 @@ class LogUploader:
                 log.error("cannot write log spool: %s", exc)
             ok = await self.upload_pending()
             delay = 5.0 if ok else min(delay * 2, 300.0)
-            if await wait_or_stop(stop, delay):
+            if await wait_or_stop(stop, jittered(delay, 0.8, 1.2)):
                 break
         # Keep what is still in memory for the next start.
         try:

@@ -276,5 +276,5 @@ class Reporter:
                     self._next_metrics = now + jittered(items.int("timer.metric.interval"))
                     if await self._post("metrics", device_metrics(facts).SerializeToString()):
                         self.sent_metrics += 1
-            if await wait_or_stop(stop, 5.0, wake=self.wake):
+            if await wait_or_stop(stop, jittered(5.0, 0.8, 1.2), wake=self.wake):
                 return
