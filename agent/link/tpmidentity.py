@@ -119,6 +119,26 @@ def _cert_for(
     return pem
 
 
+def _manufacturer_ek_pem(tpm: Tpm) -> bytes | None:
+    """The TPM maker's EK certificate from NV, when it certifies our EK (the same public key).
+
+    A real EK certificate lets a controller check the TPM's origin; EVE sends one it issues
+    itself, which is what we fall back to when the TPM has none.
+    """
+    der = tpm.ek_certificate()
+    if der is None:
+        return None
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        log.warning("the TPM's EK certificate is unreadable; sending a device-issued one")
+        return None
+    if cert.public_key() != tpm.public_key(KeyRole.EK):
+        log.warning("the TPM's EK certificate is for another key; sending a device-issued one")
+        return None
+    return pki.cert_pem(cert)
+
+
 def load_tpm_identity(paths: NodePaths, tpm: Tpm) -> TpmIdentity:
     """Provision the TPM (idempotent) and load or make the certificates of its keys.
 
@@ -155,7 +175,7 @@ def load_tpm_identity(paths: NodePaths, tpm: Tpm) -> TpmIdentity:
         certs_dir / "ecdh.cert.pem", tpm, KeyRole.ECDH, "Device ECDH certificate", device_cert,
         key_agreement=True,
     )  # fmt: skip
-    ek_pem = _cert_for(
+    ek_pem = _manufacturer_ek_pem(tpm) or _cert_for(
         certs_dir / "ek.cert.pem", tpm, KeyRole.EK, "Device Endorsement Key certificate",
         device_cert,
     )  # fmt: skip
