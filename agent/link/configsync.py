@@ -35,7 +35,7 @@ from agent.link.attestation import Attestor
 from agent.link.checkpoint import CheckpointStore
 from agent.link.controllercerts import ControllerCertError, ControllerCertStore
 from agent.link.devicecipher import DeviceEcdh, config_decryptor
-from agent.link.transport import ControllerClient, TransportError
+from agent.link.transport import PROTO_TYPE, ControllerClient, TransportError
 from agent.model.config import Decrypt, NodeConfig, from_proto
 from agent.model.configitems import ConfigItems
 from agent.util.ids import parse_uuid
@@ -270,6 +270,11 @@ class ConfigSync:
             return
         if resp.status != 200:
             log.warning("config answered HTTP %d", resp.status)
+            return
+        if not resp.content_type.startswith(PROTO_TYPE):
+            # EVE's ValidateProtoContentType: a body that does not say it is protobuf is not
+            # parsed (a captive portal or a proxy error page answers 200 too).
+            log.warning("config answer has Content-Type %r, not %s", resp.content_type, PROTO_TYPE)
             return
         await self._handle_config(resp.body)
 

@@ -606,3 +606,16 @@ async def test_transport_error_marks_the_controller_unreachable(fake_rig: FakeRi
     assert node.sync.status.controller_reachable is False
     assert node.sync.status.last_contact == contact
     assert len(node.applied) == 1
+
+
+async def test_a_200_that_is_not_protobuf_is_not_parsed(fake_rig: FakeRig) -> None:
+    """A captive portal or a proxy's error page answers 200 too: EVE checks the Content-Type."""
+    good = sealed(fake_rig.fake.pki, config_response(fake_rig.uuid))
+    fake_rig.config_answers.append(
+        web.Response(status=200, body=good.body, content_type="text/html")
+    )
+    node = fake_rig.node
+    await node.poll()
+    assert node.applied == []
+    assert node.sync.status.rejected == 0  # not a rejected config: no config at all
+    assert not node.checkpoints.primary.exists()
