@@ -247,6 +247,18 @@ def apply_policy(verdict: Verdict, *, device_cert: x509.Certificate, policy: Pcr
             _failed(f"policy PCR(s) {_list(unquoted)} are not covered by the quote", unquoted),
             evidence=evidence,
         )
+    if evidence.event_log is not None:
+        # The log must account for every policy PCR, not only those it touches: a log with
+        # all events of one PCR stripped would otherwise pass, and the events named to explain a
+        # later mismatch could not be trusted.  (A platform that extends a PCR outside the log,
+        # e.g. IMA into PCR 10, needs that PCR left out of the policy with `attest policy --pcrs`.)
+        replayed = tcglog.replay(evidence.events)
+        unaccounted = [i for i in policy.pcrs if replayed.get(i) != evidence.pcrs.get(i)]
+        if unaccounted:
+            return _failed(
+                f"the event log does not account for policy PCR(s) {_list(unaccounted)}",
+                unaccounted,
+            )
     if policy.golden is None:
         return replace(
             verdict,

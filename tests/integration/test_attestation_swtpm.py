@@ -544,6 +544,29 @@ def test_event_log_that_does_not_replay_is_refused(
     assert verdict.mismatched_pcrs == (pcr,)
 
 
+@pytest.mark.parametrize("stripped", [13, 14])
+def test_a_log_with_a_whole_pcr_stripped_fails_the_policy(
+    node: Node, controller: Controller, stripped: int
+) -> None:
+    """Every event of one policy PCR removed: the rest still replays (step 1 passes), but the
+    log no longer accounts for that PCR, so the policy refuses it and names the PCR."""
+    controller.issue_nonce()
+    record = controller.take_nonce()
+    quote = node.quote(record.nonce)
+    log = _log_events(quote)
+    events = [e for e in log.events if e.pcr != stripped]
+    assert len(events) < len(log.events)
+    first = controller.verify(record, _with_events(quote, log, events))
+    assert first.ok, first.reason
+    verdict = controller.judge(first)
+    _assert_failed(
+        verdict,
+        VerdictCode.QUOTE_FAILED,
+        f"the event log does not account for policy PCR(s) {stripped}",
+    )
+    assert verdict.mismatched_pcrs == (stripped,)
+
+
 # --- the policy across a power cycle -----------------------------------------------------------
 
 
