@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
         "agent.measure",
         "agent.settings",
         "agent.vault",
-    },  # fmt: skip
+    },
 }
 #: Modules that talk to the system directly; nothing else may import these.
 SYSTEM_IMPORTS = {"subprocess", "tpm2_pytss", "libvirt", "docker", "pyroute2", "nftables"}
