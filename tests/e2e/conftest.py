@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +28,23 @@ def controller(tmp_path: Path) -> Iterator[Controller]:
 @pytest.fixture
 def node(tmp_path: Path, controller: Controller) -> Iterator[Node]:
     n = Node(tmp_path / "node1", controller, serial="e2e-node-1")
+    try:
+        yield n
+    finally:
+        n.shutdown()
+
+
+@pytest.fixture
+def tpm_node(tmp_path: Path, controller: Controller) -> Iterator[Node]:
+    """An emulated node with its own swtpm (root, swtpm and mkfs.ext4 needed: missing ones fail
+    under EVE_AGENT_REQUIRE_SERVICES or CI, and skip with the reason otherwise)."""
+    missing = [tool for tool in ("swtpm", "swtpm_setup", "mkfs.ext4") if not shutil.which(tool)]
+    if missing or os.geteuid() != 0:
+        reason = f"TPM node needs root and {', '.join(missing) or 'nothing else'}"
+        if os.environ.get("EVE_AGENT_REQUIRE_SERVICES") or os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    n = Node(tmp_path / "tpm-node", controller, serial="e2e-tpm-1", swtpm=True)
     try:
         yield n
     finally:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,21 +96,6 @@ def test_software_node_gets_encrypted_user_data(controller: Controller, node: No
     assert status["object_errors"] == []
     assert secret not in node.log()
     assert files_with(node.root, secret.encode()) == []
-
-
-@pytest.fixture
-def tpm_node(tmp_path: Path, controller: Controller) -> Iterator[Node]:
-    missing = [tool for tool in ("swtpm", "swtpm_setup", "mkfs.ext4") if not shutil.which(tool)]
-    if missing or os.geteuid() != 0:
-        reason = f"TPM node needs root and {', '.join(missing) or 'nothing else'}"
-        if os.environ.get("EVE_AGENT_REQUIRE_SERVICES") or os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    node = Node(tmp_path / "tpm-node", controller, serial="e2e-secret-tpm", swtpm=True)
-    try:
-        yield node
-    finally:
-        node.shutdown()
 
 
 def test_tpm_node_gets_encrypted_user_data(controller: Controller, tpm_node: Node) -> None:

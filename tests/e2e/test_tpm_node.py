@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,21 +17,6 @@ import pytest
 from tests.e2e.harness import Controller, Node, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def tpm_node(tmp_path: Path, controller: Controller) -> Iterator[Node]:
-    missing = [tool for tool in ("swtpm", "swtpm_setup", "mkfs.ext4") if not shutil.which(tool)]
-    if missing or os.geteuid() != 0:
-        reason = f"TPM node needs root and {', '.join(missing) or 'nothing else'}"
-        if os.environ.get("EVE_AGENT_REQUIRE_SERVICES") or os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    node = Node(tmp_path / "tpm-node", controller, serial="e2e-tpm-1", swtpm=True)
-    try:
-        yield node
-    finally:
-        node.shutdown()
 
 
 def items(status: dict[str, Any]) -> dict[str, str]:
