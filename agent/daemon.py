@@ -30,7 +30,7 @@ from agent.link.controllercerts import ControllerCertError, ControllerCertStore
 from agent.link.devicecipher import DeviceEcdh, load_software_ecdh
 from agent.link.identity import NodeIdentity, load_identity, load_uuid, store_uuid
 from agent.link.logship import LogSpool, LogUploader
-from agent.link.onboarding import OnboardingError, fetch_uuid, onboard
+from agent.link.onboarding import OnboardingError, UuidResult, fetch_uuid, onboard
 from agent.link.reporting import DeviceFacts, Outbox, Reporter
 from agent.link.tpmidentity import TpmQuotes, load_tpm_identity
 from agent.link.transport import ControllerClient, TransportError
@@ -161,15 +161,20 @@ class Node:
             log.warning(
                 "controller gave a new device UUID %s (was %s)", result.uuid, self.device_uuid
             )
-            self._set_uuid(result.uuid)
+            self._set_uuid(result)
             if self.attestor is not None:
                 self.attestor.restart("device UUID changed")
 
-    def _set_uuid(self, device_uuid: str) -> None:
-        store_uuid(self.paths, device_uuid)
-        self.device_uuid = device_uuid
+    def _set_uuid(self, result: UuidResult) -> None:
+        store_uuid(
+            self.paths,
+            result.uuid,
+            manufacturer=result.manufacturer,
+            product_name=result.product_name,
+        )
+        self.device_uuid = result.uuid
         assert self.client is not None
-        self.client.device_uuid = device_uuid
+        self.client.device_uuid = result.uuid
 
     # ---- main --------------------------------------------------------------------------
 
@@ -293,7 +298,7 @@ class Node:
                 )
                 if result is None:
                     return
-                self._set_uuid(result.uuid)
+                self._set_uuid(result)
                 log.info("onboarded: device UUID %s", result.uuid)
             self.phase = "running"
             self.reporter = Reporter(

@@ -101,10 +101,6 @@ class NodePaths:
     def status_file(self) -> Path:
         return self.run / "status.json"
 
-    @property
-    def pid_file(self) -> Path:
-        return self.run / "eve-agent.pid"
-
 
 @dataclass(frozen=True)
 class AgentSettings:

@@ -118,5 +118,12 @@ def load_uuid(paths: NodePaths) -> str | None:
         return None
 
 
-def store_uuid(paths: NodePaths, device_uuid: str) -> None:
+def store_uuid(
+    paths: NodePaths, device_uuid: str, *, manufacturer: str = "", product_name: str = ""
+) -> None:
+    """Persist what ``/uuid`` said.  Like EVE's client, a manufacturer and product name given
+    together become the hardware model override (``/persist/status/hardwaremodel``)."""
     write_atomic(paths.uuid, (device_uuid + "\n").encode(), mode=0o644)
+    if manufacturer and product_name:
+        model = f"{manufacturer}.{product_name}".replace("\n", " ")[:256]
+        write_atomic(paths.hardware_model, (model + "\n").encode(), mode=0o644)

@@ -133,14 +133,7 @@ def device_info(facts: DeviceFacts) -> info_pb2.ZInfoMsg:
 
 
 def _mem_total_mb() -> int:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) // 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    return _meminfo().get("MemTotal", 0) // 1024
 
 
 def _meminfo() -> dict[str, int]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -167,22 +166,20 @@ def measure_config(tpm: PcrBank, config_dir: Path, log_path: Path) -> MeasureRes
             log_path, current, f"configuration log {log_path} does not replay to PCR 14"
         )
     stale = ""
-    if tcglog.changed_events(saved, events, CONFIG_PCR) or tcglog.changed_events(
-        events, saved, CONFIG_PCR
-    ):
+    changed = [
+        e.data.decode("ascii", "replace")
+        for e in (
+            *tcglog.changed_events(events, saved, CONFIG_PCR),  # measured, since removed/changed
+            *tcglog.changed_events(saved, events, CONFIG_PCR),  # on disk now, not measured
+        )
+    ]
+    if changed:
         stale = (
-            "the configuration partition changed since it was measured in this power cycle; "
+            "the configuration partition changed since it was measured in this power cycle "
+            f"({'; '.join(changed[:4])}{'; ...' if len(changed) > 4 else ''}); "
             "the change is measured after the next TPM reset"
         )
     return MeasureResult(MeasureState.ALREADY_MEASURED, log_path, current, stale=stale)
-
-
-def changed_files(saved: Sequence[Event], config_dir: Path) -> list[str]:
-    """Event texts that differ between a saved log and ``config_dir`` now (for messages)."""
-    current = config_events(config_dir)
-    added = tcglog.changed_events(saved, current, CONFIG_PCR)
-    removed = tcglog.changed_events(current, saved, CONFIG_PCR)
-    return [e.data.decode("ascii", "replace") for e in (*removed, *added)]
 
 
 def _mismatch(log_path: Path, values: dict[int, bytes], problem: str) -> MeasureResult:
