@@ -9,12 +9,12 @@ timer at once).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from agent.model.configitems import ConfigItems
-from agent.reconcile.engine import ItemRef
+from agent.reconcile.items import DEVICE_OWNER, BaseConfigurator, Item, ItemRef, OwnerRef
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,10 @@ class ConfigItemValue:
     @property
     def ref(self) -> ItemRef:
         return (KIND, self.key)
+
+    @property
+    def owner(self) -> OwnerRef:
+        return DEVICE_OWNER
 
     def deps(self) -> Iterable[ItemRef]:
         return ()
@@ -62,15 +66,29 @@ class RuntimeItems:
                 listener(changed)
 
 
-class ConfigItemConfigurator:
-    """Applies one item at a time to a staging map; ``commit`` publishes it atomically.
-
-    Publishing once per reconcile means listeners see a consistent set, never half a config.
+class ConfigItemConfigurator(BaseConfigurator):
+    """Applies one item at a time to a staging map; ``flush`` (called by the engine once no
+    config item operation is in flight) publishes it at once, so listeners see a consistent set,
+    never half a config.  The "system" observed is the published runtime set.
     """
 
     def __init__(self, runtime: RuntimeItems) -> None:
         self._runtime = runtime
         self._staged: dict[str, int | bool | str] = dict(runtime.current.values)
+        self._unknown: dict[str, str] = dict(runtime.current.unknown)
+
+    async def observe(self) -> Mapping[ItemRef, Item]:
+        return render(self._runtime.current)
+
+    def set_unknown(self, unknown: Mapping[str, str]) -> None:
+        """Keys EVE knows but this agent does not use: published as they are, for reports."""
+        if dict(unknown) != self._unknown:
+            self._unknown = dict(unknown)
+            self._runtime.set_values(dict(self._runtime.current.values), self._unknown)
+
+    def flush(self) -> None:
+        if self._staged != dict(self._runtime.current.values):
+            self._runtime.set_values(dict(self._staged), self._unknown)
 
     async def create(self, item: ConfigItemValue) -> None:
         self._staged[item.key] = item.value
@@ -82,4 +100,6 @@ class ConfigItemConfigurator:
         self._staged.pop(item.key, None)
 
     def commit(self, items: ConfigItems) -> None:
-        self._runtime.set_values(dict(self._staged), dict(items.unknown))
+        """Publish the staged values with ``items``' unknown keys now."""
+        self._unknown = dict(items.unknown)
+        self._runtime.set_values(dict(self._staged), self._unknown)

@@ -1,404 +1,448 @@
-# SPDX-License-Identifier: Apache-2.0
-"""agent.reconcile.engine: plan ordering and the wave-running Engine."""
+"""agent.reconcile.engine: the engine's semantics, as scenarios against a recording fake system.
+
+Each scenario starts from objects on the fake system (observed and adopted, as after an agent
+restart), reconciles to a desired graph and checks the order of operations, what is left on the
+system, and the per-item state.  The fake system refuses out-of-order work the way the kernel
+would, so every test also asserts that it saw no violation.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
-from agent.reconcile.engine import (
-    Action,
-    Configurator,
-    Engine,
-    Item,
-    ItemRef,
-    Op,
-    PlanError,
-    plan,
-)
-
-
-@dataclass(frozen=True)
-class Thing:
-    """A test item: ``value`` changes in place, ``shape`` forces a recreate."""
-
-    kind: str
-    key: str
-    value: int = 0
-    shape: str = ""
-    depends: tuple[ItemRef, ...] = ()
-
-    @property
-    def ref(self) -> ItemRef:
-        return (self.kind, self.key)
-
-    def deps(self) -> Iterable[ItemRef]:
-        return self.depends
-
-    def needs_recreate(self, old: Any) -> bool:
-        assert isinstance(old, Thing)
-        return old.shape != self.shape
-
-
-def t(name: str, *deps: str, value: int = 0, shape: str = "", kind: str = "x") -> Thing:
-    return Thing(kind, name, value, shape, tuple((kind, d) for d in deps))
-
-
-def state(*things: Thing) -> dict[ItemRef, Item]:
-    return {th.ref: th for th in things}
-
-
-def steps(ops: list[Op]) -> list[tuple[str, str]]:
-    return [(op.action.value, op.ref[1]) for op in ops]
+from agent.reconcile.engine import Engine, EngineSettings
+from agent.reconcile.state import Backoff, ItemState
+from tests.unit.engine_fakes import GONE, PERM, TEMP, Recorder, Thing, graph, t
 
 
 @dataclass
-class Recorder:
-    """A fake configurator over a fake 'system' (a dict), recording every call in order."""
+class Clock:
+    now: float = 1000.0
 
-    system: dict[str, Thing] = field(default_factory=dict)
-    log: list[tuple[str, str]] = field(default_factory=list)
-    fail: set[tuple[str, str]] = field(default_factory=set)
-    slow: bool = False
-
-    async def _step(self, action: str, key: str) -> None:
-        self.log.append((action, key))
-        if self.slow:
-            await asyncio.sleep(0.001)
-        if (action, key) in self.fail:
-            raise RuntimeError(f"{action} {key} refused")
-        self.log.append((action + "d", key))
-
-    async def create(self, item: Thing) -> None:
-        await self._step("create", item.key)
-        self.system[item.key] = item
-
-    async def modify(self, old: Thing, new: Thing) -> None:
-        assert self.system.get(old.key) == old
-        await self._step("modify", new.key)
-        self.system[new.key] = new
-
-    async def delete(self, item: Thing) -> None:
-        await self._step("delete", item.key)
-        self.system.pop(item.key, None)  # deleting something already gone succeeds
+    def __call__(self) -> float:
+        return self.now
 
 
-def engine(rec: Recorder, actual: Mapping[ItemRef, Item] | None = None, limit: int = 8) -> Engine:
-    cfg: Configurator = rec
-    return Engine({"x": cfg}, actual=actual, limit=limit)
+@dataclass
+class Rig:
+    rec: Recorder
+    engine: Engine
+    clock: Clock = field(default_factory=Clock)
+
+    async def reconcile(self, *things: Thing, observe: bool = False) -> None:
+        if observe:
+            await self.engine.resync()
+        self.engine.set_desired(graph(*things))
+        await self.engine.settle(within=5)
+
+    def state(self, key: str) -> ItemState:
+        return self.engine.status[("x", key)].state
+
+    def reason(self, key: str) -> str:
+        return self.engine.status[("x", key)].reason
 
 
-def before(log: list[tuple[str, str]], first: tuple[str, str], second: tuple[str, str]) -> bool:
-    return log.index(first) < log.index(second)
-
-
-# ---------------------------------------------------------------- plan
-
-
-def test_plan_creates_dependencies_first() -> None:
-    desired = state(t("app", "veth"), t("veth", "bridge"), t("bridge"), t("alone"))
-    ops = plan(desired, {})
-    assert all(op.action is Action.CREATE for op in ops)
-    order = [op.ref[1] for op in ops]
-    assert sorted(order) == ["alone", "app", "bridge", "veth"]
-    assert order.index("bridge") < order.index("veth") < order.index("app")
-    assert ops[order.index("app")].new == desired[("x", "app")]
-
-
-def test_plan_deletes_dependents_first() -> None:
-    actual = state(t("bridge"), t("veth", "bridge"), t("app", "veth"))
-    ops = plan({}, actual)
-    assert steps(ops) == [("delete", "app"), ("delete", "veth"), ("delete", "bridge")]
-    assert ops[0].old == actual[("x", "app")]
-    assert ops[0].new is None
-
-
-def test_plan_modify_vs_recreate() -> None:
-    actual = state(t("a", value=1), t("b", shape="round"), t("c"))
-    desired = state(t("a", value=2), t("b", shape="square"), t("c"))
-    ops = plan(desired, actual)
-    assert steps(ops) == [("delete", "b"), ("modify", "a"), ("create", "b")]
-    modify = ops[1]
-    assert modify.old == t("a", value=1) and modify.new == t("a", value=2)
-    assert ops[0].old == t("b", shape="round")
-    assert ops[2].new == t("b", shape="square")
-
-
-def test_plan_nothing_to_do() -> None:
-    things = state(t("a"), t("b", "a"))
-    assert plan(things, dict(things)) == []
-    assert plan({}, {}) == []
-
-
-def test_plan_deletes_come_before_upserts() -> None:
-    actual = state(t("old"))
-    desired = state(t("new"))
-    assert steps(plan(desired, actual)) == [("delete", "old"), ("create", "new")]
-
-
-def test_plan_ignores_deps_outside_the_set() -> None:
-    desired = state(t("a", "external"))
-    assert steps(plan(desired, {})) == [("create", "a")]
-
-
-def test_plan_cycle() -> None:
-    desired = state(t("a", "c"), t("b", "a"), t("c", "b"))
-    with pytest.raises(PlanError, match="dependency cycle"):
-        plan(desired, {})
-    with pytest.raises(PlanError):
-        plan(state(t("self", "self")), {})
-
-
-def test_plan_is_pure() -> None:
-    actual = state(t("a", value=1))
-    desired = state(t("a", value=2), t("b"))
-    snapshot_a, snapshot_d = dict(actual), dict(desired)
-    plan(desired, actual)
-    assert actual == snapshot_a and desired == snapshot_d
-
-
-def test_plan_deterministic() -> None:
-    desired = state(*(t(f"n{i}") for i in range(20)))
-    assert plan(desired, {}) == plan(dict(reversed(list(desired.items()))), {})
-
-
-# ---------------------------------------------------------------- engine
-
-
-async def test_engine_applies_and_is_idempotent() -> None:
-    rec = Recorder()
-    eng = engine(rec)
-    desired = state(t("bridge"), t("veth", "bridge"), t("app", "veth"))
-    result = await eng.reconcile(desired)
-    assert result.ok
-    assert [op.ref[1] for op in result.done] == ["bridge", "veth", "app"]
-    assert before(rec.log, ("created", "bridge"), ("create", "veth"))
-    assert before(rec.log, ("created", "veth"), ("create", "app"))
-    assert eng.actual == desired
-    assert set(rec.system) == {"bridge", "veth", "app"}
-
-    calls = len(rec.log)
-    again = await eng.reconcile(desired)
-    assert again.ok and again.done == [] and again.failed == []
-    assert len(rec.log) == calls
-
-
-async def test_engine_adopts_actual_state() -> None:
-    rec = Recorder()
-    existing = state(t("a"), t("b", "a"))
-    eng = engine(rec, actual=existing)
-    result = await eng.reconcile(existing)
-    assert result.done == [] and rec.log == []
-
-
-async def test_failing_item_blocks_only_dependents() -> None:
-    rec = Recorder(fail={("create", "bridge")})
-    eng = engine(rec)
-    desired = state(
-        t("bridge"), t("veth", "bridge"), t("app", "veth"), t("other"), t("other-app", "other")
+def rig(*on_system: Thing, settings: EngineSettings | None = None, **rec_args: object) -> Rig:
+    rec = Recorder(system={th.key: th for th in on_system}, **rec_args)  # type: ignore[arg-type]
+    clock = Clock()
+    engine = Engine(
+        {"x": rec},
+        settings=settings or EngineSettings(backoff=Backoff(base=1.0, cap=60.0)),
+        clock=clock,
+        rng=random.Random(7),
     )
-    result = await eng.reconcile(desired)
-    assert not result.ok
-    failures = {f.ref[1]: f for f in result.failed}
-    assert set(failures) == {"bridge", "veth", "app"}
-    assert failures["bridge"].message == "RuntimeError: create bridge refused"
-    assert failures["bridge"].action is Action.CREATE
-    assert failures["veth"].message == "blocked: x/bridge failed"
-    assert failures["app"].message == "blocked: x/veth failed"
-    assert {op.ref[1] for op in result.done} == {"other", "other-app"}
-    assert ("create", "veth") not in rec.log and ("create", "app") not in rec.log
-    assert set(eng.actual) == {("x", "other"), ("x", "other-app")}
-
-    # Once the failure is gone, the next reconcile finishes the job (and only that).
-    rec.fail.clear()
-    rec.log.clear()
-    retry = await eng.reconcile(desired)
-    assert retry.ok
-    assert [op.ref[1] for op in retry.done] == ["bridge", "veth", "app"]
-    assert {k for a, k in rec.log} == {"bridge", "veth", "app"}
-    assert eng.actual == desired
+    return Rig(rec, engine, clock)
 
 
-async def test_failed_modify_keeps_old_actual() -> None:
-    rec = Recorder(fail={("modify", "a")})
-    old = t("a", value=1)
-    rec.system["a"] = old
-    eng = engine(rec, actual=state(old))
-    result = await eng.reconcile(state(t("a", value=2), t("b", "a")))
-    assert [(f.ref[1], f.action) for f in result.failed] == [
-        ("a", Action.MODIFY),
-        ("b", Action.CREATE),
+def before(log: list[tuple[str, str]], first: tuple[str, str], then: tuple[str, str]) -> bool:
+    return log.index(first) < log.index(then)
+
+
+# ---------------------------------------------------------------- ordering and cascades
+
+
+async def test_creates_dependencies_first() -> None:
+    r = rig()
+    await r.reconcile(t("app", "veth"), t("veth", "br"), t("br"))
+    assert r.rec.steps() == [("create", "br"), ("create", "veth"), ("create", "app")]
+    assert not r.rec.violations
+    assert {r.state(k) for k in ("br", "veth", "app")} == {ItemState.CREATED}
+
+
+async def test_second_run_changes_nothing() -> None:
+    r = rig()
+    want = (t("br"), t("veth", "br"))
+    await r.reconcile(*want)
+    r.rec.log.clear()
+    await r.reconcile(*want)
+    assert r.rec.log == []
+
+
+async def test_modify_in_place_leaves_dependents_alone() -> None:
+    r = rig(t("br"), t("veth", "br"))
+    await r.reconcile(t("br", value=2), t("veth", "br"), observe=True)
+    assert r.rec.steps() == [("modify", "br")]
+
+
+async def test_recreate_cascades_to_dependents() -> None:
+    """A bridge recreated under its veth and app: the dependents go first and come back after."""
+    r = rig(t("br"), t("veth", "br"), t("app", "veth"), t("other"))
+    await r.reconcile(t("br", shape="v2"), t("veth", "br"), t("app", "veth"), t("other"),
+                      observe=True)  # fmt: skip
+    assert r.rec.steps() == [
+        ("delete", "app"),
+        ("delete", "veth"),
+        ("delete", "br"),
+        ("create", "br"),
+        ("create", "veth"),
+        ("create", "app"),
     ]
-    assert eng.actual == state(old)
-    assert rec.system == {"a": old}
-
-
-async def test_modify_in_place() -> None:
-    rec = Recorder()
-    old = t("a", value=1)
-    rec.system["a"] = old
-    eng = engine(rec, actual=state(old))
-    result = await eng.reconcile(state(t("a", value=2)))
-    assert result.ok
-    assert rec.log == [("modify", "a"), ("modifyd", "a")]
-    assert eng.actual == state(t("a", value=2))
-
-
-async def test_recreate_is_delete_then_create() -> None:
-    rec = Recorder(slow=True)
-    old = t("a", shape="v1")
-    rec.system["a"] = old
-    eng = engine(rec, actual=state(old))
-    new = t("a", shape="v2")
-    result = await eng.reconcile(state(new))
-    assert result.ok
-    assert rec.log == [("delete", "a"), ("deleted", "a"), ("create", "a"), ("created", "a")]
-    assert [op.action for op in result.done] == [Action.DELETE, Action.CREATE]
-    assert eng.actual == state(new)
-    assert rec.system == {"a": new}
-
-
-async def test_recreate_with_failed_delete_does_not_create() -> None:
-    rec = Recorder(fail={("delete", "a")})
-    old = t("a", shape="v1")
-    rec.system["a"] = old
-    eng = engine(rec, actual=state(old))
-    result = await eng.reconcile(state(t("a", shape="v2")))
-    assert [(f.action, f.message) for f in result.failed] == [
-        (Action.DELETE, "RuntimeError: delete a refused"),
-        (Action.CREATE, "blocked: x/a failed"),
-    ]
-    assert ("create", "a") not in rec.log
-    assert eng.actual == state(old)
-
-
-async def test_recreate_of_dependency_before_dependent_create() -> None:
-    rec = Recorder(slow=True)
-    old = t("bridge", shape="v1")
-    rec.system["bridge"] = old
-    eng = engine(rec, actual=state(old))
-    result = await eng.reconcile(state(t("bridge", shape="v2"), t("veth", "bridge")))
-    assert result.ok
-    assert before(rec.log, ("deleted", "bridge"), ("create", "bridge"))
-    assert before(rec.log, ("created", "bridge"), ("create", "veth"))
+    assert r.rec.system["br"].shape == "v2"
+    assert not r.rec.violations
 
 
 async def test_deletes_dependents_first() -> None:
-    rec = Recorder(slow=True)
-    things = state(t("bridge"), t("veth", "bridge"), t("app", "veth"))
-    rec.system.update({ref[1]: th for ref, th in things.items() if isinstance(th, Thing)})
-    eng = engine(rec, actual=things)
-    result = await eng.reconcile({})
-    assert result.ok
-    assert before(rec.log, ("deleted", "app"), ("delete", "veth"))
-    assert before(rec.log, ("deleted", "veth"), ("delete", "bridge"))
-    assert eng.actual == {} and rec.system == {}
+    r = rig(t("br"), t("veth", "br"), t("app", "veth"))
+    await r.reconcile(observe=True)
+    assert r.rec.steps() == [("delete", "app"), ("delete", "veth"), ("delete", "br")]
+    assert r.rec.system == {}
+    assert r.engine.status == {}
 
 
-async def test_delete_of_missing_thing() -> None:
-    """The engine believes it exists; the system lost it; delete still succeeds."""
-    rec = Recorder()
-    eng = engine(rec, actual=state(t("ghost")))
-    result = await eng.reconcile({})
-    assert result.ok
-    assert rec.log == [("delete", "ghost"), ("deleted", "ghost")]
-    assert eng.actual == {}
+async def test_failed_delete_of_dependent_blocks_delete_of_base() -> None:
+    r = rig(t("br"), t("veth", "br"), fail={("delete", "veth"): PERM})
+    await r.reconcile(observe=True)
+    assert r.rec.steps("delete") == [("delete", "veth")]
+    assert set(r.rec.system) == {"br", "veth"}
+    assert r.state("veth") is ItemState.FAILED
+    assert r.state("br") is ItemState.DELETING
+    assert r.reason("br").startswith("blocked: dependent x/veth not deleted: refused")
+    assert not r.rec.violations
 
 
-async def test_failed_delete_stays_actual_and_is_retried() -> None:
-    rec = Recorder(fail={("delete", "a")})
-    eng = engine(rec, actual=state(t("a")))
-    first = await eng.reconcile({})
-    assert [f.ref for f in first.failed] == [("x", "a")]
-    assert eng.actual == state(t("a"))
-    rec.fail.clear()
-    assert (await eng.reconcile({})).ok
-    assert eng.actual == {}
+async def test_missing_dependency_is_not_created() -> None:
+    r = rig()
+    await r.reconcile(t("veth", "br"), t("lone"))
+    assert r.rec.steps() == [("create", "lone")]
+    assert r.state("veth") is ItemState.PENDING
+    assert r.reason("veth") == "missing dependency x/br"
 
 
-async def test_missing_configurator() -> None:
-    rec = Recorder()
-    eng = engine(rec)
-    result = await eng.reconcile(state(t("a"), t("b", kind="unknown"), t("c", kind="unknown")))
-    assert [op.ref for op in result.done] == [("x", "a")]
-    assert {f.ref: f.message for f in result.failed} == {
-        ("unknown", "b"): "no configurator for kind 'unknown'",
-        ("unknown", "c"): "no configurator for kind 'unknown'",
-    }
-    assert set(eng.actual) == {("x", "a")}
+async def test_dependency_removed_from_config_takes_dependent_down() -> None:
+    r = rig(t("br"), t("veth", "br"))
+    await r.reconcile(t("veth", "br"), observe=True)
+    assert r.rec.steps() == [("delete", "veth"), ("delete", "br")]
+    assert r.state("veth") is ItemState.PENDING
+    assert r.reason("veth") == "missing dependency x/br"
+    # The dependency comes back: so does the dependent.
+    await r.reconcile(t("veth", "br"), t("br"))
+    assert set(r.rec.system) == {"br", "veth"}
 
 
-async def test_cycle_applies_nothing() -> None:
-    rec = Recorder()
-    eng = engine(rec)
-    with pytest.raises(PlanError):
-        await eng.reconcile(state(t("a", "b"), t("b", "a"), t("c")))
-    assert rec.log == [] and eng.actual == {}
+async def test_failed_dependency_leaves_dependent_pending_and_unrelated_applied() -> None:
+    r = rig(fail={("create", "br"): PERM})
+    await r.reconcile(t("br"), t("veth", "br"), t("other"))
+    assert ("create", "veth") not in r.rec.log
+    assert ("create", "other") in r.rec.log
+    assert r.state("br") is ItemState.FAILED
+    assert r.state("veth") is ItemState.PENDING
+    assert r.reason("veth") == "waiting for x/br (failed: refused)"
 
 
-async def test_independent_items_run_concurrently() -> None:
-    started = {"a": asyncio.Event(), "b": asyncio.Event()}
+async def test_dependency_cycle_fails_its_members_only() -> None:
+    r = rig()
+    await r.reconcile(t("a", "b"), t("b", "a"), t("c"))
+    assert r.rec.steps() == [("create", "c")]
+    assert r.state("a") is ItemState.FAILED
+    assert "dependency cycle" in r.engine.status[("x", "a")].last_error
+    # Breaking the cycle lets both apply.
+    await r.reconcile(t("a", "b"), t("b"), t("c"))
+    assert set(r.rec.system) == {"a", "b", "c"}
 
-    class Rendezvous:
+
+# ---------------------------------------------------------------- external conditions
+
+
+async def test_external_condition_holds_items_pending() -> None:
+    r = rig(externals={("condition", "vault"): False})
+    r.engine.set_external(("condition", "vault"), "locked")
+    await r.reconcile(t("vol", "condition:vault"), t("app", "vol"))
+    assert r.rec.log == []
+    assert r.reason("vol") == "waiting for condition/vault not ready: locked"
+    assert r.reason("app") == "waiting for x/vol"
+    r.rec.externals = {("condition", "vault"): True}
+    r.engine.set_external(("condition", "vault"), None)
+    await r.engine.settle(5)
+    assert r.rec.steps() == [("create", "vol"), ("create", "app")]
+
+
+async def test_unknown_external_is_a_missing_dependency() -> None:
+    r = rig()
+    await r.reconcile(t("vol", "condition:uplink"))
+    assert r.reason("vol") == "missing dependency condition/uplink"
+
+
+# ---------------------------------------------------------------- failures and retries
+
+
+async def test_temporary_failure_retried_with_backoff() -> None:
+    r = rig(fail={("create", "a"): [TEMP, TEMP]})
+    await r.reconcile(t("a"), t("b"))
+    st = r.engine.status[("x", "a")]
+    assert (st.state, st.attempts, st.last_error) == (ItemState.FAILED, 1, "busy")
+    first = st.next_retry - r.clock.now
+    assert 0.5 <= first <= 1.0
+    # Not due yet: nothing happens.
+    await r.engine.settle(5)
+    assert r.rec.steps("create").count(("create", "a")) == 1
+    r.clock.now += first
+    await r.engine.settle(5)
+    assert st.attempts == 2
+    assert 1.0 <= st.next_retry - r.clock.now <= 2.0
+    r.clock.now += 2.0
+    await r.engine.settle(5)
+    assert r.state("a") is ItemState.CREATED
+    assert st.attempts == 0 and st.last_error == ""
+    assert r.rec.steps("create").count(("create", "a")) == 3
+
+
+async def test_retry_after_hint_is_honoured() -> None:
+    from agent.drivers.errors import TemporaryError
+
+    r = rig(fail={("create", "a"): [TemporaryError("rate limited", retry_after=42.0)]})
+    await r.reconcile(t("a"))
+    assert r.engine.status[("x", "a")].next_retry == pytest.approx(r.clock.now + 42.0)
+
+
+async def test_permanent_failure_retried_only_when_desired_changes() -> None:
+    r = rig(fail={("create", "a"): [PERM]})
+    await r.reconcile(t("a"))
+    r.clock.now += 10_000
+    await r.reconcile(t("a"))
+    assert r.rec.steps() == [("create", "a")]
+    assert r.engine.status[("x", "a")].permanent
+    await r.reconcile(t("a", value=1))
+    assert r.rec.steps() == [("create", "a"), ("create", "a")]
+    assert r.state("a") is ItemState.CREATED
+
+
+async def test_untyped_exception_counts_as_temporary() -> None:
+    r = rig(fail={("create", "a"): [RuntimeError("boom")]})
+    await r.reconcile(t("a"))
+    st = r.engine.status[("x", "a")]
+    assert not st.permanent and st.last_error == "RuntimeError: boom"
+    r.clock.now += 5
+    await r.engine.settle(5)
+    assert r.state("a") is ItemState.CREATED
+
+
+async def test_not_found_on_delete_is_success_and_on_modify_recreates() -> None:
+    r = rig(t("a"), t("b"), fail={("delete", "a"): GONE})
+    await r.reconcile(t("b", value=1), observe=True)
+    assert "a" not in r.engine.status and ("x", "a") not in r.engine.actual
+    # b vanished behind our back: modify says not found, the engine creates it again.
+    del r.rec.system["b"]
+    await r.reconcile(t("b", value=2))
+    assert r.rec.steps()[-2:] == [("modify", "b"), ("create", "b")]
+    assert r.rec.system["b"].value == 2
+
+
+async def test_timeout_fails_the_operation_temporarily() -> None:
+    r = rig(op_timeout=0.05, gates={"slow": asyncio.Event()})
+    await r.reconcile(t("slow"), t("fast"))
+    st = r.engine.status[("x", "slow")]
+    assert st.state is ItemState.FAILED and "timed out" in st.last_error
+    assert r.state("fast") is ItemState.CREATED
+
+
+# ---------------------------------------------------------------- scheduling
+
+
+async def test_slow_item_does_not_delay_unrelated_ones() -> None:
+    gate = asyncio.Event()
+    r = rig(gates={"slow": gate})
+    r.engine.set_desired(graph(t("slow"), t("dep", "slow"), t("fast"), t("fast2", "fast")))
+    for _ in range(20):
+        r.engine.step()
+        await asyncio.sleep(0)
+    assert r.state("fast2") is ItemState.CREATED
+    assert r.state("slow") is ItemState.IN_PROGRESS
+    assert r.reason("dep") == "waiting for x/slow (in progress)"
+    gate.set()
+    await r.engine.settle(5)
+    assert r.state("dep") is ItemState.CREATED
+
+
+async def test_one_operation_per_item_at_a_time() -> None:
+    gate = asyncio.Event()
+    r = rig(gates={"a": gate})
+    r.engine.set_desired(graph(t("a")))
+    r.engine.step()
+    await asyncio.sleep(0)
+    r.engine.set_desired(graph(t("a", value=5)))
+    r.engine.step()
+    await asyncio.sleep(0)
+    assert r.rec.steps() == [("create", "a")]
+    gate.set()
+    await r.engine.settle(5)
+    assert r.rec.steps() == [("create", "a"), ("modify", "a")]
+    assert r.rec.system["a"].value == 5
+    assert not r.rec.violations
+
+
+async def test_global_limit_bounds_concurrency() -> None:
+    gates = {f"i{n}": asyncio.Event() for n in range(12)}
+    r = rig(settings=EngineSettings(limit=3), gates=gates)
+    r.engine.set_desired(graph(*(t(k) for k in gates)))
+    r.engine.step()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert r.rec.max_running == 3
+    for g in gates.values():
+        g.set()
+    await r.engine.settle(5)
+    assert len(r.rec.system) == 12
+    assert r.rec.max_running == 3
+
+
+# ---------------------------------------------------------------- observe and adopt
+
+
+async def test_existing_objects_adopted_not_recreated() -> None:
+    r = rig(t("br"), t("veth", "br"))
+    await r.reconcile(t("br"), t("veth", "br"), observe=True)
+    assert r.rec.log == []
+    assert r.state("veth") is ItemState.CREATED
+
+
+async def test_marked_orphans_removed_unmarked_objects_untouched() -> None:
+    r = rig(t("mine-old"), t("foreign"), t("br"), unmarked={"foreign"})
+    await r.reconcile(t("br"), observe=True)
+    assert r.rec.steps() == [("delete", "mine-old")]
+    assert set(r.rec.system) == {"foreign", "br"}
+
+
+async def test_nothing_happens_before_the_first_desired_state() -> None:
+    """After a restart, observed objects wait for the saved config instead of being deleted."""
+    r = rig(t("br"))
+    await r.engine.resync()
+    assert r.engine.step() == 0
+    assert r.rec.log == []
+
+
+async def test_drift_is_repaired_on_resync() -> None:
+    r = rig()
+    await r.reconcile(t("br"), t("veth", "br"), t("x2"))
+    r.rec.log.clear()
+    # Someone deletes the bridge (the kernel takes the veth with it) and edits x2.
+    del r.rec.system["br"]
+    del r.rec.system["veth"]
+    r.rec.system["x2"] = t("x2", value=9)
+    await r.engine.resync()
+    await r.engine.settle(5)
+    assert sorted(r.rec.steps()) == [("create", "br"), ("create", "veth"), ("modify", "x2")]
+    assert r.rec.system["x2"].value == 0
+
+
+async def test_driver_event_wakes_a_repair() -> None:
+    r = rig()
+    await r.reconcile(t("ctr"))
+    del r.rec.system["ctr"]
+    r.engine.notify(("x", "ctr"), None)
+    await r.engine.settle(5)
+    assert r.rec.steps() == [("create", "ctr"), ("create", "ctr")]
+
+
+# ---------------------------------------------------------------- owners, liveness, the loop
+
+
+async def test_failures_roll_up_to_owner() -> None:
+    r = rig(fail={("create", "disk"): PERM})
+    bad = Thing("x", "disk", owned_by=("volume", "v1"))
+    good = Thing("x", "ok", owned_by=("app", "a1"))
+    waiting = Thing("x", "vm", depends=(("x", "disk"),), owned_by=("app", "a2"))
+    r.engine.set_desired({th.ref: th for th in (bad, good, waiting)})
+    await r.engine.settle(5)
+    owners = r.engine.owners()
+    assert owners[("volume", "v1")].state == "error"
+    (err,) = owners[("volume", "v1")].errors
+    assert (err.ref, err.action, err.message, err.permanent) == (("x", "disk"), "create",
+                                                                  "refused", True)  # fmt: skip
+    assert err.time > 0
+    assert owners[("app", "a1")].state == "ok"
+    assert owners[("app", "a2")].state == "pending"
+    assert owners[("app", "a2")].pending == [(("x", "vm"), "waiting for x/disk (failed: refused)")]
+
+
+async def test_overdue_reports_stuck_operation() -> None:
+    clock = Clock()
+    release = asyncio.Event()
+
+    class Stuck(Recorder):
         async def create(self, item: Thing) -> None:
-            started[item.key].set()
-            other = "b" if item.key == "a" else "a"
-            await asyncio.wait_for(started[other].wait(), 2.0)
+            while not release.is_set():
+                try:
+                    await release.wait()
+                except asyncio.CancelledError:
+                    continue  # swallows cancellation: a hung operation
 
-        async def modify(self, old: Thing, new: Thing) -> None:
-            raise AssertionError("not used")
-
-        async def delete(self, item: Thing) -> None:
-            raise AssertionError("not used")
-
-    eng = Engine({"x": Rendezvous()})
-    result = await eng.reconcile(state(t("a"), t("b")))
-    assert result.ok, result.failed
-
-
-async def test_limit_bounds_concurrency() -> None:
-    running = 0
-    peak = 0
-
-    class Counting:
-        async def create(self, item: Thing) -> None:
-            nonlocal running, peak
-            running += 1
-            peak = max(peak, running)
-            await asyncio.sleep(0.002)
-            running -= 1
-
-        async def modify(self, old: Thing, new: Thing) -> None:
-            raise AssertionError("not used")
-
-        async def delete(self, item: Thing) -> None:
-            raise AssertionError("not used")
-
-    eng = Engine({"x": Counting()}, limit=2)
-    result = await eng.reconcile(state(*(t(f"n{i}") for i in range(6))))
-    assert result.ok and len(result.done) == 6
-    assert peak == 2
+    engine = Engine(
+        {"x": Stuck()}, settings=EngineSettings(op_timeout=1.0, hang_grace=2.0), clock=clock
+    )
+    engine.set_desired(graph(t("a")))
+    engine.step()
+    await asyncio.sleep(0)
+    assert engine.overdue() == []
+    clock.now += 10
+    assert engine.overdue() == ["create x/a running for 10 s"]
+    release.set()
+    await engine.settle(5)
+    assert engine.overdue() == []
 
 
-async def test_cancellation_propagates() -> None:
-    class Hanging:
-        async def create(self, item: Thing) -> None:
-            await asyncio.sleep(10)
+async def test_run_loop_retries_and_resyncs_by_itself() -> None:
+    rec = Recorder(fail={("create", "a"): [TEMP]})
+    engine = Engine(
+        {"x": rec},
+        settings=EngineSettings(backoff=Backoff(base=0.02, cap=0.05), resync_interval=0.1),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run(stop))
+    engine.set_desired(graph(t("a")))
+    await _until(lambda: "a" in rec.system)
+    assert rec.steps() == [("create", "a"), ("create", "a")]
+    del rec.system["a"]  # drift, noticed by the periodic resync
+    await _until(lambda: "a" in rec.system)
+    stop.set()
+    await asyncio.wait_for(task, 5)
 
-        async def modify(self, old: Thing, new: Thing) -> None:
-            raise AssertionError("not used")
 
-        async def delete(self, item: Thing) -> None:
-            raise AssertionError("not used")
+async def test_stop_cancels_operations_in_flight() -> None:
+    rec = Recorder(gates={"a": asyncio.Event()})
+    engine = Engine({"x": rec})
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run(stop))
+    engine.set_desired(graph(t("a")))
+    await _until(lambda: engine.busy == 1)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert engine.busy == 0
 
-    eng = Engine({"x": Hanging()})
-    task = asyncio.ensure_future(eng.reconcile(state(t("a"))))
-    await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert eng.actual == {}
+
+async def test_no_configurator_for_a_kind_is_a_permanent_item_error() -> None:
+    engine = Engine({})
+    engine.set_desired(graph(t("a", kind="nope")))
+    await engine.settle(5)
+    st = engine.status[("nope", "a")]
+    assert st.permanent and "no configurator" in st.last_error
+
+
+async def _until(cond: Callable[[], bool], within: float = 5.0) -> None:
+    async with asyncio.timeout(within):
+        while not cond():  # noqa: ASYNC110 - polls a plain predicate of the fakes
+            await asyncio.sleep(0.005)
