@@ -16,6 +16,10 @@ from typing import NoReturn
 
 import pytest
 
+from tests.loopwatch import loop_watch, pytest_runtest_call
+
+__all__ = ["loop_watch", "pytest_runtest_call"]  # the event-loop stall watchdog (fixture, hook)
+
 _HERE = Path(__file__).resolve().parent
 _REQUIRE_VARS = ("CI", "EVE_AGENT_REQUIRE_SERVICES")
 

@@ -8,6 +8,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from agent.wire import pki
 from agent.wire.envelope import SoftwareSigner
+from tests.loopwatch import loop_watch, pytest_runtest_call
+
+__all__ = ["loop_watch", "pytest_runtest_call"]  # the event-loop stall watchdog (fixture, hook)
 
 
 @pytest.fixture(scope="session")
