@@ -22,6 +22,7 @@ from typing import Protocol
 from google.protobuf.message import DecodeError
 
 from agent.link.controllercerts import ControllerCertError, ControllerCertStore
+from agent.link.offload import seal_as_device_async
 from agent.link.transport import ControllerClient, TransportError
 from agent.util.timing import Backoff, wait_or_stop
 from agent.wire import envelope
@@ -56,7 +57,8 @@ class QuoteSource(Protocol):
         ...
 
     def quote(self, nonce: bytes) -> attest_pb2.ZAttestQuote:
-        """A quote over ``nonce``; an empty message without a TPM."""
+        """A quote over ``nonce``; an empty message without a TPM.  May block (the TPM, the
+        event log files): the attestor calls it in a worker thread."""
         ...
 
 
@@ -167,7 +169,7 @@ class Attestor:
         return self._token
 
     async def _exchange(self, req: attest_pb2.ZAttestReq) -> attest_pb2.ZAttestResponse:
-        body = envelope.seal_as_device(req.SerializeToString(), self._device)
+        body = await seal_as_device_async(req.SerializeToString(), self._device)
         resp = await self._client.request("attest", body)
         if resp.status not in (200, 201):
             raise AttestationRejected(f"/attest answered HTTP {resp.status}")
@@ -200,7 +202,8 @@ class Attestor:
             raise AttestationRejected(f"nonce of {len(nonce)} bytes refused")
 
         self.status.state = AttestState.TPM_QUOTE_WAIT
-        quote = self._quotes.quote(nonce)
+        # A TPM quote, PCR reads and the event log: blocking, and behind the TPM lock.
+        quote = await asyncio.to_thread(self._quotes.quote, nonce)
         self.status.state = AttestState.ATTEST_WAIT
         resp = await self._exchange(
             attest_pb2.ZAttestReq(reqType=attest_pb2.ATTEST_REQ_QUOTE, quote=quote)

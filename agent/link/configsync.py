@@ -15,7 +15,11 @@ kept for the device report:
 Encrypted secrets in the config (``CipherBlock``) are opened while the model is built, with the
 node's ECDH key (the TPM's, or the software one) and the controller's ECDH certificate from
 ``/certs``; a block that does not decrypt is an error on its object only (see
-:mod:`agent.model.config`).  The TPM's ECDH runs in a worker thread.
+:mod:`agent.model.config`).
+
+Nothing here blocks the event loop: the envelope check, the parse and the model of a config (tens
+of milliseconds for a large one, plus the ECDH of its secrets, a TPM command) run in a worker
+thread, as do the device signature of each request and the checkpoint writes (fsync).
 
 The checkpoint is the raw signed response, byte for byte, so it is verified again when loaded.
 """
@@ -29,12 +33,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from cryptography import x509
 from google.protobuf.message import DecodeError
 
 from agent.link.attestation import Attestor
 from agent.link.checkpoint import CheckpointStore
 from agent.link.controllercerts import ControllerCertError, ControllerCertStore
 from agent.link.devicecipher import DeviceEcdh, config_decryptor
+from agent.link.offload import seal_as_device_async
 from agent.link.transport import PROTO_TYPE, ControllerClient, TransportError
 from agent.model.config import Decrypt, NodeConfig, from_proto
 from agent.model.configitems import ConfigItems
@@ -74,6 +80,27 @@ def _timestamp(msg: devconfig_pb2.EdgeDevConfig) -> float:
     if not msg.HasField("config_timestamp"):
         return 0.0
     return msg.config_timestamp.seconds + msg.config_timestamp.nanos / 1e9
+
+
+def _open_response(
+    raw: bytes, trusted: dict[bytes, x509.Certificate]
+) -> devconfig_pb2.ConfigResponse:
+    """Verify the envelope and parse the ConfigResponse in it (blocking: run in a thread).
+
+    Raises envelope.UnknownSigner, or ConfigRejected for every other envelope or payload fault.
+    """
+    try:
+        env = envelope.open_signed(raw, trusted)
+    except envelope.UnknownSigner:
+        raise
+    except envelope.EnvelopeError as exc:
+        raise ConfigRejected(f"config envelope rejected: {exc}") from exc
+    resp = devconfig_pb2.ConfigResponse()
+    try:
+        resp.ParseFromString(env.payload)
+    except DecodeError as exc:
+        raise ConfigRejected(f"config payload undecodable: {exc}") from exc
+    return resp
 
 
 class ConfigSync:
@@ -120,28 +147,17 @@ class ConfigSync:
         return config_decryptor(self._ecdh, (self._certs.current.ecdh_pem,))
 
     async def _model(self, msg: devconfig_pb2.EdgeDevConfig) -> NodeConfig:
-        """``from_proto`` with our decryptor; in a worker thread when it will do ECDH (which
-        may be a TPM command).  Raises ValueError like ``from_proto``."""
-        decrypt = self._decryptor()
-        if decrypt is None or not msg.cipherContexts:
-            return from_proto(msg, decrypt=decrypt)
-        return await asyncio.to_thread(from_proto, msg, decrypt=decrypt)
+        """``from_proto`` with our decryptor, in a worker thread: a large config takes tens of
+        milliseconds to model, and its secrets need ECDH (a TPM command).  Raises ValueError
+        like ``from_proto``."""
+        return await asyncio.to_thread(from_proto, msg, decrypt=self._decryptor())
 
     async def _verify(self, raw: bytes) -> tuple[devconfig_pb2.ConfigResponse, NodeConfig]:
         """Check a signed ConfigResponse.  Raises ConfigRejected, envelope.UnknownSigner."""
         if self._certs.current is None:
             raise ConfigRejected("no controller certificates to verify the config with")
-        try:
-            env = envelope.open_signed(raw, self._certs.current.trusted_signers())
-        except envelope.UnknownSigner:
-            raise
-        except envelope.EnvelopeError as exc:
-            raise ConfigRejected(f"config envelope rejected: {exc}") from exc
-        resp = devconfig_pb2.ConfigResponse()
-        try:
-            resp.ParseFromString(env.payload)
-        except DecodeError as exc:
-            raise ConfigRejected(f"config payload undecodable: {exc}") from exc
+        trusted = self._certs.current.trusted_signers()
+        resp = await asyncio.to_thread(_open_response, raw, trusted)
         # The cheap checks first: nothing is decrypted or modelled for a config we refuse.
         try:
             target = parse_uuid(resp.config.id.uuid, "config device uuid")
@@ -180,7 +196,7 @@ class ConfigSync:
         if self._certs.current is None:
             log.info("no saved controller certificates: cannot use a saved config")
             return False
-        candidates = list(self._checkpoints.candidates())
+        candidates = await asyncio.to_thread(lambda: list(self._checkpoints.candidates()))
         if prefer_backup:
             candidates.reverse()
         for name, raw in candidates:
@@ -191,7 +207,7 @@ class ConfigSync:
                 continue
             if name.endswith(".bak") and not prefer_backup and self._checkpoints.mtime():
                 log.warning("restoring %s from %s", self._checkpoints.primary.name, name)
-                self._checkpoints.restore_primary(raw)
+                await asyncio.to_thread(self._checkpoints.restore_primary, raw)
             log.info("running the saved config %s (hash %s)", name, resp.configHash[:16])
             await self._adopt(resp, config, raw=None, source="checkpoint")
             return True
@@ -206,7 +222,7 @@ class ConfigSync:
         source: str,
     ) -> None:
         if raw is not None:
-            self._checkpoints.save(raw)
+            await asyncio.to_thread(self._checkpoints.save, raw)
             self._promoted = False
         received_at = time.time()
         ok = await self._apply(config)
@@ -227,13 +243,13 @@ class ConfigSync:
             await self._refresh_certs()
         self._controller_cert_hash = new_cert_hash
 
-    def _maybe_promote(self) -> None:
+    async def _maybe_promote(self) -> None:
         """Refresh lastconfig.bak once the config has run cleanly for the test window."""
         if self._promoted or self._applied_at_mono is None:
             return
         window = self._items().int("timer.test.baseimage.update")
         if time.monotonic() - self._applied_at_mono >= window:
-            self._checkpoints.promote()
+            await asyncio.to_thread(self._checkpoints.promote)
             self._promoted = True
 
     # ---- polling ------------------------------------------------------------------------
@@ -250,7 +266,7 @@ class ConfigSync:
         if token is None:
             return
         req = devconfig_pb2.ConfigRequest(configHash=self.status.config_hash, integrity_token=token)
-        body = envelope.seal_as_device(req.SerializeToString(), self._device)
+        body = await seal_as_device_async(req.SerializeToString(), self._device)
         try:
             resp = await self._client.request("config", body)
         except TransportError as exc:
@@ -308,7 +324,7 @@ class ConfigSync:
         """Poll until ``stop``; each wait is a jittered ``timer.config.interval``."""
         while not stop.is_set():
             await self.poll_once(stop)
-            self._maybe_promote()
+            await self._maybe_promote()
             interval = self._items().int("timer.config.interval")
             if await wait_or_stop(stop, jittered(interval), wake=self.wake):
                 return

@@ -9,6 +9,7 @@ envelope signature when it verifies, since a genuine controller always signs it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -136,7 +137,7 @@ class ControllerCertStore:
             # EVE does not check this signature; a mismatch is worth a warning, not a refusal.
             log.warning("/certs envelope signature did not verify: %s", exc)
         if self.current is None or self.current.raw != certs.raw:
-            self._checkpoints.save(certs.raw)
+            await asyncio.to_thread(self._checkpoints.save, certs.raw)
             log.info("controller signing certificate %s", certs.signing_hash[:16])
         self.current = certs
         return certs

@@ -27,10 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.link.offload import seal_as_device_async
 from agent.link.transport import ControllerClient, TransportError
 from agent.util.atomicfile import write_atomic
 from agent.util.timing import jittered, wait_or_stop
-from agent.wire import envelope
 from agent.wire.envelope import Signer
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,8 @@ def entry_json(record: logging.LogRecord, msgid: int) -> dict[str, Any]:
 class LogSpool(logging.Handler):
     """Collects records in memory and writes them to gzip files in ``directory/pending``.
 
-    ``emit`` never blocks on I/O; ``roll`` (called by the uploader task) writes the files.
+    ``emit`` never blocks on I/O; ``roll`` (called by the uploader task, in a worker thread:
+    it compresses and fsyncs) writes the files.
     """
 
     def __init__(
@@ -178,12 +179,12 @@ class LogUploader:
 
     async def upload_pending(self) -> bool:
         """Try every pending file in order; False at the first one that could not be sent."""
-        for path in self._spool.pending():
+        for path in await asyncio.to_thread(self._spool.pending):
             try:
-                data = path.read_bytes()
+                data = await asyncio.to_thread(path.read_bytes)
             except FileNotFoundError:
                 continue
-            body = envelope.seal_as_device(data, self._device)
+            body = await seal_as_device_async(data, self._device)
             try:
                 resp = await self._client.request("newlogs", body)
             except TransportError:
@@ -209,7 +210,7 @@ class LogUploader:
         delay = 5.0
         while not stop.is_set():
             try:
-                self._spool.roll()
+                await asyncio.to_thread(self._spool.roll)
             except OSError as exc:
                 log.error("cannot write log spool: %s", exc)
             ok = await self.upload_pending()
@@ -218,6 +219,6 @@ class LogUploader:
                 break
         # Keep what is still in memory for the next start.
         try:
-            self._spool.roll(force=True)
+            await asyncio.to_thread(self._spool.roll, force=True)
         except OSError as exc:
             log.error("cannot write log spool at shutdown: %s", exc)

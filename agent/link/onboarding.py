@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from agent.link.controllercerts import ControllerCertError, ControllerCertStore
+from agent.link.offload import seal_as_device_async
 from agent.link.transport import ControllerClient, Response, TransportError
 from agent.util.ids import parse_uuid
 from agent.util.timing import Backoff, wait_or_stop
@@ -51,7 +52,10 @@ async def register(
     client: ControllerClient, onboard: Signer, device: Signer, serial: str, soft_serial: str
 ) -> int:
     """POST /register; returns the HTTP status.  Raises TransportError."""
-    body = register_body(onboard, pki.cert_pem(device.certificate), serial, soft_serial)
+    # Signed in a worker thread: the onboarding key may be RSA, slow to sign with.
+    body = await asyncio.to_thread(
+        register_body, onboard, pki.cert_pem(device.certificate), serial, soft_serial
+    )
     resp = await client.request("register", body, device_path=False)
     return resp.status
 
@@ -63,7 +67,7 @@ async def fetch_uuid(
 
     Raises TransportError, OnboardingError (bad answer) or an EnvelopeError subclass.
     """
-    body = envelope.seal_as_device(eveuuid_pb2.UuidRequest().SerializeToString(), device)
+    body = await seal_as_device_async(eveuuid_pb2.UuidRequest().SerializeToString(), device)
     resp: Response = await client.request("uuid", body, device_path=False)
     if resp.status in (400, 401, 403, 404):
         return None

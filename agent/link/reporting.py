@@ -5,6 +5,9 @@ under its object key (``device``, later one per app or network), replacing an ol
 one for the same key, and removed only once the controller answered 2xx.  So a node offline for a
 week delivers its latest state, without loss, when the link returns.  Metrics are a periodic
 sample and, like EVE's, are not retried.
+
+The reporter's coroutines never block the event loop on the disk or the TPM: outbox writes (with
+their fsync) and reads, and the signature of each message, run in worker threads.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from agent.link.offload import seal_as_device_async
 from agent.link.transport import ControllerClient, TransportError
 from agent.model.configitems import ConfigItems
 from agent.util.atomicfile import write_atomic
 from agent.util.timing import jittered, wait_or_stop
-from agent.wire import envelope
 from agent.wire.envelope import Signer
 from agent.wire.pb.info import info_pb2
 from agent.wire.pb.metrics import metrics_pb2
@@ -221,7 +224,7 @@ class Reporter:
         self.wake = asyncio.Event()
 
     async def _post(self, action: str, payload: bytes) -> bool:
-        body = envelope.seal_as_device(payload, self._device)
+        body = await seal_as_device_async(payload, self._device)
         try:
             resp = await self._client.request(action, body)
         except TransportError as exc:
@@ -232,8 +235,9 @@ class Reporter:
         log.warning("%s answered HTTP %d", action, resp.status)
         return False
 
-    def queue_info(self, facts: DeviceFacts, *, force: bool = False) -> None:
-        """Put device info in the outbox when it changed (ignoring its timestamp) or forced."""
+    def _info_change(self, facts: DeviceFacts, force: bool) -> tuple[bytes, bytes] | None:
+        """(message, comparison key) when the device info changed (ignoring its timestamps)
+        or ``force``; None when there is nothing to queue."""
         msg = device_info(facts)
         stable = info_pb2.ZInfoMsg()
         stable.CopyFrom(msg)
@@ -241,16 +245,33 @@ class Reporter:
         stable.dinfo.ClearField("bootTime")
         key = stable.SerializeToString(deterministic=True)
         if force or key != self._last_info:
-            self._outbox.put("device", msg.SerializeToString())
-            self._last_info = key
-            self._last_info_at = time.monotonic()
+            return msg.SerializeToString(), key
+        return None
+
+    def _queued(self, key: bytes) -> None:
+        self._last_info = key
+        self._last_info_at = time.monotonic()
+
+    def queue_info(self, facts: DeviceFacts, *, force: bool = False) -> None:
+        """Put device info in the outbox when it changed (ignoring its timestamp) or forced."""
+        change = self._info_change(facts, force)
+        if change is not None:
+            self._outbox.put("device", change[0])
+            self._queued(change[1])
+
+    async def queue_info_async(self, facts: DeviceFacts, *, force: bool = False) -> None:
+        """:meth:`queue_info` with the outbox write (fsync) in a worker thread."""
+        change = self._info_change(facts, force)
+        if change is not None:
+            await asyncio.to_thread(self._outbox.put, "device", change[0])
+            self._queued(change[1])
 
     async def flush(self) -> None:
         """Deliver the outbox, oldest first; stop at the first failure (keep order)."""
-        for key, payload, mtime in self._outbox.pending():
+        for key, payload, mtime in await asyncio.to_thread(self._outbox.pending):
             if not await self._post("info", payload):
                 return
-            self._outbox.done(key, mtime)
+            await asyncio.to_thread(self._outbox.done, key, mtime)
             self.sent_info += 1
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -261,7 +282,7 @@ class Reporter:
                 now = time.monotonic()
                 force = now - self._last_info_at >= items.int("timer.deviceinfo.interval")
                 try:
-                    self.queue_info(facts, force=force)
+                    await self.queue_info_async(facts, force=force)
                 except OSError as exc:
                     log.error("cannot queue device info: %s", exc)
                 await self.flush()
