@@ -1,12 +1,21 @@
 """The agent daemon: startup order and the supervised task tree.
 
-Startup: TPM and measured boot (or the explicit software mode) -> identity (config partition;
-device key in the TPM or on disk) -> vault (unsealed locally when the PCRs still match, else it
-waits for attestation to bring the escrowed key) -> controller certificates from the checkpoint
--> saved config applied (the node runs its last config before the controller answers) ->
-onboarding if the node has no UUID yet -> the long-lived tasks: config sync (with attestation),
-reporting, log upload, status snapshot.  The first task to die unexpectedly stops the daemon
-(systemd restarts it); SIGTERM stops it within ``stop_grace`` seconds.
+Task tree (every task supervised: the first to fail or end unexpectedly stops the daemon, and
+systemd restarts it; SIGTERM stops it within ``stop_grace`` seconds)::
+
+    watchdog    READY=1 once the link runs, WATCHDOG=1 only while nothing is hung
+    status      the snapshot for ``eve-agent status``, external conditions for the reconciler
+    main        startup, then:
+      reconciler    the engine: observe, adopt, reconcile on every wake-up (never in the poll)
+      link          saved config -> onboarding if needed -> config sync (with attestation),
+                    reporting, log upload
+
+Startup, off the event loop: TPM and measured boot (or the explicit software mode) -> identity
+(config partition; device key in the TPM or on disk) -> vault (unsealed locally when the PCRs
+still match, else it waits for attestation to bring the escrowed key) -> controller certificates
+from the checkpoint.  READY goes to systemd as soon as the link task runs, whether or not the
+controller has answered: a node the controller has not admitted yet is up and working, and must
+not be killed by the start timeout.
 """
 
 from __future__ import annotations
@@ -36,8 +45,9 @@ from agent.link.tpmidentity import TpmQuotes, load_tpm_identity
 from agent.link.transport import ControllerClient, TransportError
 from agent.model.configitems import ConfigItems
 from agent.reconcile.configitems import RuntimeItems
-from agent.reconcile.node import NodeReconciler
+from agent.reconcile.node import VAULT_READY, NodeReconciler
 from agent.settings import AgentSettings
+from agent.util.liveness import Liveness
 from agent.vault.manager import VaultManager
 from agent.vault.store import VaultPaths
 from agent.wire.envelope import EnvelopeError, Signer, UnknownSigner, device_cert_hash
@@ -73,6 +83,10 @@ class Node:
         self._stop = asyncio.Event()
         self._last_uuid_check = -UUID_RECHECK_INTERVAL
         self._stopped_abnormally = False
+        self.liveness = Liveness()
+        self.liveness.add_check("reconciler", self.reconciler.engine.overdue)
+        #: Set once the link task runs: the watchdog task tells systemd READY=1.
+        self.ready = asyncio.Event()
 
     # ---- helpers used by components ------------------------------------------------------
 
@@ -232,16 +246,33 @@ class Node:
         return tpm_identity.signer, quotes, ecdh
 
     async def _run(self, stop: asyncio.Event) -> None:
-        device_signer, quotes, ecdh = self._open_platform()
-        self.identity = identity = load_identity(self.paths, device_signer)
+        try:
+            await supervise(
+                stop,
+                {
+                    "watchdog": self._watchdog_loop(stop),
+                    "status": self._status_loop(stop),
+                    "main": self._main(stop),
+                },
+                grace=self.settings.stop_grace,
+            )
+        finally:
+            self.phase = "stopped"
+            self.write_status()
+
+    async def _main(self, stop: asyncio.Event) -> None:
+        """Startup (blocking parts in threads), then the reconciler and the link."""
+        device_signer, quotes, ecdh = await asyncio.to_thread(self._open_platform)
+        self.identity = identity = await asyncio.to_thread(load_identity, self.paths, device_signer)
         if quotes is None or ecdh is None:
-            ecdh = load_software_ecdh(self.paths, identity.device)
+            ecdh = await asyncio.to_thread(load_software_ecdh, self.paths, identity.device)
             quotes = NoTpmQuotes([ecdh.zcert()])
         self.vault = VaultManager(
             VaultPaths(self.paths.persist), self.boot.tpm if self.boot else None
         )
         vault_status = await asyncio.to_thread(self.vault.open_local)
         log.info("vault: %s %s", vault_status.state.value, vault_status.reason)
+        self.update_conditions()
         log.info(
             "device certificate %s, controller %s",
             device_cert_hash(identity.device.certificate).hex()[:16],
@@ -256,7 +287,7 @@ class Node:
         self.certs = certs = ControllerCertStore(
             CheckpointStore(self.paths.checkpoint, "controllercerts"), identity.root_pem
         )
-        certs.load_checkpoint()
+        await asyncio.to_thread(certs.load_checkpoint)
         self.runtime.subscribe(self._on_items_changed)
         self.attestor = Attestor(
             client,
@@ -265,7 +296,7 @@ class Node:
             quotes=quotes,
             escrow=self.vault if self.boot else None,
         )
-        self.device_uuid = load_uuid(self.paths)
+        self.device_uuid = await asyncio.to_thread(load_uuid, self.paths)
         if self.device_uuid:
             client.device_uuid = self.device_uuid
         self.sync = ConfigSync(
@@ -275,73 +306,137 @@ class Node:
             certs=certs,
             attestor=self.attestor,
             checkpoints=CheckpointStore(self.paths.checkpoint, "lastconfig"),
-            apply=self.reconciler.apply,
+            apply=self.reconciler.accept,
             items=self.items,
             on_unknown_device=self._recheck_uuid,
             ecdh=ecdh,
         )
-        status_task = asyncio.create_task(self._status_loop(stop), name="status")
-        try:
-            if self.device_uuid:
-                self.phase = "running saved config"
-                await self.sync.load_checkpoint(prefer_backup=self._stopped_abnormally)
-            else:
-                self.phase = "onboarding"
-                result = await onboard(
-                    client,
-                    device=identity.device,
-                    onboard_signer=identity.onboard,
-                    certs=certs,
-                    serial=identity.serial,
-                    soft_serial=identity.soft_serial,
-                    stop=stop,
-                )
-                if result is None:
-                    return
-                self._set_uuid(result)
-                log.info("onboarded: device UUID %s", result.uuid)
-            self.phase = "running"
-            self.reporter = Reporter(
+        await supervise(
+            stop,
+            {"reconciler": self.reconciler.run(stop), "link": self._link(stop)},
+            grace=self.settings.stop_grace,
+        )
+
+    async def _link(self, stop: asyncio.Event) -> None:
+        """The saved config first, onboarding if the node has none, then the link tasks."""
+        assert self.sync is not None and self.client is not None and self.identity is not None
+        assert self.certs is not None and self.spool is not None
+        identity, client = self.identity, self.client
+        self.ready.set()
+        if self.device_uuid:
+            self.phase = "running saved config"
+            await self.sync.load_checkpoint(prefer_backup=self._stopped_abnormally)
+        else:
+            self.phase = "onboarding"
+            result = await onboard(
                 client,
                 device=identity.device,
-                outbox=Outbox(self.paths.outbox),
-                facts=self.facts,
-                items=self.items,
+                onboard_signer=identity.onboard,
+                certs=self.certs,
+                serial=identity.serial,
+                soft_serial=identity.soft_serial,
+                stop=stop,
             )
-            assert self.spool is not None
-            self.uploader = LogUploader(client, device=identity.device, spool=self.spool)
-            await supervise(
-                stop,
-                {
-                    "config": self.sync.run(stop),
-                    "reporter": self.reporter.run(stop),
-                    "logs": self.uploader.run(stop),
-                },
-                grace=self.settings.stop_grace,
+            if result is None:
+                return
+            self._set_uuid(result)
+            log.info("onboarded: device UUID %s", result.uuid)
+        self.phase = "running"
+        self.reporter = Reporter(
+            client,
+            device=identity.device,
+            outbox=Outbox(self.paths.outbox),
+            facts=self.facts,
+            items=self.items,
+        )
+        self.uploader = LogUploader(client, device=identity.device, spool=self.spool)
+        await supervise(
+            stop,
+            {
+                "config": self.sync.run(stop),
+                "reporter": self.reporter.run(stop),
+                "logs": self.uploader.run(stop),
+            },
+            grace=self.settings.stop_grace,
+        )
+
+    def update_conditions(self) -> None:
+        """Tell the reconciler about conditions outside it (idempotent; cheap)."""
+        vault = self.vault.status if self.vault is not None else None
+        if vault is None or vault.state.value in ("unlocked", "disabled"):
+            self.reconciler.set_condition(VAULT_READY, None)
+        else:
+            self.reconciler.set_condition(
+                VAULT_READY,
+                f"vault {vault.state.value}" + (f": {vault.reason}" if vault.reason else ""),
             )
-        finally:
-            self.phase = "stopped"
-            status_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await status_task
-            self.write_status()
 
     def write_status(self) -> None:
+        """Rewrite the status snapshot now (blocking).  Never raises."""
+        data = self._snapshot()
+        if data is not None:
+            self._write_snapshot(data)
+
+    def _snapshot(self) -> dict[str, Any] | None:
+        # Taken on the loop: it reads state that only the loop changes.
         try:
-            status_mod.write(self.paths.status_file, status_mod.snapshot(self))
+            return status_mod.snapshot(self)
+        except Exception:  # a status bug must not stop the node; the next tick tries again
+            log.exception("cannot take the status snapshot")
+            return None
+
+    def _write_snapshot(self, data: dict[str, Any]) -> None:
+        try:
+            status_mod.write(self.paths.status_file, data)
         except OSError as exc:
             log.warning("cannot write status: %s", exc)
 
     async def _status_loop(self, stop: asyncio.Event) -> None:
-        notified = False
         while not stop.is_set():
-            self.write_status()
-            if self.phase == "running" and not notified:
-                sd_notify("READY=1")
-                notified = True
-            sd_notify("WATCHDOG=1")
+            with self.liveness.activity("status snapshot", limit=30):
+                self.update_conditions()
+                data = self._snapshot()
+                if data is not None:
+                    await asyncio.to_thread(self._write_snapshot, data)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.status_interval)
+
+    async def _watchdog_loop(self, stop: asyncio.Event) -> None:
+        """READY=1 once the link runs; WATCHDOG=1 every half watchdog period while nothing is
+        hung.  A blocked event loop sends nothing either, so systemd restarts a stuck agent."""
+        interval = watchdog_interval() or self.settings.status_interval
+        notified = False
+        reported: list[str] = []
+        told = ""
+        while not stop.is_set():
+            if self.ready.is_set() and not notified:
+                sd_notify("READY=1")
+                notified = True
+            problems = self.liveness.problems()
+            if not problems:
+                sd_notify("WATCHDOG=1")
+                if reported:
+                    log.warning("progress again: feeding the systemd watchdog")
+            elif problems != reported:
+                log.error("hung, not feeding the systemd watchdog: %s", "; ".join(problems))
+            reported = problems
+            if self.phase != told:
+                sd_notify(f"STATUS={self.phase}")
+                told = self.phase
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+
+def watchdog_interval() -> float | None:
+    """Half of systemd's watchdog period for this process, or None when there is none."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return max(0.1, int(usec) / 2e6)
+    except ValueError:
+        return None
 
 
 async def supervise(
@@ -398,6 +493,8 @@ def sd_notify(message: str) -> None:
     if address.startswith("@"):
         address = "\0" + address[1:]
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        # Never block the loop on a receiver that does not read: a lost ping is harmless.
+        sock.setblocking(False)
         sock.connect(address)
         sock.sendall(message.encode())
 

@@ -24,6 +24,7 @@ def snapshot(node: Node) -> dict[str, Any]:
     sync = node.sync.status if node.sync else None
     cfg = node.reconciler.current
     report = node.reconciler.report
+    engine = node.reconciler.engine
     out: dict[str, Any] = {
         "pid": os.getpid(),
         "updated_at": time.time(),
@@ -69,6 +70,25 @@ def snapshot(node: Node) -> dict[str, Any]:
             for e in report.object_errors
         ],
         "apply_errors": list(report.item_errors),
+        "owners": [
+            {
+                "kind": o.kind,
+                "id": o.id,
+                "name": o.name,
+                "state": o.state,
+                "errors": [{"error": msg, "time": when} for msg, when in o.errors],
+                "pending": list(o.pending),
+            }
+            for o in node.reconciler.owners()
+        ],
+        "engine": {
+            "desired": len(engine.desired),
+            "actual": len(engine.actual),
+            "in_flight": engine.busy,
+            "operations": engine.started_ops,
+            "failed_operations": engine.failed_ops,
+        },
+        "hung": node.liveness.problems(),
         "apps": sorted(a.name or a.id for a in cfg.apps.values()) if cfg else [],
         "network_instances": (
             sorted(n.name or n.id for n in cfg.network_instances.values()) if cfg else []
@@ -151,8 +171,26 @@ def render(data: dict[str, Any], now: float | None = None) -> str:
     lines += [f"  {k} = {v}" for k, v in sorted(items.items())]
     for err in data.get("object_errors", []):
         lines.append(f"error:        {err['kind']} {err['id']} {err['name']}: {err['error']}")
+    for owner in data.get("owners", []):
+        if owner.get("state") in ("ok", None) or owner.get("kind") == "device":
+            continue
+        label = f"{owner['kind']} {owner.get('name') or owner['id']}"
+        lines.append(f"{owner['state'] + ':':<14}{label}")
+        lines += [f"  {e['error']}" for e in owner.get("errors", [])]
+        lines += [f"  {p}" for p in owner.get("pending", [])[:5]]
     for err in data.get("apply_errors", []):
         lines.append(f"error:        {err}")
+    for owner in data.get("owners", []):
+        if owner.get("kind") == "device":
+            lines += [f"pending:      {p}" for p in owner.get("pending", [])[:5]]
+    eng = data.get("engine")
+    if eng:
+        lines.append(
+            f"reconciler:   {eng['actual']}/{eng['desired']} items, {eng['in_flight']} in flight, "
+            f"{eng['operations']} operations ({eng['failed_operations']} failed)"
+        )
+    for problem in data.get("hung", []):
+        lines.append(f"HUNG:         {problem}")
     lines.append(f"apps:         {', '.join(data.get('apps', [])) or 'none'}")
     lines.append(f"networks:     {', '.join(data.get('network_instances', [])) or 'none'}")
     rep = data.get("reports", {})

@@ -352,3 +352,101 @@ async def test_node_restart_runs_the_saved_config_first(
             assert ctl.count("config", 200) == 1
         finally:
             await stop_node(again, stop, task)
+
+
+# ---------------------------------------------------------------- systemd liveness
+
+
+async def test_ready_before_the_controller_answers(
+    tmp_path: Path, notify_socket: socket.socket
+) -> None:
+    """A node the controller has not admitted yet is up: READY=1, and it keeps pinging."""
+    silent = socket.socket()  # accepts connections, never answers a byte
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        async with live_controller(tmp_path) as ctl:
+            paths = provision(tmp_path / "node", ctl, "daemon-node-3")
+        paths.server.write_text(f"127.0.0.1:{silent.getsockname()[1]}\n")
+        settings = AgentSettings(paths=paths, status_interval=0.05, stop_grace=2.0)
+        node = Node(settings)
+        stop = asyncio.Event()
+        task = asyncio.create_task(node.run(stop))
+        messages: list[bytes] = []
+        try:
+            await until(
+                lambda: messages.extend(received(notify_socket)) or b"READY=1" in messages,
+                within=10,
+                what="READY=1 without a controller",
+            )
+            assert node.phase == "onboarding" and node.device_uuid is None
+            await asyncio.sleep(0.3)
+            messages.extend(received(notify_socket))
+            assert b"STATUS=onboarding" in messages
+            after = messages[messages.index(b"READY=1") :]
+            assert after.count(b"WATCHDOG=1") >= 2
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 5)
+    finally:
+        silent.close()
+
+
+async def test_watchdog_pings_stop_while_something_is_hung(
+    tmp_path: Path, notify_socket: socket.socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with live_controller(tmp_path) as ctl:
+        paths = provision(tmp_path / "node", ctl, "daemon-node-4")
+        settings = AgentSettings(paths=paths, status_interval=0.05, stop_grace=2.0)
+        node, stop, task = await run_node_until_running(settings, notify_socket, [])
+        try:
+            hung = ["config poll running for 400 s (limit 300 s)"]
+            node.liveness.add_check("test", lambda: hung)
+            await asyncio.sleep(0.15)
+            received(notify_socket)  # drop what was sent before the hang was seen
+            await asyncio.sleep(0.3)
+            assert b"WATCHDOG=1" not in received(notify_socket)
+            assert "hung, not feeding the systemd watchdog: test: config poll" in caplog.text
+            assert status_of(paths)["hung"] == ["test: " + hung[0]]
+            hung.clear()
+            await asyncio.sleep(0.3)
+            assert b"WATCHDOG=1" in received(notify_socket)
+        finally:
+            await stop_node(node, stop, task)
+
+
+async def test_a_status_snapshot_bug_does_not_end_the_status_task(
+    tmp_path: Path,
+    notify_socket: socket.socket,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from agent import status as status_mod
+
+    async with live_controller(tmp_path) as ctl:
+        paths = provision(tmp_path / "node", ctl, "daemon-node-5")
+        settings = AgentSettings(paths=paths, status_interval=0.05, stop_grace=2.0)
+        node, stop, task = await run_node_until_running(settings, notify_socket, [])
+        try:
+            real = status_mod.snapshot
+            monkeypatch.setattr(status_mod, "snapshot", lambda n: 1 / 0)
+            await asyncio.sleep(0.2)
+            assert "cannot take the status snapshot" in caplog.text
+            assert not task.done()
+            monkeypatch.setattr(status_mod, "snapshot", real)
+            before = status_of(paths)["updated_at"]
+            await until(lambda: status_of(paths)["updated_at"] != before, what="status again")
+        finally:
+            await stop_node(node, stop, task)
+
+
+def test_watchdog_interval_from_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.daemon import watchdog_interval
+
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    assert watchdog_interval() is None
+    monkeypatch.setenv("WATCHDOG_USEC", "6000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert watchdog_interval() == 3.0
+    monkeypatch.setenv("WATCHDOG_PID", "1")  # meant for another process
+    assert watchdog_interval() is None
