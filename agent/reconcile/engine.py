@@ -54,6 +54,9 @@ class EngineSettings:
     hang_grace: float = 30.0
     #: Seconds between observations of the system (each jittered to [0.75, 1.0] of it).
     resync_interval: float = 300.0
+    #: Seconds one ``step`` may decide items before it yields the event loop (the rest of the
+    #: dirty items are decided on the next step).
+    step_budget: float = 0.008
     backoff: Backoff = field(default_factory=Backoff)
 
 
@@ -214,17 +217,22 @@ class Engine:
         """
         async with asyncio.timeout(within):
             while True:
-                if not self._running:
-                    self._wake.clear()
-                    self.step()
-                if not self._busy and not self._dirty and not self._due():
-                    return
-                self._wake.clear()
-                if not self._busy and not self._dirty and self._running:
-                    # run() steps due retries on its own clock.
+                if self._running:  # run() steps; only watch
+                    if self._idle():
+                        return
                     await asyncio.sleep(0.01)
                     continue
+                self._wake.clear()
+                self.step()
+                if self._idle():
+                    return
+                if self._dirty or self._due():
+                    await asyncio.sleep(0)  # let the started operations run, then go on
+                    continue
                 await self._wake.wait()
+
+    def _idle(self) -> bool:
+        return not self._busy and not self._dirty and not self._due()
 
     def _due(self) -> bool:
         return bool(self._retries) and self._retries[0][0] <= self._clock()
@@ -253,11 +261,24 @@ class Engine:
             actual_dependents=self._actual_dependents,
             now=now,
         )
-        queue = deque(sorted(self._dirty))
+        # Sorted when small, for an order a person can follow in logs and tests.
+        queue = deque(sorted(self._dirty) if len(self._dirty) < 512 else self._dirty)
         self._dirty = set()
+        # Operations waiting for the global limit cost a task each and wake in bursts; past
+        # this many in flight, the rest of the dirty items wait for a completion.
+        max_in_flight = 4 * self.settings.limit
         seen: set[ItemRef] = set()
         started = 0
+        deadline = time.perf_counter() + self.settings.step_budget
         while queue:
+            if len(seen) % 64 == 63 and time.perf_counter() > deadline:
+                # A big change must not stall the loop: the rest waits for the next step.
+                self._dirty.update(r for r in queue if r not in seen)
+                self._wake.set()
+                break
+            if len(self._busy) >= max_in_flight:
+                self._dirty.update(r for r in queue if r not in seen)
+                break
             ref = queue.popleft()
             if ref in seen:
                 continue

@@ -446,3 +446,22 @@ async def _until(cond: Callable[[], bool], within: float = 5.0) -> None:
     async with asyncio.timeout(within):
         while not cond():  # noqa: ASYNC110 - polls a plain predicate of the fakes
             await asyncio.sleep(0.005)
+
+
+# ---------------------------------------------------------------- the event loop
+
+
+async def test_applying_5000_items_never_stalls_the_loop(loop_watch: object) -> None:
+    """``step`` decides within a time budget and yields: a big config never blocks the loop for
+    long (the fixture fails the test past 50 ms)."""
+    rec = Recorder(trust_deletes=True)  # the fake's own O(n) check would stall the loop
+    engine = Engine({"x": rec})
+    want = graph(*(t(f"n{i}", *([f"n{i - 1}"] if i % 5 else [])) for i in range(5000)))
+    await asyncio.sleep(0.01)  # building the graph is the test's work, not the engine's
+    engine.set_desired(want)
+    await engine.settle(within=60)
+    assert len(rec.system) == 5000
+    assert not rec.violations
+    engine.set_desired({})
+    await engine.settle(within=60)
+    assert rec.system == {}
