@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from agent.drivers import runner
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +113,17 @@ class ImageFsDriver(Protocol):
 
 
 def _run(argv: Sequence[str], what: str, *, timeout: float = 120.0) -> None:
+    """Run a tool in the calling thread (the vault calls these from a worker thread)."""
     try:
-        proc = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except FileNotFoundError as exc:
+        proc = runner.run_sync(argv, timeout=timeout, check=False)
+    except runner.CommandNotFound as exc:
         raise LoopFsError(f"{what}: {argv[0]} is not installed") from exc
-    except subprocess.TimeoutExpired as exc:
+    except runner.CommandTimeout as exc:
         raise LoopFsError(f"{what}: {argv[0]} did not finish in {timeout:.0f} s") from exc
+    except runner.CommandError as exc:
+        raise LoopFsError(f"{what}: {exc}") from exc
     if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip() or f"exit status {proc.returncode}"
+        detail = (proc.stderr_text or proc.stdout_text).strip() or f"exit status {proc.returncode}"
         if "target is busy" in detail:
             raise LoopFsBusy(f"{what}: {detail}")
         raise LoopFsError(f"{what}: {detail}")

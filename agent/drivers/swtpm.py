@@ -35,10 +35,12 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+
+from agent.drivers import runner
+from agent.drivers.runner import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ class SwtpmProcess:
         self._swtpm = swtpm
         self._swtpm_setup = swtpm_setup
         self._start_timeout = start_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: Daemon | None = None
         self._adopted_pid: int | None = None
         self.ek_certificate_made: bool | None = None
         """After manufacturing here: whether swtpm_setup wrote an EK certificate."""
@@ -220,14 +222,8 @@ class SwtpmProcess:
     def _run_setup(self, argv: list[str]) -> bool:
         log.info("manufacturing the TPM in %s", self.state_dir)
         try:
-            done = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=120,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            done = runner.run_sync(argv, timeout=120, check=False)
+        except runner.CommandError as exc:
             raise SwtpmError(f"cannot run {argv[0]}: {exc}") from exc
         if done.stdout or done.stderr:
             with open(self.state_dir / _SETUP_LOG_FILE, "ab") as out:
@@ -255,17 +251,10 @@ class SwtpmProcess:
             f"file={self.log_path},level=1",
         ]
         log.info("starting swtpm for %s on %s:%d", self.state_dir, HOST, port)
-        with open(self.log_path, "ab") as out:
-            try:
-                self._proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise SwtpmError(f"cannot run {self._swtpm}: {exc}") from exc
+        try:
+            self._proc = runner.spawn(argv, log=self.log_path)
+        except runner.CommandError as exc:
+            raise SwtpmError(f"cannot run {self._swtpm}: {exc}") from exc
         deadline = time.monotonic() + self._start_timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -307,13 +296,12 @@ class SwtpmProcess:
 
     def _forget(self) -> None:
         if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=0)
+            self._proc.wait(timeout=0)
         self._proc = None
         self._adopted_pid = None
 
 
-def _alive(pid: int, proc: subprocess.Popen[bytes] | None) -> bool:
+def _alive(pid: int, proc: Daemon | None) -> bool:
     if proc is not None:
         return proc.poll() is None
     try:
@@ -329,13 +317,9 @@ def _alive(pid: int, proc: subprocess.Popen[bytes] | None) -> bool:
     return True
 
 
-def _wait_gone(pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:
+def _wait_gone(pid: int, proc: Daemon | None, timeout: float) -> bool:
     if proc is not None:
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
+        return proc.wait(timeout=timeout)
     deadline = time.monotonic() + timeout
     while _alive(pid, None):
         if time.monotonic() > deadline:
