@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -284,6 +285,7 @@ class Node:
             serial=identity.serial,
             soft_serial=identity.soft_serial,
         )
+        client.liveness = self.liveness
         self.certs = certs = ControllerCertStore(
             CheckpointStore(self.paths.checkpoint, "controllercerts"), identity.root_pem
         )
@@ -310,6 +312,7 @@ class Node:
             items=self.items,
             on_unknown_device=self._recheck_uuid,
             ecdh=ecdh,
+            liveness=self.liveness,
         )
         await supervise(
             stop,
@@ -322,6 +325,10 @@ class Node:
         assert self.sync is not None and self.client is not None and self.identity is not None
         assert self.certs is not None and self.spool is not None
         identity, client = self.identity, self.client
+        # Start-up objects live for ever: keep them out of every later full collection, whose
+        # pause would otherwise grow with them (gc.freeze, as long-running CPython servers do).
+        gc.collect()
+        gc.freeze()
         self.ready.set()
         if self.device_uuid:
             self.phase = "running saved config"
@@ -349,7 +356,9 @@ class Node:
             facts=self.facts,
             items=self.items,
         )
-        self.uploader = LogUploader(client, device=identity.device, spool=self.spool)
+        self.uploader = LogUploader(
+            client, device=identity.device, spool=self.spool, liveness=self.liveness
+        )
         await supervise(
             stop,
             {

@@ -27,6 +27,7 @@ The checkpoint is the raw signed response, byte for byte, so it is verified agai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -45,6 +46,7 @@ from agent.link.transport import PROTO_TYPE, ControllerClient, TransportError
 from agent.model.config import Decrypt, NodeConfig, from_proto
 from agent.model.configitems import ConfigItems
 from agent.util.ids import parse_uuid
+from agent.util.liveness import Liveness
 from agent.util.timing import jittered, wait_or_stop
 from agent.wire import envelope
 from agent.wire.envelope import Signer
@@ -119,7 +121,9 @@ class ConfigSync:
         items: Callable[[], ConfigItems],
         on_unknown_device: Callable[[], Awaitable[None]],
         ecdh: DeviceEcdh | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
+        self._liveness = liveness
         self._client = client
         self._device = device
         self._device_uuid = device_uuid
@@ -323,8 +327,16 @@ class ConfigSync:
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop``; each wait is a jittered ``timer.config.interval``."""
         while not stop.is_set():
-            await self.poll_once(stop)
-            await self._maybe_promote()
+            # One round: attestation (a few requests), the config request, a certificate or
+            # UUID re-check, the apply hand-off; each request is bounded by the send timeout.
+            send = float(self._items().int("timer.send.timeout") or 120)
+            with (
+                self._liveness.activity("config poll", 8 * send + 120)
+                if self._liveness is not None
+                else contextlib.nullcontext()
+            ):
+                await self.poll_once(stop)
+                await self._maybe_promote()
             interval = self._items().int("timer.config.interval")
             if await wait_or_stop(stop, jittered(interval), wake=self.wake):
                 return

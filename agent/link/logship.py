@@ -15,6 +15,7 @@ the header is written here by hand (RFC 1952).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -30,6 +31,7 @@ from typing import Any
 from agent.link.offload import seal_as_device_async
 from agent.link.transport import ControllerClient, TransportError
 from agent.util.atomicfile import write_atomic
+from agent.util.liveness import Liveness
 from agent.util.timing import jittered, wait_or_stop
 from agent.wire.envelope import Signer
 
@@ -170,7 +172,15 @@ class LogSpool(logging.Handler):
 class LogUploader:
     """Uploads spooled log files oldest first; waits with backoff on failure."""
 
-    def __init__(self, client: ControllerClient, *, device: Signer, spool: LogSpool) -> None:
+    def __init__(
+        self,
+        client: ControllerClient,
+        *,
+        device: Signer,
+        spool: LogSpool,
+        liveness: Liveness | None = None,
+    ) -> None:
+        self.liveness = liveness
         self._client = client
         self._device = device
         self._spool = spool
@@ -209,11 +219,16 @@ class LogUploader:
     async def run(self, stop: asyncio.Event) -> None:
         delay = 5.0
         while not stop.is_set():
-            try:
-                await asyncio.to_thread(self._spool.roll)
-            except OSError as exc:
-                log.error("cannot write log spool: %s", exc)
-            ok = await self.upload_pending()
+            with (
+                self.liveness.activity("log upload", 3600)
+                if self.liveness is not None
+                else contextlib.nullcontext()
+            ):
+                try:
+                    await asyncio.to_thread(self._spool.roll)
+                except OSError as exc:
+                    log.error("cannot write log spool: %s", exc)
+                ok = await self.upload_pending()
             delay = 5.0 if ok else min(delay * 2, 300.0)
             if await wait_or_stop(stop, jittered(delay, 0.8, 1.2)):
                 break

@@ -12,12 +12,15 @@ a status means for their endpoint.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import urllib.parse
 import uuid as uuidlib
 from dataclasses import dataclass
 
 import aiohttp
+
+from agent.util.liveness import Liveness
 
 PROTO_TYPE = "application/x-proto-binary"
 API_PREFIX = "/api/v2/edgedevice/"
@@ -99,6 +102,9 @@ class ControllerClient:
         self.send_timeout = send_timeout
         self.dial_timeout = dial_timeout
         self._session: aiohttp.ClientSession | None = None
+        #: Marks each request as an activity, so one that outlives its own timeouts (a hang)
+        #: stops the systemd watchdog pings.
+        self.liveness: Liveness | None = None
 
     def url(self, action: str, *, device_path: bool = True) -> str:
         """``device_path=False`` for certs, register and uuid: never under ``id/<uuid>/``."""
@@ -132,16 +138,22 @@ class ControllerClient:
         timeout = aiohttp.ClientTimeout(total=self.send_timeout, sock_connect=self.dial_timeout)
         method = "GET" if body is None else "POST"
         url = self.url(action, device_path=device_path)
+        limit = self.send_timeout + self.dial_timeout + 30.0
         try:
-            async with session.request(
-                method,
-                url,
-                data=body,
-                headers=self._headers(body is not None),
-                timeout=timeout,
-            ) as resp:
-                data = await resp.read()
-                return Response(resp.status, data, resp.headers.get("Content-Type", ""))
+            with (
+                self.liveness.activity(f"controller request {action}", limit)
+                if self.liveness is not None
+                else contextlib.nullcontext()
+            ):
+                async with session.request(
+                    method,
+                    url,
+                    data=body,
+                    headers=self._headers(body is not None),
+                    timeout=timeout,
+                ) as resp:
+                    data = await resp.read()
+                    return Response(resp.status, data, resp.headers.get("Content-Type", ""))
         except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
             raise TransportError(f"{method} {url}: {exc or type(exc).__name__}") from exc
 
