@@ -24,15 +24,14 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import signal
-import socket
 import time
 from collections.abc import Coroutine
 from typing import Any
 
 from agent import status as status_mod
 from agent.boot import BootResult, TpmMode, boot
+from agent.drivers.systemd import sd_notify, watchdog_interval
 from agent.link.attestation import Attestor, NoTpmQuotes, QuoteSource
 from agent.link.checkpoint import CheckpointStore
 from agent.link.configsync import ConfigSync
@@ -355,6 +354,8 @@ class Node:
             outbox=Outbox(self.paths.outbox),
             facts=self.facts,
             items=self.items,
+            owners=self.reconciler.owners,
+            liveness=self.liveness,
         )
         self.uploader = LogUploader(
             client, device=identity.device, spool=self.spool, liveness=self.liveness
@@ -436,18 +437,6 @@ class Node:
                 await asyncio.wait_for(stop.wait(), interval)
 
 
-def watchdog_interval() -> float | None:
-    """Half of systemd's watchdog period for this process, or None when there is none."""
-    usec = os.environ.get("WATCHDOG_USEC")
-    pid = os.environ.get("WATCHDOG_PID")
-    if not usec or (pid and pid != str(os.getpid())):
-        return None
-    try:
-        return max(0.1, int(usec) / 2e6)
-    except ValueError:
-        return None
-
-
 async def supervise(
     stop: asyncio.Event, coros: dict[str, Coroutine[Any, Any, None]], *, grace: float
 ) -> None:
@@ -492,20 +481,6 @@ async def supervise(
             task.cancel()
     if failure is not None:
         raise failure
-
-
-def sd_notify(message: str) -> None:
-    """Send a systemd notification when NOTIFY_SOCKET is set; silently nothing otherwise."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        # Never block the loop on a receiver that does not read: a lost ping is harmless.
-        sock.setblocking(False)
-        sock.connect(address)
-        sock.sendall(message.encode())
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

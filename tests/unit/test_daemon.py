@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.daemon import Node, sd_notify, supervise
+from agent.daemon import Node, supervise
+from agent.drivers.systemd import sd_notify
 from agent.settings import AgentSettings, NodePaths
 from tests.unit.link_harness import LiveController, live_controller, until
 
@@ -441,7 +442,7 @@ async def test_a_status_snapshot_bug_does_not_end_the_status_task(
 
 
 def test_watchdog_interval_from_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.daemon import watchdog_interval
+    from agent.drivers.systemd import watchdog_interval
 
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     assert watchdog_interval() is None
