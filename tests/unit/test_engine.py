@@ -64,15 +64,86 @@ def before(log: list[tuple[str, str]], first: tuple[str, str], then: tuple[str, 
     return log.index(first) < log.index(then)
 
 
+# ---------------------------------------------------------------- the scenario table
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Objects on the system (observed and adopted first, as after a restart), the desired graph,
+    the operations that fail; then the operations expected in order, what is left on the system
+    and the state (and reason prefix) of chosen items."""
+
+    name: str
+    system: tuple[Thing, ...]
+    desired: tuple[Thing, ...]
+    ops: list[tuple[str, str]]
+    left: set[str]
+    states: dict[str, tuple[ItemState, str]] = field(default_factory=dict)
+    fail: dict[tuple[str, str], object] = field(default_factory=dict)
+    unmarked: frozenset[str] = frozenset()
+
+
+BR, VETH, APP = t("br"), t("veth", "br"), t("app", "veth")
+SCENARIOS = [
+    Scenario("creates dependencies first", (), (APP, VETH, BR),
+             [("create", "br"), ("create", "veth"), ("create", "app")], {"br", "veth", "app"},
+             {"app": (ItemState.CREATED, "")}),
+    Scenario("adopts what is already right", (BR, VETH), (BR, VETH), [], {"br", "veth"},
+             {"veth": (ItemState.CREATED, "")}),
+    Scenario("modify in place leaves dependents alone", (BR, VETH), (t("br", value=2), VETH),
+             [("modify", "br")], {"br", "veth"}),
+    Scenario("recreate cascades to dependents", (BR, VETH, APP, t("other")),
+             (t("br", shape="v2"), VETH, APP, t("other")),
+             [("delete", "app"), ("delete", "veth"), ("delete", "br"),
+              ("create", "br"), ("create", "veth"), ("create", "app")],
+             {"br", "veth", "app", "other"}),
+    Scenario("deletes dependents first", (BR, VETH, APP), (),
+             [("delete", "app"), ("delete", "veth"), ("delete", "br")], set()),
+    Scenario("failed delete of a dependent blocks the delete of its base", (BR, VETH), (),
+             [("delete", "veth")], {"br", "veth"},
+             {"veth": (ItemState.FAILED, "failed permanently: refused"),
+              "br": (ItemState.DELETING, "blocked: dependent x/veth not deleted: refused")},
+             fail={("delete", "veth"): PERM}),
+    Scenario("missing dependency is not created", (), (VETH, t("lone")),
+             [("create", "lone")], {"lone"},
+             {"veth": (ItemState.PENDING, "missing dependency x/br")}),
+    Scenario("dependency removed from the config takes its dependents down", (BR, VETH, APP),
+             (VETH, APP), [("delete", "app"), ("delete", "veth"), ("delete", "br")], set(),
+             {"veth": (ItemState.PENDING, "missing dependency x/br"),
+              "app": (ItemState.PENDING, "waiting for x/veth")}),
+    Scenario("failed dependency: dependents wait, unrelated items apply", (), (BR, VETH, t("o")),
+             [("create", "br"), ("create", "o")], {"o"},
+             {"br": (ItemState.FAILED, "failed permanently: refused"),
+              "veth": (ItemState.PENDING, "waiting for x/br (failed: refused)")},
+             fail={("create", "br"): PERM}),
+    Scenario("marked orphans removed, unmarked objects untouched",
+             (t("mine-old"), t("foreign"), BR), (BR,), [("delete", "mine-old")],
+             {"foreign", "br"}, unmarked=frozenset({"foreign"})),
+    Scenario("an unmarked object is never adopted, even under a desired name",
+             (t("br", value=7),), (BR,), [("create", "br")], {"br"},
+             unmarked=frozenset({"br"})),
+    Scenario("dependency cycle fails its members only", (), (t("a", "b"), t("b", "a"), t("c")),
+             [("create", "c")], {"c"},
+             {"a": (ItemState.FAILED, "dependency cycle: x/a -> x/b -> x/a")}),
+    Scenario("temporary failure waits for its retry", (), (t("a"), t("b")),
+             [("create", "a"), ("create", "b")], {"b"},
+             {"a": (ItemState.FAILED, "failed, retry in")}, fail={("create", "a"): [TEMP]}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("sc", SCENARIOS, ids=[sc.name for sc in SCENARIOS])
+async def test_scenario(sc: Scenario) -> None:
+    r = rig(*sc.system, fail=dict(sc.fail), unmarked=set(sc.unmarked))
+    await r.reconcile(*sc.desired, observe=True)
+    assert r.rec.steps() == sc.ops
+    assert set(r.rec.system) == sc.left
+    for key, (state, reason) in sc.states.items():
+        assert r.state(key) is state, key
+        assert r.reason(key).startswith(reason), (key, r.reason(key))
+    assert r.rec.violations == []
+
+
 # ---------------------------------------------------------------- ordering and cascades
-
-
-async def test_creates_dependencies_first() -> None:
-    r = rig()
-    await r.reconcile(t("app", "veth"), t("veth", "br"), t("br"))
-    assert r.rec.steps() == [("create", "br"), ("create", "veth"), ("create", "app")]
-    assert not r.rec.violations
-    assert {r.state(k) for k in ("br", "veth", "app")} == {ItemState.CREATED}
 
 
 async def test_second_run_changes_nothing() -> None:
@@ -84,56 +155,6 @@ async def test_second_run_changes_nothing() -> None:
     assert r.rec.log == []
 
 
-async def test_modify_in_place_leaves_dependents_alone() -> None:
-    r = rig(t("br"), t("veth", "br"))
-    await r.reconcile(t("br", value=2), t("veth", "br"), observe=True)
-    assert r.rec.steps() == [("modify", "br")]
-
-
-async def test_recreate_cascades_to_dependents() -> None:
-    """A bridge recreated under its veth and app: the dependents go first and come back after."""
-    r = rig(t("br"), t("veth", "br"), t("app", "veth"), t("other"))
-    await r.reconcile(t("br", shape="v2"), t("veth", "br"), t("app", "veth"), t("other"),
-                      observe=True)  # fmt: skip
-    assert r.rec.steps() == [
-        ("delete", "app"),
-        ("delete", "veth"),
-        ("delete", "br"),
-        ("create", "br"),
-        ("create", "veth"),
-        ("create", "app"),
-    ]
-    assert r.rec.system["br"].shape == "v2"
-    assert not r.rec.violations
-
-
-async def test_deletes_dependents_first() -> None:
-    r = rig(t("br"), t("veth", "br"), t("app", "veth"))
-    await r.reconcile(observe=True)
-    assert r.rec.steps() == [("delete", "app"), ("delete", "veth"), ("delete", "br")]
-    assert r.rec.system == {}
-    assert r.engine.status == {}
-
-
-async def test_failed_delete_of_dependent_blocks_delete_of_base() -> None:
-    r = rig(t("br"), t("veth", "br"), fail={("delete", "veth"): PERM})
-    await r.reconcile(observe=True)
-    assert r.rec.steps("delete") == [("delete", "veth")]
-    assert set(r.rec.system) == {"br", "veth"}
-    assert r.state("veth") is ItemState.FAILED
-    assert r.state("br") is ItemState.DELETING
-    assert r.reason("br").startswith("blocked: dependent x/veth not deleted: refused")
-    assert not r.rec.violations
-
-
-async def test_missing_dependency_is_not_created() -> None:
-    r = rig()
-    await r.reconcile(t("veth", "br"), t("lone"))
-    assert r.rec.steps() == [("create", "lone")]
-    assert r.state("veth") is ItemState.PENDING
-    assert r.reason("veth") == "missing dependency x/br"
-
-
 async def test_dependency_removed_from_config_takes_dependent_down() -> None:
     r = rig(t("br"), t("veth", "br"))
     await r.reconcile(t("veth", "br"), observe=True)
@@ -143,16 +164,6 @@ async def test_dependency_removed_from_config_takes_dependent_down() -> None:
     # The dependency comes back: so does the dependent.
     await r.reconcile(t("veth", "br"), t("br"))
     assert set(r.rec.system) == {"br", "veth"}
-
-
-async def test_failed_dependency_leaves_dependent_pending_and_unrelated_applied() -> None:
-    r = rig(fail={("create", "br"): PERM})
-    await r.reconcile(t("br"), t("veth", "br"), t("other"))
-    assert ("create", "veth") not in r.rec.log
-    assert ("create", "other") in r.rec.log
-    assert r.state("br") is ItemState.FAILED
-    assert r.state("veth") is ItemState.PENDING
-    assert r.reason("veth") == "waiting for x/br (failed: refused)"
 
 
 async def test_dependency_cycle_fails_its_members_only() -> None:
@@ -312,20 +323,6 @@ async def test_global_limit_bounds_concurrency() -> None:
 
 
 # ---------------------------------------------------------------- observe and adopt
-
-
-async def test_existing_objects_adopted_not_recreated() -> None:
-    r = rig(t("br"), t("veth", "br"))
-    await r.reconcile(t("br"), t("veth", "br"), observe=True)
-    assert r.rec.log == []
-    assert r.state("veth") is ItemState.CREATED
-
-
-async def test_marked_orphans_removed_unmarked_objects_untouched() -> None:
-    r = rig(t("mine-old"), t("foreign"), t("br"), unmarked={"foreign"})
-    await r.reconcile(t("br"), observe=True)
-    assert r.rec.steps() == [("delete", "mine-old")]
-    assert set(r.rec.system) == {"foreign", "br"}
 
 
 async def test_nothing_happens_before_the_first_desired_state() -> None:
