@@ -47,6 +47,8 @@ class EngineSettings:
 
     #: Operations running at once, over all items.
     limit: int = 8
+    #: Long operations (``Configurator.long_running``) running at once, beside ``limit``.
+    long_limit: int = 4
     #: Seconds an operation may take unless its configurator says otherwise.
     op_timeout: float = 300.0
     #: An operation still running this long after its timeout (it ignored cancellation) counts
@@ -91,6 +93,8 @@ class Engine:
         self._generation: dict[ItemRef, int] = {}
         self._finished_kinds: set[str] = set()
         self._limit = asyncio.Semaphore(self.settings.limit)
+        self._long_limit = asyncio.Semaphore(self.settings.long_limit)
+        self._long_busy: set[ItemRef] = set()
         self._wake = asyncio.Event()
         self._have_desired = False
         self._running = False
@@ -276,7 +280,7 @@ class Engine:
                 self._dirty.update(r for r in queue if r not in seen)
                 self._wake.set()
                 break
-            if len(self._busy) >= max_in_flight:
+            if len(self._busy) - len(self._long_busy) >= max_in_flight:
                 self._dirty.update(r for r in queue if r not in seen)
                 break
             ref = queue.popleft()
@@ -321,19 +325,23 @@ class Engine:
         st.started = 0.0
         configurator = self._configurators.get(op.ref[0])
         timeout = self.settings.op_timeout
+        long = False
         if configurator is not None:
             timeout = configurator.timeout(op) or timeout
+            long = configurator.long_running(op)
+        if long:
+            self._long_busy.add(op.ref)
         self._busy_ops[op.ref] = (op, timeout)
-        self._busy[op.ref] = asyncio.create_task(self._execute(op, timeout), name=str(op))
+        self._busy[op.ref] = asyncio.create_task(self._execute(op, timeout, long), name=str(op))
         self.started_ops += 1
 
-    async def _execute(self, op: Op, seconds: float) -> None:
+    async def _execute(self, op: Op, seconds: float, long: bool) -> None:
         error: BaseException | None = None
         configurator = self._configurators.get(op.ref[0])
         try:
             if configurator is None:
                 raise PermanentError(f"no configurator for kind {op.ref[0]!r}")
-            async with self._limit:
+            async with self._long_limit if long else self._limit:
                 self.status[op.ref].started = self._clock()
                 try:
                     async with asyncio.timeout(seconds):
@@ -346,8 +354,7 @@ class Engine:
                 except TimeoutError:
                     error = TemporaryError(f"{op} timed out after {seconds:g} s")
         except asyncio.CancelledError:
-            self._busy.pop(op.ref, None)
-            self._busy_ops.pop(op.ref, None)
+            self._forget_busy(op.ref)
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on its item
             error = exc
@@ -355,14 +362,17 @@ class Engine:
             self._finish(op, error)
         except Exception:  # a bookkeeping bug must not leave the item busy for ever
             log.exception("recording the result of %s failed", op)
-            self._busy.pop(op.ref, None)
-            self._busy_ops.pop(op.ref, None)
+            self._forget_busy(op.ref)
             self._wake.set()
+
+    def _forget_busy(self, ref: ItemRef) -> None:
+        self._busy.pop(ref, None)
+        self._busy_ops.pop(ref, None)
+        self._long_busy.discard(ref)
 
     def _finish(self, op: Op, error: BaseException | None) -> None:
         ref = op.ref
-        self._busy.pop(ref, None)
-        self._busy_ops.pop(ref, None)
+        self._forget_busy(ref)
         self._generation[ref] = self._generation.get(ref, 0) + 1
         self._finished_kinds.add(ref[0])
         st = self.status.setdefault(ref, ItemStatus())

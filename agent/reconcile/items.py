@@ -103,6 +103,11 @@ class Configurator(Protocol):
         stages its changes can publish them at once (listeners never see half a config)."""
         ...
 
+    def long_running(self, op: Op) -> bool:
+        """True for an operation that takes minutes (an image pull, a VM boot): it runs under the
+        engine's separate long-operation limit, so it never holds a slot quick work needs."""
+        ...
+
 
 class BaseConfigurator:
     """Defaults for the optional parts of :class:`Configurator`."""
@@ -115,3 +120,6 @@ class BaseConfigurator:
 
     def flush(self) -> None:
         return None
+
+    def long_running(self, op: Op) -> bool:
+        return False

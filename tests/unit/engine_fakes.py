@@ -77,6 +77,8 @@ class Recorder(BaseConfigurator):
     externals: Mapping[ItemRef, bool] = field(default_factory=dict)
     #: Skip the O(n) "does anything sit on it" check of deletes (for big graphs).
     trust_deletes: bool = False
+    #: Keys whose operations are long-running (the engine's separate limit).
+    long: set[str] = field(default_factory=set)
 
     async def _step(self, action: str, key: str) -> None:
         self.log.append((action, key))
@@ -132,6 +134,9 @@ class Recorder(BaseConfigurator):
 
     def timeout(self, op: Op) -> float | None:
         return self.op_timeout
+
+    def long_running(self, op: Op) -> bool:
+        return op.ref[1] in self.long
 
     def steps(self, *actions: str) -> list[tuple[str, str]]:
         """The log, only the given actions (all when none)."""

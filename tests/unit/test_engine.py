@@ -322,6 +322,29 @@ async def test_global_limit_bounds_concurrency() -> None:
     assert r.rec.max_running == 3
 
 
+async def test_long_operations_never_take_the_slots_of_quick_ones() -> None:
+    """Image pulls and VM boots run under their own limit: with every long slot and more taken,
+    a config item still applies at once."""
+    pulls = {f"pull{n}": asyncio.Event() for n in range(5)}
+    r = rig(settings=EngineSettings(limit=1, long_limit=2), gates=dict(pulls), long=set(pulls))
+    r.engine.set_desired(graph(*(t(k) for k in pulls), t("quick"), t("after", "pull0")))
+    await _until_settled_quick(r)
+    assert r.state("quick") is ItemState.CREATED
+    assert r.rec.max_running == 3  # two pulls and the quick one
+    for gate in pulls.values():
+        gate.set()
+    await r.engine.settle(within=5)
+    assert set(r.rec.system) == {*pulls, "quick", "after"}
+
+
+async def _until_settled_quick(r: Rig) -> None:
+    for _ in range(50):
+        r.engine.step()
+        await asyncio.sleep(0)
+        if ("x", "quick") in r.engine.actual:
+            return
+
+
 # ---------------------------------------------------------------- observe and adopt
 
 
