@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import logging
 import sys
@@ -96,10 +95,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         result.tpm.close()
         return 0 if result.boot.ok and result.config.ok else 1
-    # What is loaded by now (modules, classes, protobuf descriptors: ~50,000 objects) lives as
-    # long as the process.  Frozen, it is left out of the cyclic collector's full passes, which
-    # otherwise hold the GIL, so every thread and the event loop, for 10-25 ms now and then.
-    gc.freeze()
     return asyncio.run(_run(settings))
 
 
