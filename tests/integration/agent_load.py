@@ -147,8 +147,8 @@ async def run_agent_load(
     """Onboard the node at ``node_root`` (its config partition made by the e2e harness's
     ``Node``), run the load for ``duration`` seconds and return what the watch measured.
 
-    ``freeze_heap`` does what ``eve-agent run`` does once its modules are loaded
-    (``gc.freeze()``, see agent/cli.py), before the loaded phase.  (Leave it off in a test
+    ``freeze_heap`` does what the daemon does once start-up is done (``gc.freeze()``, see
+    agent/daemon.py), before the loaded phase.  (Leave it off in a test
     process: the frozen objects would never be collected.)"""
     paths = NodePaths.from_root(node_root)
     swtpm = SwtpmProcess(paths.persist / "tpm")
@@ -227,6 +227,7 @@ async def run_agent_load(
             configs.config_from_document(config_document(generation)) for generation in (1, 2)
         ]
         if freeze_heap:
+            gc.collect()
             gc.freeze()
         stop = asyncio.Event()
         stop_threads = threading.Event()
