@@ -1,26 +1,40 @@
-"""Device info and metrics to the controller.
+"""Device info, per-object info and metrics to the controller.
 
 Info is reliable, as in EVE's deferred queue: each message is first written to the on-disk outbox
-under its object key (``device``, later one per app or network), replacing an older undelivered
-one for the same key, and removed only once the controller answered 2xx.  So a node offline for a
-week delivers its latest state, without loss, when the link returns.  Metrics are a periodic
-sample and, like EVE's, are not retried.
+under its object key (``device``, ``app:<uuid>``, ``networkinstance:<uuid>``, ``volume:<uuid>``,
+``contenttree:<uuid>``), replacing an older undelivered one for the same key, and removed once
+the controller answered 2xx.  So a node offline for a week delivers its latest state, without
+loss, when the link returns.  A message the controller refuses for good (a 4xx other than the
+authentication and rate-limit ones) is dropped, as EVE does, so it cannot hold up the rest.
+Metrics are a periodic sample and, like EVE's, are not retried.
 
-The reporter's coroutines never block the event loop on the disk or the TPM: outbox writes (with
-their fsync) and reads, and the signature of each message, run in worker threads.
+Per-object info is what the reconciler rolls up by owner (:class:`Owner`): EVE's ``ZInfoApp``,
+``ZInfoNetworkInstance``, ``ZInfoVolume`` and ``ZInfoContentTree`` with the object's state and
+errors (see :data:`SW_STATES` for the mapping).  Each is queued when its content, timestamps
+aside, changed, and again at every periodic full publish (``timer.deviceinfo.interval``).  An
+owner that disappears is reported once as deleted, as EVE does: the message carries only the
+object's ID (``handlemetrics.go`` ``PublishAppInfoToZedCloud`` and friends).
+
+The reporter's coroutines never block the event loop on the disk or the TPM: building and
+writing the outbox messages (with their fsync), reading them, and the signature of each message
+run in worker threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import logging
+import math
 import os
 import platform
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -28,9 +42,11 @@ from agent.link.offload import seal_as_device_async
 from agent.link.transport import ControllerClient, TransportError
 from agent.model.configitems import ConfigItems
 from agent.util.atomicfile import write_atomic
+from agent.util.ids import parse_uuid
+from agent.util.liveness import Liveness
 from agent.util.timing import jittered, wait_or_stop
 from agent.wire.envelope import Signer
-from agent.wire.pb.info import info_pb2
+from agent.wire.pb.info import common_pb2, info_pb2
 from agent.wire.pb.metrics import metrics_pb2
 
 log = logging.getLogger(__name__)
@@ -82,9 +98,10 @@ class DeviceFacts:
 
 
 def _ts(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
+    # Whole seconds and the fraction apart: seconds * 1e9 as a float loses the nanoseconds.
+    whole = math.floor(seconds)
+    nanos = min(round((seconds - whole) * 1e9), 999_999_999)
+    return Timestamp(seconds=whole, nanos=nanos)
 
 
 def device_info(facts: DeviceFacts) -> info_pb2.ZInfoMsg:
@@ -168,6 +185,220 @@ def device_metrics(facts: DeviceFacts) -> metrics_pb2.ZMetricMsg:
     return msg
 
 
+# ------------------------------------------------------------------ per-object info
+
+
+class Owner(Protocol):
+    """One owner's roll-up as the reconciler reports it (``NodeReconciler.owners()`` items fit).
+
+    The link layer does not import the reconciler: this names only what the reporter reads.
+    """
+
+    @property
+    def kind(self) -> str:
+        """``app``, ``networkinstance``, ``volume``, ``contenttree``; others are not reported."""
+        ...
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def state(self) -> str:
+        """``ok``, ``pending``, ``in-progress`` or ``error``."""
+        ...
+
+    @property
+    def errors(self) -> tuple[tuple[str, float], ...]:
+        """(message, wall-clock time; 0.0 when unknown) of each failure."""
+        ...
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """Why items wait."""
+        ...
+
+
+#: The ZSwState an app, volume or content tree reports for each owner state.  EVE's own values
+#: for the settled states (``types.SwState.ZSwState``): a running app is RUNNING, a created
+#: volume CREATED_VOLUME, a loaded content tree DELIVERED (EVE maps its LOADED to DELIVERED on
+#: the wire).  Work under way shows the step EVE shows for it (BOOTING, CREATING_VOLUME,
+#: DOWNLOAD_STARTED); waiting for a dependency or a condition is PENDING for an app (EVE's
+#: "pending to start") and INITIAL for storage; any failure is ERROR.
+SW_STATES: dict[str, dict[str, info_pb2.ZSwState]] = {
+    "app": {
+        "ok": info_pb2.RUNNING,
+        "in-progress": info_pb2.BOOTING,
+        "pending": info_pb2.PENDING,
+        "error": info_pb2.ERROR,
+    },
+    "volume": {
+        "ok": info_pb2.CREATED_VOLUME,
+        "in-progress": info_pb2.CREATING_VOLUME,
+        "pending": info_pb2.INITIAL,
+        "error": info_pb2.ERROR,
+    },
+    "contenttree": {
+        "ok": info_pb2.DELIVERED,
+        "in-progress": info_pb2.DOWNLOAD_STARTED,
+        "pending": info_pb2.INITIAL,
+        "error": info_pb2.ERROR,
+    },
+}
+
+#: A network instance has its own state enum; EVE reports ONLINE when activated, INIT while a
+#: change is in progress, ERROR with an error (``handlenetworkinstance.go``).
+NI_STATES: dict[str, info_pb2.ZNetworkInstanceState] = {
+    "ok": info_pb2.ZNETINST_STATE_ONLINE,
+    "in-progress": info_pb2.ZNETINST_STATE_INIT,
+    "pending": info_pb2.ZNETINST_STATE_INIT,
+    "error": info_pb2.ZNETINST_STATE_ERROR,
+}
+
+_ZTYPES = {
+    "app": info_pb2.ZiApp,
+    "networkinstance": info_pb2.ZiNetworkInstance,
+    "volume": info_pb2.ZiVolume,
+    "contenttree": info_pb2.ZiContentTree,
+}
+
+#: Bounds on what one object's message carries (a driver's error may quote a lot of output).
+MAX_ERROR_CHARS = 2048
+MAX_ERRORS = 16
+
+
+@dataclass(frozen=True)
+class ReportedError:
+    description: str
+    time: float
+    severity: common_pb2.Severity
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "\u2026"
+
+
+def _error_info(target: common_pb2.ErrorInfo, error: ReportedError) -> None:
+    target.description = _clip(error.description)
+    if error.time > 0:
+        target.timestamp.CopyFrom(_ts(error.time))
+    target.severity = error.severity
+
+
+def _bounded(errors: Sequence[ReportedError]) -> list[ReportedError]:
+    if len(errors) <= MAX_ERRORS:
+        return list(errors)
+    kept = list(errors[: MAX_ERRORS - 1])
+    rest = errors[MAX_ERRORS - 1 :]
+    kept.append(
+        ReportedError(
+            f"... and {len(rest)} more",
+            max(e.time for e in rest),
+            max(e.severity for e in rest),
+        )
+    )
+    return kept
+
+
+def _combined(errors: Sequence[ReportedError]) -> ReportedError:
+    """One ErrorInfo for the kinds that have a single error field (volumes, content trees)."""
+    return ReportedError(
+        "\n".join(e.description for e in errors),
+        max(e.time for e in errors),
+        max(e.severity for e in errors),
+    )
+
+
+def object_info(
+    device_uuid: str,
+    kind: str,
+    obj_id: str,
+    state: str | None,
+    *,
+    name: str = "",
+    errors: Sequence[ReportedError] = (),
+) -> info_pb2.ZInfoMsg:
+    """EVE's info message for one app, network instance, volume or content tree.
+
+    ``state`` None means the object is gone: the message then carries only its ID, which is what
+    EVE sends for a deleted object.  ``errors`` are reported in the kind's error field:
+    ``appErr`` and ``networkErr`` one entry each, a volume's ``volumeErr`` and a content tree's
+    ``err`` one entry joining them.
+    """
+    msg = info_pb2.ZInfoMsg(ztype=_ZTYPES[kind], devId=device_uuid, atTimeStamp=_ts(time.time()))
+    errors = _bounded(errors)
+    if kind == "app":
+        app = msg.ainfo
+        app.AppID = obj_id
+        if state is not None:
+            app.AppName = name
+            app.state = SW_STATES[kind].get(state, info_pb2.INITIAL)
+            for error in errors:
+                _error_info(app.appErr.add(), error)
+    elif kind == "networkinstance":
+        ni = msg.niinfo
+        ni.networkID = obj_id
+        if state is not None:
+            ni.displayname = name
+            ni.state = NI_STATES.get(state, info_pb2.ZNETINST_STATE_INIT)
+            ni.activated = state == "ok"
+            for error in errors:
+                _error_info(ni.networkErr.add(), error)
+    elif kind == "volume":
+        vol = msg.vinfo
+        vol.uuid = obj_id
+        if state is not None:
+            vol.displayName = name
+            vol.state = SW_STATES[kind].get(state, info_pb2.INITIAL)
+            if errors:
+                _error_info(vol.volumeErr, _combined(errors))
+    else:
+        tree = msg.cinfo
+        tree.uuid = obj_id
+        if state is not None:
+            tree.displayName = name
+            tree.state = SW_STATES[kind].get(state, info_pb2.INITIAL)
+            if errors:
+                _error_info(tree.err, _combined(errors))
+    return msg
+
+
+def _without_times(msg: info_pb2.ZInfoMsg) -> bytes:
+    """The message's content for change detection: no send time, no error times."""
+    stable = info_pb2.ZInfoMsg()
+    stable.CopyFrom(msg)
+    stable.ClearField("atTimeStamp")
+    # Only the member that is set: touching another one would switch the oneof to it.
+    which = stable.WhichOneof("InfoContent")
+    errors: list[common_pb2.ErrorInfo] = []
+    if which == "ainfo":
+        errors = list(stable.ainfo.appErr)
+    elif which == "niinfo":
+        errors = list(stable.niinfo.networkErr)
+    elif which == "vinfo" and stable.vinfo.HasField("volumeErr"):
+        errors = [stable.vinfo.volumeErr]
+    elif which == "cinfo" and stable.cinfo.HasField("err"):
+        errors = [stable.cinfo.err]
+    for error in errors:
+        error.ClearField("timestamp")
+    return stable.SerializeToString(deterministic=True)
+
+
+def _object_key(owner: Owner) -> tuple[str, str] | None:
+    """(outbox key, canonical UUID), or None for an owner that has no EVE info message: the
+    device, kinds without one, an ID that is no UUID (an object the config got wrong, which
+    ``eve-agent status`` shows).  The UUID check also keeps the key a safe file name."""
+    if owner.kind not in _ZTYPES:
+        return None
+    try:
+        obj_id = parse_uuid(owner.id)
+    except ValueError:
+        return None
+    return f"{owner.kind}:{obj_id}", obj_id
+
+
 class Outbox:
     """Durable latest-per-key queue of info messages.  Methods raise OSError on disk trouble."""
 
@@ -199,8 +430,33 @@ class Outbox:
             pass
 
 
+class _Sent(enum.Enum):
+    OK = "delivered"
+    #: The controller will refuse these bytes again (a 4xx that is not about authentication or
+    #: rate): the message is dropped, as EVE's deferred queue does (``retriableHTTPStatus``).
+    REFUSED = "refused"
+    #: No answer, or one worth retrying (401, 403, 407, 408, 429, 5xx): kept; the pass stops.
+    FAILED = "failed"
+
+
+_RETRIABLE = frozenset({401, 403, 407, 408, 429})
+
+
+@dataclass
+class _Known:
+    """What was last queued for one object."""
+
+    #: The owner's report it was made from (cheap to compare: skips rebuilding the message).
+    source: tuple[object, ...]
+    #: The message without its timestamps.
+    content: bytes
+    #: When each error without a time of its own, and each wait reason, was first seen.
+    since: dict[str, float]
+
+
 class Reporter:
-    """Sends device info (on change and every ``timer.deviceinfo.interval``) and metrics."""
+    """Sends device info (on change and every ``timer.deviceinfo.interval``), per-object info
+    (the same) and metrics."""
 
     def __init__(
         self,
@@ -210,30 +466,39 @@ class Reporter:
         outbox: Outbox,
         facts: Callable[[], DeviceFacts | None],
         items: Callable[[], ConfigItems],
+        owners: Callable[[], Sequence[Owner]] | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self._client = client
         self._device = device
         self._outbox = outbox
         self._facts = facts
         self._items = items
+        self._owners = owners
+        self._liveness = liveness
         self._last_info: bytes | None = None
         self._last_info_at = 0.0
+        self._known: dict[str, _Known] = {}
+        self._last_objects_at = 0.0
         self._next_metrics = 0.0
         self.sent_info = 0
+        self.refused_info = 0
         self.sent_metrics = 0
         self.wake = asyncio.Event()
 
-    async def _post(self, action: str, payload: bytes) -> bool:
+    async def _post(self, action: str, payload: bytes) -> _Sent:
         body = await seal_as_device_async(payload, self._device)
         try:
             resp = await self._client.request(action, body)
         except TransportError as exc:
             log.debug("%s not delivered: %s", action, exc)
-            return False
+            return _Sent.FAILED
         if resp.status in (200, 201, 202, 204):
-            return True
+            return _Sent.OK
         log.warning("%s answered HTTP %d", action, resp.status)
-        return False
+        if 400 <= resp.status < 500 and resp.status not in _RETRIABLE:
+            return _Sent.REFUSED
+        return _Sent.FAILED
 
     def _info_change(self, facts: DeviceFacts, force: bool) -> tuple[bytes, bytes] | None:
         """(message, comparison key) when the device info changed (ignoring its timestamps)
@@ -266,29 +531,130 @@ class Reporter:
             await asyncio.to_thread(self._outbox.put, "device", change[0])
             self._queued(change[1])
 
-    async def flush(self) -> None:
-        """Deliver the outbox, oldest first; stop at the first failure (keep order)."""
+    @staticmethod
+    def _errors(
+        owner: Owner, seen: dict[str, float]
+    ) -> tuple[list[ReportedError], dict[str, float]]:
+        """The owner's failures (severity ERROR) and wait reasons (NOTICE), each with a time: its
+        own, else when it was first seen."""
+        now = time.time()
+        since: dict[str, float] = {}
+        out = []
+        for message, at in owner.errors:
+            if at <= 0:
+                at = since[message] = seen.get(message, now)
+            out.append(ReportedError(message, at, common_pb2.SEVERITY_ERROR))
+        for reason in owner.pending:
+            at = since[reason] = seen.get(reason, now)
+            out.append(ReportedError(reason, at, common_pb2.SEVERITY_NOTICE))
+        return out, since
+
+    def queue_objects(
+        self, device_uuid: str, owners: Sequence[Owner], *, force: bool = False
+    ) -> int:
+        """Put the info of each app, network instance, volume and content tree in the outbox when
+        it changed (timestamps aside) or ``force``; a deleted message for each one no longer
+        there, once.  Returns how many were queued.  Raises OSError (what was queued before the
+        failure stays queued and known)."""
+        current: dict[str, tuple[str, Owner]] = {}
+        for owner in owners:
+            named = _object_key(owner)
+            if named is not None and named[0] not in current:
+                current[named[0]] = (named[1], owner)
+        queued = 0
+        for key, (obj_id, owner) in current.items():
+            source = (owner.name, owner.state, tuple(owner.errors), tuple(owner.pending))
+            known = self._known.get(key)
+            if known is not None and not force and known.source == source:
+                continue
+            errors, since = self._errors(owner, known.since if known else {})
+            msg = object_info(
+                device_uuid, owner.kind, obj_id, owner.state, name=owner.name, errors=errors
+            )
+            content = _without_times(msg)
+            if known is not None and not force and known.content == content:
+                known.source = source  # only error times moved
+                continue
+            self._outbox.put(key, msg.SerializeToString())
+            self._known[key] = _Known(source, content, since)
+            queued += 1
+        for key in [k for k in self._known if k not in current]:
+            kind, _, obj_id = key.partition(":")
+            gone = object_info(device_uuid, kind, obj_id, None)
+            self._outbox.put(key, gone.SerializeToString())
+            del self._known[key]
+            queued += 1
+        return queued
+
+    async def queue_objects_async(self, device_uuid: str, *, force: bool = False) -> int:
+        """:meth:`queue_objects` for the owners now, built and written in a worker thread."""
+        if self._owners is None:
+            return 0
+        try:
+            owners = list(self._owners())
+        except Exception:  # a bug there must not stop device info and metrics
+            log.exception("cannot read the owners' state")
+            return 0
+        queued = await asyncio.to_thread(self.queue_objects, device_uuid, owners, force=force)
+        if force:
+            self._last_objects_at = time.monotonic()
+        return queued
+
+    async def flush(self, *, budget: float | None = None) -> None:
+        """Deliver the outbox, oldest first.  A message refused for good is dropped and the pass
+        goes on; any other failure stops it (order kept, retried next round).  With a ``budget``
+        (seconds), start no new delivery past it and wake the next round at once."""
+        deadline = None if budget is None else time.monotonic() + budget
         for key, payload, mtime in await asyncio.to_thread(self._outbox.pending):
-            if not await self._post("info", payload):
+            if deadline is not None and time.monotonic() > deadline:
+                self.wake.set()
+                return
+            sent = await self._post("info", payload)
+            if sent is _Sent.FAILED:
                 return
             await asyncio.to_thread(self._outbox.done, key, mtime)
-            self.sent_info += 1
+            if sent is _Sent.OK:
+                self.sent_info += 1
+            else:
+                self.refused_info += 1
+                log.error("controller refused info %s for good; dropped", key)
+
+    def _activity(self, limit: float) -> contextlib.AbstractContextManager[None]:
+        if self._liveness is None:
+            return contextlib.nullcontext()
+        return self._liveness.activity("reporter", limit)
+
+    async def _round(self, items: ConfigItems, send: float) -> None:
+        """One publish and upload round: queue what changed, deliver, sample metrics."""
+        facts = self._facts()
+        if facts is None:
+            return
+        now = time.monotonic()
+        interval = items.int("timer.deviceinfo.interval")
+        try:
+            await self.queue_info_async(facts, force=now - self._last_info_at >= interval)
+        except OSError as exc:
+            log.error("cannot queue device info: %s", exc)
+        try:
+            await self.queue_objects_async(
+                facts.uuid, force=now - self._last_objects_at >= interval
+            )
+        except OSError as exc:
+            log.error("cannot queue object info: %s", exc)
+        await self.flush(budget=send / 2)
+        if now >= self._next_metrics:
+            self._next_metrics = now + jittered(items.int("timer.metric.interval"))
+            sent = await self._post("metrics", device_metrics(facts).SerializeToString())
+            if sent is _Sent.OK:
+                self.sent_metrics += 1
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            facts = self._facts()
             items = self._items()
-            if facts is not None:
-                now = time.monotonic()
-                force = now - self._last_info_at >= items.int("timer.deviceinfo.interval")
-                try:
-                    await self.queue_info_async(facts, force=force)
-                except OSError as exc:
-                    log.error("cannot queue device info: %s", exc)
-                await self.flush()
-                if now >= self._next_metrics:
-                    self._next_metrics = now + jittered(items.int("timer.metric.interval"))
-                    if await self._post("metrics", device_metrics(facts).SerializeToString()):
-                        self.sent_metrics += 1
+            # A round: the outbox writes, deliveries started within half the send timeout
+            # (each bounded by it), one metrics request.  Far past that, it is hung.
+            send = float(items.int("timer.send.timeout") or 120)
+            with self._activity(3 * send + 60):
+                await self._round(items, send)
             if await wait_or_stop(stop, jittered(5.0, 0.8, 1.2), wake=self.wake):
                 return

@@ -1,21 +1,26 @@
 # SPDX-License-Identifier: Apache-2.0
-"""agent.link.reporting: the durable info outbox, device info contents and change detection."""
+"""agent.link.reporting: the durable info outbox, device and per-object info contents, change
+detection, deleted objects, refusals and the reporter's liveness."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
 
 import pytest
 
-from agent.link.reporting import DeviceFacts, Outbox, Reporter, device_info
+from agent.link import reporting
+from agent.link.reporting import DeviceFacts, Outbox, Reporter, device_info, object_info
 from agent.link.transport import ControllerClient, Response, TransportError
 from agent.model.configitems import ConfigItems, parse_items
+from agent.util.liveness import Liveness
 from agent.wire import envelope
 from agent.wire.envelope import SoftwareSigner
-from agent.wire.pb.info import info_pb2
+from agent.wire.pb.info import common_pb2, info_pb2
+from tests.unit.link_harness import until
 
 DEVICE = "11111111-1111-4111-8111-111111111111"
 
@@ -277,7 +282,7 @@ async def test_flush_delivers_and_empties(tmp_path: Path, device_signer: Softwar
     assert envelope.open_signed(body, trusted).payload == box.puts[0]
 
 
-@pytest.mark.parametrize("answer", [500, 404, TransportError("down")])
+@pytest.mark.parametrize("answer", [500, 503, 429, 403, 401, TransportError("down")])
 async def test_flush_keeps_undelivered(
     tmp_path: Path, device_signer: SoftwareSigner, answer: int | Exception
 ) -> None:
@@ -290,3 +295,301 @@ async def test_flush_keeps_undelivered(
     await rep.flush()  # link back: delivered
     assert box.pending() == []
     assert rep.sent_info == 1
+
+
+async def test_flush_drops_what_the_controller_refuses_for_good(
+    tmp_path: Path, device_signer: SoftwareSigner
+) -> None:
+    # 400 and 404 would refuse the same bytes again (EVE drops them too); the rest goes on.
+    client = FakeClient(400, 404, 200)
+    rep, box = reporter(tmp_path, device_signer, client)
+    box.put("app:a", b"a")
+    box.put("app:b", b"b")
+    box.put("app:c", b"c")
+    for n, name in enumerate(("app:a.info", "app:b.info", "app:c.info")):
+        set_mtime_ns(box.directory / name, 1_000_000_000 + n)
+    await rep.flush()
+    assert box.pending() == []
+    assert (rep.refused_info, rep.sent_info) == (2, 1)
+    assert len(client.sent) == 3
+
+
+async def test_flush_budget_wakes_the_next_round(
+    tmp_path: Path, device_signer: SoftwareSigner
+) -> None:
+    rep, box = reporter(tmp_path, device_signer, FakeClient())
+    box.put("device", b"d")
+    box.put("app:a", b"a")
+    await rep.flush(budget=-1.0)  # out of time before the first delivery
+    assert len(box.pending()) == 2 and rep.wake.is_set()
+
+
+# ---------------------------------------------------------------- per-object info
+
+APP = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+NI = "6ba7b811-9dad-11d1-80b4-00c04fd430c8"
+VOLUME = "6ba7b812-9dad-11d1-80b4-00c04fd430c8"
+TREE = "6ba7b814-9dad-11d1-80b4-00c04fd430c8"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """What NodeReconciler.owners() hands the reporter (agent.reconcile.node.OwnerReport)."""
+
+    kind: str
+    id: str
+    name: str = "web"
+    state: str = "ok"
+    errors: tuple[tuple[str, float], ...] = ()
+    pending: tuple[str, ...] = ()
+
+
+def queued(box: Outbox, key: str) -> info_pb2.ZInfoMsg:
+    [payload] = [p for k, p, _ in box.pending() if k == key]
+    msg = info_pb2.ZInfoMsg()
+    msg.ParseFromString(payload)
+    return msg
+
+
+def test_owner_error_becomes_app_info_with_app_err(
+    tmp_path: Path, device_signer: SoftwareSigner
+) -> None:
+    rep, box = reporter(tmp_path, device_signer)
+    failed = Owner(
+        "app", APP, "web", "error", (("app/web: pull failed: no such image", 1_800_000_000.25),)
+    )
+    assert rep.queue_objects(DEVICE, [failed]) == 1
+    msg = queued(box, f"app:{APP}")
+    assert msg.ztype == info_pb2.ZiApp and msg.devId == DEVICE
+    assert msg.atTimeStamp.seconds > 1_700_000_000
+    app = msg.ainfo
+    assert (app.AppID, app.AppName, app.state) == (APP, "web", info_pb2.ERROR)
+    [err] = app.appErr
+    assert err.description == "app/web: pull failed: no such image"
+    assert (err.timestamp.seconds, err.timestamp.nanos) == (1_800_000_000, 250_000_000)
+    assert err.severity == common_pb2.SEVERITY_ERROR
+
+
+def test_unchanged_object_is_not_queued_again_changed_is(
+    tmp_path: Path, device_signer: SoftwareSigner
+) -> None:
+    rep, box = reporter(tmp_path, device_signer)
+    failed = Owner("app", APP, "web", "error", (("app/web: pull failed", 1_800_000_000.0),))
+    rep.queue_objects(DEVICE, [failed])
+    assert rep.queue_objects(DEVICE, [failed]) == 0
+    # A retry that failed the same way only moves the error's time: not a change.
+    retried = replace(failed, errors=(("app/web: pull failed", 1_800_000_060.0),))
+    assert rep.queue_objects(DEVICE, [retried]) == 0
+    assert len(box.puts) == 1
+
+    other = replace(failed, errors=(("app/web: disk full", 1_800_000_120.0),))
+    assert rep.queue_objects(DEVICE, [other]) == 1
+    [err] = queued(box, f"app:{APP}").ainfo.appErr
+    assert (err.description, err.timestamp.seconds) == ("app/web: disk full", 1_800_000_120)
+
+    fixed = replace(other, state="ok", errors=())
+    assert rep.queue_objects(DEVICE, [fixed]) == 1
+    app = queued(box, f"app:{APP}").ainfo
+    assert app.state == info_pb2.RUNNING and len(app.appErr) == 0
+    assert rep.queue_objects(DEVICE, [fixed], force=True) == 1  # the periodic full publish
+    assert len(box.puts) == 4
+
+
+def test_removed_owner_is_reported_deleted_once(
+    tmp_path: Path, device_signer: SoftwareSigner
+) -> None:
+    rep, box = reporter(tmp_path, device_signer)
+    rep.queue_objects(DEVICE, [Owner("app", APP), Owner("volume", VOLUME, "disk")])
+    assert rep.queue_objects(DEVICE, [Owner("volume", VOLUME, "disk")]) == 1
+    gone = queued(box, f"app:{APP}")
+    gone.ClearField("atTimeStamp")
+    # What EVE sends for a deleted app: the ID and nothing else.
+    assert gone == info_pb2.ZInfoMsg(
+        ztype=info_pb2.ZiApp, devId=DEVICE, ainfo=info_pb2.ZInfoApp(AppID=APP)
+    )
+    assert rep.queue_objects(DEVICE, [Owner("volume", VOLUME, "disk")]) == 0
+    assert rep.queue_objects(DEVICE, []) == 1
+    assert queued(box, f"volume:{VOLUME}").vinfo == info_pb2.ZInfoVolume(uuid=VOLUME)
+    assert rep.queue_objects(DEVICE, [], force=True) == 0  # forgotten: not deleted again
+    assert len(box.puts) == 4
+    # Back again: reported as new.
+    assert rep.queue_objects(DEVICE, [Owner("app", APP)]) == 1
+    assert queued(box, f"app:{APP}").ainfo.state == info_pb2.RUNNING
+
+
+async def test_outbox_keeps_the_latest_per_object_while_offline(
+    tmp_path: Path, device_signer: SoftwareSigner
+) -> None:
+    client = FakeClient(TransportError("down"))
+    rep, box = reporter(tmp_path, device_signer, client)
+    rep.queue_info(facts())
+    for n in range(3):
+        errors = (((f"app/web: attempt {n} failed", 1_800_000_000.0 + n),),)[0]
+        rep.queue_objects(
+            DEVICE,
+            [Owner("app", APP, state="error", errors=errors), Owner("networkinstance", NI, "lan")],
+        )
+    rep.queue_objects(DEVICE, [Owner("app", APP, state="error", errors=errors)])  # NI deleted
+    await rep.flush()  # offline
+    assert sorted(k for k, _, _ in box.pending()) == [
+        "app:" + APP,
+        "device",
+        "networkinstance:" + NI,
+    ]
+    assert len(client.sent) == 1 and rep.sent_info == 0
+
+    await rep.flush()  # the link is back: each object's latest, once
+    assert box.pending() == [] and rep.sent_info == 3
+    trusted = {envelope.device_cert_hash(device_signer.cert): device_signer.cert}
+    delivered = []
+    for _action, body in client.sent[1:]:
+        assert body is not None
+        msg = info_pb2.ZInfoMsg()
+        msg.ParseFromString(envelope.open_signed(body, trusted).payload)
+        delivered.append(msg)
+    by_type = {m.ztype: m for m in delivered}
+    assert [e.description for e in by_type[info_pb2.ZiApp].ainfo.appErr] == [
+        "app/web: attempt 2 failed"
+    ]
+    assert by_type[info_pb2.ZiNetworkInstance].niinfo == info_pb2.ZInfoNetworkInstance(networkID=NI)
+
+
+@pytest.mark.parametrize(
+    ("state", "app", "volume", "tree", "ni"),
+    [
+        ("ok", "RUNNING", "CREATED_VOLUME", "DELIVERED", "ZNETINST_STATE_ONLINE"),
+        ("in-progress", "BOOTING", "CREATING_VOLUME", "DOWNLOAD_STARTED", "ZNETINST_STATE_INIT"),
+        ("pending", "PENDING", "INITIAL", "INITIAL", "ZNETINST_STATE_INIT"),
+        ("error", "ERROR", "ERROR", "ERROR", "ZNETINST_STATE_ERROR"),
+    ],
+)
+def test_state_mapping(state: str, app: str, volume: str, tree: str, ni: str) -> None:
+    def build(kind: str, obj_id: str) -> info_pb2.ZInfoMsg:
+        return object_info(DEVICE, kind, obj_id, state, name="x")
+
+    assert info_pb2.ZSwState.Name(build("app", APP).ainfo.state) == app
+    assert info_pb2.ZSwState.Name(build("volume", VOLUME).vinfo.state) == volume
+    assert info_pb2.ZSwState.Name(build("contenttree", TREE).cinfo.state) == tree
+    niinfo = build("networkinstance", NI).niinfo
+    assert info_pb2.ZNetworkInstanceState.Name(niinfo.state) == ni
+    assert niinfo.activated is (state == "ok")
+
+
+def test_each_kind_carries_id_name_and_errors(
+    tmp_path: Path, device_signer: SoftwareSigner
+) -> None:
+    rep, box = reporter(tmp_path, device_signer)
+    two = (("volume/v: mkfs failed", 1_800_000_000.0), ("volume/v: retry gave up", 1_800_000_009.0))
+    rep.queue_objects(
+        DEVICE,
+        [
+            Owner("networkinstance", NI, "lan", "error", (("bridge/lan: EBUSY", 1_800_000_000.0),)),
+            Owner("volume", VOLUME, "disk", "error", two),
+            Owner(
+                "contenttree",
+                TREE,
+                "debian",
+                "pending",
+                pending=("blob/x: waiting for condition/vault not ready: locked",),
+            ),
+        ],
+    )
+    ni = queued(box, f"networkinstance:{NI}")
+    assert ni.ztype == info_pb2.ZiNetworkInstance
+    assert (ni.niinfo.networkID, ni.niinfo.displayname) == (NI, "lan")
+    assert [e.description for e in ni.niinfo.networkErr] == ["bridge/lan: EBUSY"]
+
+    vol = queued(box, f"volume:{VOLUME}")
+    assert vol.ztype == info_pb2.ZiVolume
+    assert (vol.vinfo.uuid, vol.vinfo.displayName) == (VOLUME, "disk")
+    # One error field: the failures joined, the latest time.
+    assert vol.vinfo.volumeErr.description == "volume/v: mkfs failed\nvolume/v: retry gave up"
+    assert vol.vinfo.volumeErr.timestamp.seconds == 1_800_000_009
+
+    tree = queued(box, f"contenttree:{TREE}")
+    assert tree.ztype == info_pb2.ZiContentTree
+    assert (tree.cinfo.uuid, tree.cinfo.displayName, tree.cinfo.state) == (
+        TREE,
+        "debian",
+        info_pb2.INITIAL,
+    )
+    # Why it waits, as a notice (EVE reports retry conditions with a lower severity).
+    assert tree.cinfo.err.description == "blob/x: waiting for condition/vault not ready: locked"
+    assert tree.cinfo.err.severity == common_pb2.SEVERITY_NOTICE
+    assert tree.cinfo.err.timestamp.seconds > 1_700_000_000
+
+
+def test_errors_without_a_time_keep_when_first_seen(
+    tmp_path: Path, device_signer: SoftwareSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rep, box = reporter(tmp_path, device_signer)
+    invalid = Owner("app", APP, "web", "error", (("app 6ba7: refers to missing volume", 0.0),))
+    monkeypatch.setattr(reporting.time, "time", lambda: 1_800_000_000.0)
+    rep.queue_objects(DEVICE, [invalid])
+    monkeypatch.setattr(reporting.time, "time", lambda: 1_800_000_600.0)
+    rep.queue_objects(DEVICE, [invalid], force=True)
+    [err] = queued(box, f"app:{APP}").ainfo.appErr
+    assert err.timestamp.seconds == 1_800_000_000
+
+
+def test_only_objects_with_an_info_message_are_reported(
+    tmp_path: Path, device_signer: SoftwareSigner
+) -> None:
+    rep, box = reporter(tmp_path, device_signer)
+    owners = [
+        Owner("device", "", "", "error", (("configitem x: bad", 0.0),)),  # in configItemStatus
+        Owner("datastore", APP, "ds"),
+        Owner("app", "../../etc/passwd", "evil", "error", (("not a UUID", 0.0),)),
+        Owner("app", APP.upper()),
+        Owner("app", APP, "duplicate"),
+    ]
+    assert rep.queue_objects(DEVICE, owners) == 1
+    assert [k for k, _, _ in box.pending()] == [f"app:{APP}"]
+    assert queued(box, f"app:{APP}").ainfo.AppName == "web"
+
+
+def test_error_lists_are_bounded() -> None:
+    many = [
+        reporting.ReportedError("x" * 10_000, 1_800_000_000.0 + n, common_pb2.SEVERITY_ERROR)
+        for n in range(40)
+    ]
+    app = object_info(DEVICE, "app", APP, "error", errors=many).ainfo
+    assert len(app.appErr) == reporting.MAX_ERRORS
+    assert all(len(e.description) <= reporting.MAX_ERROR_CHARS for e in app.appErr)
+    assert app.appErr[-1].description == f"... and {40 - reporting.MAX_ERRORS + 1} more"
+    vol = object_info(DEVICE, "volume", VOLUME, "error", errors=many).vinfo
+    assert len(vol.volumeErr.description) == reporting.MAX_ERROR_CHARS
+
+
+async def test_run_reports_objects_and_marks_each_round_as_an_activity(
+    tmp_path: Path, device_signer: SoftwareSigner
+) -> None:
+    clock = [1000.0]
+    liveness = Liveness(clock=lambda: clock[0])
+    seen_during: list[list[str]] = []
+
+    class HangingClient(FakeClient):
+        async def request(self, action: str, body: bytes | None = None) -> Response:
+            clock[0] += 3 * 120 + 61  # this round has now run past its limit
+            seen_during.append(liveness.problems())
+            return await super().request(action, body)
+
+    client = HangingClient()
+    failed = Owner("app", APP, "web", "error", (("app/web: boom", 1_800_000_000.0),))
+    rep = Reporter(
+        cast(ControllerClient, client),
+        device=device_signer,
+        outbox=Outbox(tmp_path / "outbox"),
+        facts=lambda: facts(),
+        items=ConfigItems,
+        owners=lambda: [failed],
+        liveness=liveness,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(rep.run(stop))
+    await until(lambda: rep.sent_info >= 2 and rep.sent_metrics >= 1, what="first round")
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert [a for a, _ in client.sent] == ["info", "info", "metrics"]
+    assert seen_during[0] and seen_during[0][0].startswith("reporter running for")
+    assert liveness.problems() == []  # the round ended: no hang left behind
