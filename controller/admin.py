@@ -29,6 +29,8 @@ from controller import configs, configsecrets
 from controller.records import (
     ConfigVersion,
     Device,
+    ObjectKind,
+    ObjectStatus,
     OnboardEntry,
     PcrPolicy,
     PcrReport,
@@ -176,6 +178,7 @@ def device_show(state: StateDir, device_text: str, *, as_json: bool) -> None:
         keys = len(store.storage_keys(device.uuid))
         policy = store.pcr_policy(device.uuid)
         pcr_report = store.pcr_report(device.uuid)
+        objects = store.object_statuses(device.uuid)
     detail = {
         **_device_summary(device),
         "cert_sha256": device.cert_sha256.hex(),
@@ -199,6 +202,7 @@ def device_show(state: StateDir, device_text: str, *, as_json: bool) -> None:
         ],
         "config": None if current is None else _config_json(current),
         "counts": {**{k.value: n for k, n in counts.items()}, "logs": logs},
+        "objects": _objects_summary(objects),
     }
     if as_json:
         _print_json(detail)
@@ -229,6 +233,7 @@ def device_show(state: StateDir, device_text: str, *, as_json: bool) -> None:
         )
     counts_text = ", ".join(f"{k} {n}" for k, n in detail["counts"].items())
     rows.append(("stored", counts_text))
+    rows.append(("objects", _objects_text(detail["objects"])))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
@@ -612,6 +617,83 @@ def _config_json(version: ConfigVersion) -> dict[str, Any]:
         "config_timestamp": version.config_timestamp,
         "stored_at": rfc3339(version.created_at),
     }
+
+
+# --- objects: apps, network instances, volumes, content trees --------------------------------
+
+
+def device_objects(
+    state: StateDir, device_text: str, *, kind: ObjectKind | None, as_json: bool
+) -> None:
+    """The last state the device reported for each of its apps, network instances, volumes and
+    content trees, with their errors."""
+    with open_store(state) as store:
+        device = resolve_device(store, device_text)
+        found = store.object_statuses(device.uuid, kind)
+    if as_json:
+        _print_json([_object_json(o) for o in found])
+        return
+    _print_table(
+        ("KIND", "UUID", "NAME", "STATE", "ERRORS", "REPORTED"),
+        [
+            (
+                o.kind.value,
+                o.object_id,
+                _printable(o.name) or "-",
+                _printable(o.state),
+                str(len(o.errors)),
+                rfc3339(o.reported_at or o.received_at) or "-",
+            )
+            for o in found
+        ],
+    )
+    for o in found:
+        if not o.errors:
+            continue
+        print(f"\n{o.kind.value} {_printable(o.name) or '-'} ({o.object_id}):")
+        for error in o.errors:
+            lines = error.description.split("\n")
+            print(f"  {error.severity} {rfc3339(error.time) or '-'}  {_printable(lines[0])}")
+            for line in lines[1:]:
+                print(f"      {_printable(line)}")
+
+
+def _object_json(o: ObjectStatus) -> dict[str, Any]:
+    return {
+        "kind": o.kind.value,
+        "uuid": o.object_id,
+        "name": o.name,
+        "state": o.state,
+        "errors": [
+            {"description": e.description, "time": rfc3339(e.time), "severity": e.severity}
+            for e in o.errors
+        ],
+        "reported": rfc3339(o.reported_at),
+        "received": rfc3339(o.received_at),
+    }
+
+
+def _objects_summary(objects: Sequence[ObjectStatus]) -> dict[str, Any]:
+    return {
+        **{k.value: sum(1 for o in objects if o.kind is k) for k in ObjectKind},
+        "with_errors": sum(1 for o in objects if o.errors),
+    }
+
+
+def _objects_text(summary: dict[str, Any]) -> str:
+    counts = [f"{k.value} {summary[k.value]}" for k in ObjectKind if summary[k.value]]
+    if not counts:
+        return "-"
+    return ", ".join(counts) + f"; {summary['with_errors']} with errors"
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped: a device's strings must not drive the
+    operator's terminal."""
+    return "".join(
+        c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
+        for c in text
+    )
 
 
 # --- stored reports and logs -----------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 from controller import admin
 from controller.db import SchemaTooNew
 from controller.identity import InitRefused, init_certs
-from controller.records import ReportKind
+from controller.records import ObjectKind, ReportKind
 from controller.server import DEFAULT_LISTEN, ListenAddress, serve
 from controller.state import DEFAULT_STATE_DIR, StateDir
 from controller.store import Store
@@ -128,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         const=False,
         help="serve config without an integrity token",
     )
+    dobj = device_cmds.add_parser(
+        "objects",
+        parents=[common, as_json],
+        help="apps, network instances, volumes, content trees: state and errors",
+    )
+    dobj.add_argument("uuid", metavar="UUID")
+    dobj.add_argument("--kind", choices=[k.value for k in ObjectKind], help="only this kind")
     drm = device_cmds.add_parser("remove", parents=[common], help="forget a device")
     drm.add_argument("uuid", metavar="UUID")
 
@@ -218,6 +225,9 @@ def run(args: argparse.Namespace) -> int:
             admin.device_list(state, as_json=args.json)
         elif action == "show":
             admin.device_show(state, args.uuid, as_json=args.json)
+        elif action == "objects":
+            kind = ObjectKind(args.kind) if args.kind else None
+            admin.device_objects(state, args.uuid, kind=kind, as_json=args.json)
         elif action == "set":
             admin.device_set(
                 state,

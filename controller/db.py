@@ -142,7 +142,23 @@ CREATE TABLE pcr_report (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
+# Version 3: the last reported state of each app, network instance, volume and content tree of a
+# device (from its per-object info messages); a deleted object's row is removed.
+_SCHEMA_V3 = """
+CREATE TABLE object_status (
+    device_uuid    TEXT NOT NULL REFERENCES device(uuid) ON DELETE CASCADE,
+    kind           TEXT NOT NULL,         -- app, networkinstance, volume, contenttree
+    object_id      TEXT NOT NULL,         -- canonical UUID
+    name           TEXT NOT NULL,
+    state          TEXT NOT NULL,         -- the state enum's name (RUNNING, ONLINE, ERROR ...)
+    errors         TEXT NOT NULL,         -- JSON list of [description, time or null, severity]
+    reported_at    REAL,                  -- the message's atTimeStamp
+    received_at    REAL NOT NULL,
+    PRIMARY KEY (device_uuid, kind, object_id)
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -218,3 +218,40 @@ class PcrReport:
     """PCR indexes that differed from the golden values (empty when they matched)."""
     detail: str = ""
     """The events that touched the differing PCRs, one per line."""
+
+
+class ObjectKind(enum.StrEnum):
+    """The objects a device reports one info message each for (EVE's ZInfoTypes)."""
+
+    APP = "app"
+    NETWORK_INSTANCE = "networkinstance"
+    VOLUME = "volume"
+    CONTENT_TREE = "contenttree"
+
+
+@dataclass(frozen=True)
+class ObjectError:
+    """One ``ErrorInfo`` a device reported for an object."""
+
+    description: str
+    time: float | None
+    """When it happened, by the device's clock; None when not given (or not a usable time)."""
+    severity: str
+    """``ERROR``, ``WARNING``, ``NOTICE`` or ``UNSPECIFIED`` (``UNKNOWN(n)`` for other values)."""
+
+
+@dataclass(frozen=True)
+class ObjectStatus:
+    """The last state a device reported for one app, network instance, volume or content tree."""
+
+    kind: ObjectKind
+    object_id: str
+    """The object's UUID, canonical lower-case."""
+    name: str
+    state: str
+    """The state enum's name as sent: ``RUNNING``, ``ERROR``, ... (``ONLINE``, ``INIT`` for a
+    network instance, without EVE's ``ZNETINST_STATE_`` prefix)."""
+    errors: tuple[ObjectError, ...]
+    reported_at: float | None
+    """The message's ``atTimeStamp`` (device clock)."""
+    received_at: float

@@ -30,6 +30,9 @@ from controller.records import (
     LogRecord,
     NewConfig,
     NonceRecord,
+    ObjectError,
+    ObjectKind,
+    ObjectStatus,
     OnboardDecision,
     OnboardEntry,
     PcrPolicy,
@@ -622,6 +625,54 @@ class Store:
             counts[ReportKind(kind)] = int(n)
         return counts
 
+    # --- objects: the last reported state of apps, network instances, volumes, content trees --
+
+    def put_object_status(self, device_uuid: str, status: ObjectStatus, *, limit: int) -> bool:
+        """Store ``status`` in place of the object's previous one.  A new object is refused
+        (False, nothing stored) when the device already has ``limit`` objects."""
+        key = (device_uuid, status.kind.value, status.object_id)
+        errors = json.dumps([[e.description, e.time, e.severity] for e in status.errors])
+        with db.transaction(self._conn) as c:
+            known = c.execute(
+                "SELECT 1 FROM object_status WHERE device_uuid = ? AND kind = ? AND object_id = ?",
+                key,
+            ).fetchone()
+            if known is None:
+                (count,) = c.execute(
+                    "SELECT count(*) FROM object_status WHERE device_uuid = ?", (device_uuid,)
+                ).fetchone()
+                if int(count) >= limit:
+                    return False
+            c.execute(
+                "INSERT OR REPLACE INTO object_status (device_uuid, kind, object_id, name, state,"
+                " errors, reported_at, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, status.name, status.state, errors, status.reported_at, status.received_at),
+            )
+        return True
+
+    def remove_object_status(self, device_uuid: str, kind: ObjectKind, object_id: str) -> bool:
+        """Forget a deleted object; False when it was not known."""
+        cur = self._conn.execute(
+            "DELETE FROM object_status WHERE device_uuid = ? AND kind = ? AND object_id = ?",
+            (device_uuid, kind.value, object_id),
+        )
+        return cur.rowcount > 0
+
+    def object_statuses(
+        self, device_uuid: str, kind: ObjectKind | None = None
+    ) -> list[ObjectStatus]:
+        """The device's objects by kind, then name, then UUID."""
+        where, args = "device_uuid = ?", [device_uuid]
+        if kind is not None:
+            where += " AND kind = ?"
+            args.append(kind.value)
+        rows = self._conn.execute(
+            "SELECT kind, object_id, name, state, errors, reported_at, received_at"
+            f" FROM object_status WHERE {where} ORDER BY kind, name, object_id",
+            args,
+        ).fetchall()
+        return [_object_status(r) for r in rows]
+
     def add_logs(
         self, device_uuid: str, app_uuid: str | None, meta: str, entries: Sequence[str]
     ) -> int:
@@ -732,4 +783,20 @@ def _config(row: Any) -> ConfigVersion:
         config_hash=str(config_hash),
         config_timestamp=str(config_timestamp),
         created_at=float(created_at),
+    )
+
+
+def _object_status(row: Any) -> ObjectStatus:
+    kind, object_id, name, state, errors, reported_at, received_at = row
+    return ObjectStatus(
+        kind=ObjectKind(kind),
+        object_id=str(object_id),
+        name=str(name),
+        state=str(state),
+        errors=tuple(
+            ObjectError(str(d), None if t is None else float(t), str(s))
+            for d, t, s in json.loads(errors)
+        ),
+        reported_at=None if reported_at is None else float(reported_at),
+        received_at=float(received_at),
     )

@@ -31,6 +31,9 @@ class ApiSettings:
     """Largest inflated newlogs upload per request (EVE's files are ~50 KB compressed)."""
     nonce_lifetime: float = 300.0
     """Seconds an attestation nonce stays valid; each is also single use."""
+    max_objects: int = 10_000
+    """Most apps, network instances, volumes and content trees kept per device (all kinds
+    together); info about one more is refused with 400."""
 
 
 class QuoteVerifier(Protocol):

@@ -1,6 +1,8 @@
 """What devices send about themselves: info, metrics, flow logs, hardware health and logs.
 
-Each accepted upload is stored with its receive time and answered 201 with an empty body.
+Each accepted upload is stored with its receive time and answered 201 with an empty body.  An
+info message about an app, network instance, volume or content tree also updates that object's
+last known state (see :mod:`controller.api.objects`).
 Protobuf reports are kept twice: the raw bytes (so a newer schema can re-read them) and the
 protobuf JSON mapping (what the admin commands print).  Hardware health is kept raw only: its
 message is not among the generated bindings.
@@ -19,6 +21,7 @@ from agent.wire.pb.flowlog import flowlog_pb2
 from agent.wire.pb.info import info_pb2
 from agent.wire.pb.metrics import metrics_pb2
 from controller import newlogs
+from controller.api import objects
 from controller.api.common import ApiError, device_request, note_detail, parse_uuid, proto_response
 from controller.api.context import context
 from controller.records import ReportKind
@@ -37,21 +40,42 @@ def report_handler(kind: ReportKind) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         req = await device_request(request, path_uuid=request.match_info["uuid"])
         message_type = _MESSAGE_TYPES[kind]
-        rendered = None if message_type is None else _to_json(message_type, req.payload, kind)
+        rendered = None
+        if message_type is not None:
+            message, rendered = _parse(message_type, req.payload, kind)
+            if isinstance(message, info_pb2.ZInfoMsg):
+                _update_object(request, req.device.uuid, message)
         context(request).store.add_report(req.device.uuid, kind, req.payload, rendered)
         return proto_response(status=201)
 
     return handle
 
 
-def _to_json(message_type: type[Message], payload: bytes, kind: ReportKind) -> str:
+def _parse(message_type: type[Message], payload: bytes, kind: ReportKind) -> tuple[Message, str]:
+    """The message and its protobuf JSON mapping; ApiError 400 when it is not a valid one."""
     message = message_type()
     try:
         message.ParseFromString(payload)
         # Parsing can succeed on values JSON cannot express (a Timestamp out of range).
-        return json.dumps(json_format.MessageToDict(message), separators=(",", ":"))
+        return message, json.dumps(json_format.MessageToDict(message), separators=(",", ":"))
     except (DecodeError, json_format.Error, ValueError, TypeError) as exc:
         raise ApiError(400, f"payload is not a valid {kind} message: {exc}") from exc
+
+
+def _update_object(request: web.Request, device_uuid: str, message: info_pb2.ZInfoMsg) -> None:
+    """Keep the last state of the app, network instance, volume or content tree it is about."""
+    ctx = context(request)
+    update = objects.object_update(message, ctx.store.now())
+    if update is None:
+        return
+    if update.status is None:
+        ctx.store.remove_object_status(device_uuid, update.kind, update.object_id)
+        note_detail(request, f"{update.kind} {update.object_id} deleted")
+        return
+    limit = ctx.settings.max_objects
+    if not ctx.store.put_object_status(device_uuid, update.status, limit=limit):
+        raise ApiError(400, f"more than {limit} objects: {update.kind} {update.object_id} refused")
+    note_detail(request, f"{update.kind} {update.object_id} {update.status.state}")
 
 
 async def device_logs(request: web.Request) -> web.Response:

@@ -616,7 +616,7 @@ def test_version_1_database_is_migrated(tmp_path: Path) -> None:
     conn.close()
     with Store.open(path) as store:
         version = store._conn.execute("PRAGMA user_version").fetchone()[0]
-        assert version == db.SCHEMA_VERSION == 2
+        assert version == db.SCHEMA_VERSION >= 2
         assert store.pcr_policy("d1") == PcrPolicy()
         assert store.pcr_report("d1") is None
         assert store.set_policy_pcrs("d1", [3, 1]).pcrs == (1, 3)
