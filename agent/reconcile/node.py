@@ -149,7 +149,11 @@ class NodeReconciler:
         )
 
     def owners(self) -> list[OwnerReport]:
-        """Per owner: state, errors (validation and items) and pending reasons.  Sorted."""
+        """Per owner: state, errors (validation and items) and pending reasons.  Sorted.
+
+        Every object the config names is an owner, also before any of its items exists (it is
+        then ``pending``): a report must never make a configured object look deleted.
+        """
         rolled = self.engine.owners()
         names = self._names()
         by_owner: dict[OwnerRef, OwnerStatus] = dict(rolled)
@@ -159,13 +163,19 @@ class NodeReconciler:
             invalid.setdefault(owner, []).append(err)
             names.setdefault(owner, err.name)
         out = []
-        for owner in sorted(set(by_owner) | set(invalid)):
+        configured = {o for o in names if o != DEVICE_OWNER}
+        for owner in sorted(set(by_owner) | set(invalid) | configured):
             st = by_owner.get(owner)
             errors = [(f"{e.kind} {e.id}: {e.message}", 0.0) for e in invalid.get(owner, [])]
             if st is not None:
                 errors += [(f"{e.ref[0]}/{e.ref[1]}: {e.message}", e.time) for e in st.errors]
             pending = tuple(f"{k}/{n}: {r}" for (k, n), r in st.pending) if st else ()
-            state = "error" if errors else (st.state if st else "ok")
+            if errors:
+                state = "error"
+            elif st is not None:
+                state = st.state
+            else:
+                state = "ok" if owner == DEVICE_OWNER else "pending"
             out.append(
                 OwnerReport(owner[0], owner[1], names.get(owner, ""), state, tuple(errors), pending)
             )

@@ -203,3 +203,25 @@ async def test_initial_runtime_item_removed_by_config() -> None:
     assert await node.apply(node_config())
     assert lst.calls == [{"timer.config.interval"}]
     assert runtime.current.int("timer.config.interval") == 60
+
+
+async def test_every_configured_object_is_an_owner(runtime: RuntimeItems) -> None:
+    """An app, network instance, volume or content tree in the config is reported even before it
+    has items, so the controller never hears of it as deleted while it is configured."""
+    from tools.bench import big_config
+
+    node = NodeReconciler(runtime)
+    config = from_proto(big_config(DEVICE, apps=2, nis=1, aces_per_app=0))
+    assert await node.apply(config)
+    kinds: dict[str, list[str]] = {}
+    for owner in node.owners():
+        kinds.setdefault(owner.kind, []).append(owner.state)
+    assert kinds == {
+        "app": ["pending", "pending"],
+        "contenttree": ["pending", "pending"],
+        "device": ["ok"],
+        "networkinstance": ["pending"],
+        "volume": ["pending", "pending"],
+    }
+    names = {o.name for o in node.owners() if o.kind == "app"}
+    assert names == {"app-0", "app-1"}
