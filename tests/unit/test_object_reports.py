@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from agent.link.checkpoint import CheckpointStore
 from agent.link.controllercerts import ControllerCertStore
 from agent.link.reporting import DeviceFacts, Outbox, Reporter, object_info
 from agent.model.configitems import ConfigItems
+from agent.reconcile.node import OwnerReport as Owner
 from agent.wire.envelope import SoftwareSigner
 from agent.wire.pb.info import common_pb2, info_pb2
 from controller.api import ApiSettings
@@ -228,16 +228,6 @@ async def test_cli_lists_objects_with_errors(
 
 
 # ---------------------------------------------------------------- agent to controller
-
-
-@dataclass(frozen=True)
-class Owner:
-    kind: str
-    id: str
-    name: str
-    state: str
-    errors: tuple[tuple[str, float], ...] = ()
-    pending: tuple[str, ...] = ()
 
 
 async def test_agent_reports_an_app_error_the_operator_sees(
