@@ -293,7 +293,7 @@ def bench_loop_stall(seconds: float) -> list[tuple[str, str, str, str]]:
 
     async def measure(ctl: Controller, node: Node) -> tuple[LoopWatch, LoadResult]:
         idle = await idle_reference(seconds)
-        busy = await run_agent_load(ctl.state, node.root, duration=seconds, freeze_heap=True)
+        busy = await run_agent_load(ctl.state, node.root, duration=seconds)
         return idle, busy
 
     with tempfile.TemporaryDirectory(prefix="eve-bench-stall-") as tmp:

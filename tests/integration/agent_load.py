@@ -22,7 +22,6 @@ the loop over the loaded phase only.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import threading
 import time
@@ -51,7 +50,7 @@ from agent.wire.pb.config import devconfig_pb2
 from controller import configs
 from controller.state import StateDir
 from controller.store import Store
-from tests.loopwatch import LoopWatch
+from tests.loopwatch import LoopWatch, frozen_heap
 
 if TYPE_CHECKING:
     from agent.drivers.tpm_device import DeviceTpm
@@ -142,14 +141,14 @@ async def run_agent_load(
     *,
     duration: float = 3.0,
     vault_threads: int = 2,
-    freeze_heap: bool = False,
 ) -> LoadResult:
     """Onboard the node at ``node_root`` (its config partition made by the e2e harness's
     ``Node``), run the load for ``duration`` seconds and return what the watch measured.
 
-    ``freeze_heap`` does what the daemon does once start-up is done (``gc.freeze()``, see
-    agent/daemon.py), before the loaded phase.  (Leave it off in a test
-    process: the frozen objects would never be collected.)"""
+    The objects that exist when the load starts are frozen out of the cyclic collector for its
+    duration (:func:`tests.loopwatch.frozen_heap`), as the daemon freezes its own once start-up
+    is done (agent/daemon.py): the process running this one (pytest with every collected test,
+    or the bench) holds more than the agent would."""
     paths = NodePaths.from_root(node_root)
     swtpm = SwtpmProcess(paths.persist / "tpm")
     await asyncio.to_thread(swtpm.start)
@@ -226,9 +225,6 @@ async def run_agent_load(
         generations = [
             configs.config_from_document(config_document(generation)) for generation in (1, 2)
         ]
-        if freeze_heap:
-            gc.collect()
-            gc.freeze()
         stop = asyncio.Event()
         stop_threads = threading.Event()
         counting = threading.Lock()
@@ -287,20 +283,22 @@ async def run_agent_load(
             threading.Thread(target=vault_loop, name=f"vault-{i}", daemon=True)
             for i in range(vault_threads)
         ]
-        async with LoopWatch() as watch:
-            for thread in threads:
-                thread.start()
-            tasks = [
-                asyncio.create_task(loop(), name=loop.__name__) for loop in (link_loop, report_loop)
-            ]
-            started = time.perf_counter()
-            await asyncio.sleep(duration)
-            stop.set()
-            stop_threads.set()
-            await asyncio.gather(*tasks)
-            for thread in threads:
-                await asyncio.to_thread(thread.join)
-            elapsed = time.perf_counter() - started
+        with frozen_heap():
+            async with LoopWatch() as watch:
+                for thread in threads:
+                    thread.start()
+                tasks = [
+                    asyncio.create_task(loop(), name=loop.__name__)
+                    for loop in (link_loop, report_loop)
+                ]
+                started = time.perf_counter()
+                await asyncio.sleep(duration)
+                stop.set()
+                stop_threads.set()
+                await asyncio.gather(*tasks)
+                for thread in threads:
+                    await asyncio.to_thread(thread.join)
+                elapsed = time.perf_counter() - started
         counts.info_sent = reporter.sent_info
         counts.log_files_uploaded = uploader.uploaded
         return LoadResult(watch=watch, counts=counts, duration=elapsed)
