@@ -92,6 +92,10 @@ class Engine:
         self._retries: list[tuple[float, ItemRef]] = []
         self._generation: dict[ItemRef, int] = {}
         self._finished_kinds: set[str] = set()
+        #: Items a driver event named while an operation was in flight, and the kinds to observe
+        #: again once such an operation is over.
+        self._stale: set[ItemRef] = set()
+        self._resync_kinds: set[str] = set()
         self._limit = asyncio.Semaphore(self.settings.limit)
         self._long_limit = asyncio.Semaphore(self.settings.long_limit)
         self._long_busy: set[ItemRef] = set()
@@ -140,10 +144,10 @@ class Engine:
 
     def notify(self, ref: ItemRef, observed: Item | None) -> None:
         """A driver saw ``ref`` change on the system (a container died): ``observed`` is what is
-        there now, None when it is gone.  Ignored while an operation on it is in flight (its
-        result decides; the next resync catches anything missed)."""
+        there now, None when it is gone.  While an operation on it is in flight, its kind is
+        observed again once the operation is over (the event may predate the result)."""
         if ref in self._busy:
-            log.debug("event for %s while busy: left to the next resync", fmt(ref))
+            self._stale.add(ref)
             return
         self._merge_one(ref, observed, why="event")
         self._wake.set()
@@ -196,6 +200,9 @@ class Engine:
             next_resync = self._clock() + self._resync_delay()
             while not stop.is_set():
                 self._wake.clear()
+                if self._resync_kinds:
+                    kinds, self._resync_kinds = self._resync_kinds, set()
+                    await self.resync(kinds)
                 self.step()
                 now = self._clock()
                 if now >= next_resync:
@@ -377,6 +384,9 @@ class Engine:
         self._finished_kinds.add(ref[0])
         st = self.status.setdefault(ref, ItemStatus())
         st.action = None
+        if ref in self._stale:
+            self._stale.discard(ref)
+            self._resync_kinds.add(ref[0])
         if isinstance(error, NotFoundError) and op.action is not Action.CREATE:
             if op.action is Action.MODIFY:
                 log.warning("%s: gone from the system; creating it again", op)

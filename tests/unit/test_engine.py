@@ -379,6 +379,36 @@ async def test_driver_event_wakes_a_repair() -> None:
     assert r.rec.steps() == [("create", "ctr"), ("create", "ctr")]
 
 
+async def test_event_during_an_operation_is_checked_after_it() -> None:
+    """A container that dies just after its create wrote it, while the create has not returned:
+    the event cannot be merged then, so the kind is observed again once the create is over, and
+    the container is made again."""
+    written, release = asyncio.Event(), asyncio.Event()
+
+    class Racy(Recorder):
+        async def create(self, item: Thing) -> None:
+            await super().create(item)
+            if not release.is_set():
+                written.set()
+                await release.wait()
+
+    rec = Racy()
+    engine = Engine({"x": rec}, settings=EngineSettings(resync_interval=3600))
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run(stop))
+    try:
+        engine.set_desired(graph(t("ctr")))
+        await asyncio.wait_for(written.wait(), 5)
+        del rec.system["ctr"]  # it died
+        engine.notify(("x", "ctr"), None)  # while the create is still in flight
+        release.set()
+        await _until(lambda: rec.steps("create") == [("create", "ctr")] * 2 and engine.busy == 0)
+        assert "ctr" in rec.system
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
 # ---------------------------------------------------------------- owners, liveness, the loop
 
 
