@@ -50,7 +50,7 @@ from agent.wire.pb.config import devconfig_pb2
 from controller import configs
 from controller.state import StateDir
 from controller.store import Store
-from tests.loopwatch import LoopWatch, frozen_heap
+from tests.loopwatch import LIMIT, LoopWatch, frozen_heap
 
 if TYPE_CHECKING:
     from agent.drivers.tpm_device import DeviceTpm
@@ -141,9 +141,11 @@ async def run_agent_load(
     *,
     duration: float = 3.0,
     vault_threads: int = 2,
+    limit: float = LIMIT,
 ) -> LoadResult:
     """Onboard the node at ``node_root`` (its config partition made by the e2e harness's
-    ``Node``), run the load for ``duration`` seconds and return what the watch measured.
+    ``Node``), run the load for ``duration`` seconds and return what the watch measured (its
+    ``worst_stack`` is where the loop was during the longest stall past ``limit``).
 
     The objects that exist when the load starts are frozen out of the cyclic collector for its
     duration (:func:`tests.loopwatch.frozen_heap`), as the daemon freezes its own once start-up
@@ -284,7 +286,7 @@ async def run_agent_load(
             for i in range(vault_threads)
         ]
         with frozen_heap():
-            async with LoopWatch() as watch:
+            async with LoopWatch(limit=limit) as watch:
                 for thread in threads:
                     thread.start()
                 tasks = [
