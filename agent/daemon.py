@@ -175,12 +175,13 @@ class Node:
             log.warning(
                 "controller gave a new device UUID %s (was %s)", result.uuid, self.device_uuid
             )
-            self._set_uuid(result)
+            await self._set_uuid(result)
             if self.attestor is not None:
                 self.attestor.restart("device UUID changed")
 
-    def _set_uuid(self, result: UuidResult) -> None:
-        store_uuid(
+    async def _set_uuid(self, result: UuidResult) -> None:
+        await asyncio.to_thread(
+            store_uuid,
             self.paths,
             result.uuid,
             manufacturer=result.manufacturer,
@@ -345,7 +346,7 @@ class Node:
             )
             if result is None:
                 return
-            self._set_uuid(result)
+            await self._set_uuid(result)
             log.info("onboarded: device UUID %s", result.uuid)
         self.phase = "running"
         self.reporter = Reporter(
