@@ -308,6 +308,7 @@ class Engine:
                 continue
             if decision.state is ItemState.PENDING and ref not in self.desired:
                 self.status.pop(ref, None)  # neither wanted nor there: forget it
+                self._generation.pop(ref, None)
                 continue
             st = self.status.get(ref)
             if st is None:
