@@ -6,6 +6,7 @@
 #   make test-unit | test-integration | test-e2e     one tier
 #   make demo | bench    tools/demo.py | tools/bench.py (ARGS= passes arguments)
 #   make proto           regenerate agent/wire/pb from proto/
+#   make images          build the test images (images/*/build.sh; cached by input hash)
 #   make services | services-stop | services-status  dockerd, libvirtd, virtlogd, registry
 #   make fmt             ruff format + ruff check --fix
 #   make clean           remove .venv and caches (services keep running)
@@ -40,10 +41,10 @@ define start_services
 endef
 
 .PHONY: help deps deps-apt deps-venv lint fmt test test-unit test-integration test-e2e \
-	demo bench proto services services-stop services-status clean
+	demo bench proto images services services-stop services-status clean
 
 help:
-	@sed -n '3,12s/^# \{0,1\}//p' Makefile
+	@sed -n '3,13s/^# \{0,1\}//p' Makefile
 
 deps:
 	bash tools/deps.sh
@@ -94,6 +95,10 @@ bench: deps
 
 proto: deps
 	$(PY) tools/gen_proto.py
+
+images: deps
+	@$(start_services)
+	bash images/build.sh $(ARGS)
 
 services:
 	bash tools/services.sh start
