@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import math
 import os
 import platform
 import socket
@@ -34,15 +33,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
+from agent.link.objectinfo import (
+    Owner,
+    ReportedError,
+    object_info,
+    object_key,
+    timestamp,
+    without_times,
+)
 from agent.link.offload import seal_as_device_async
 from agent.link.transport import ControllerClient, TransportError
 from agent.model.configitems import ConfigItems
 from agent.util.atomicfile import write_atomic
-from agent.util.ids import parse_uuid
 from agent.util.liveness import Liveness
 from agent.util.timing import jittered, wait_or_stop
 from agent.wire.envelope import Signer
@@ -97,16 +100,11 @@ class DeviceFacts:
     vault_reason: str = ""
 
 
-def _ts(seconds: float) -> Timestamp:
-    # Whole seconds and the fraction apart: seconds * 1e9 as a float loses the nanoseconds.
-    whole = math.floor(seconds)
-    nanos = min(round((seconds - whole) * 1e9), 999_999_999)
-    return Timestamp(seconds=whole, nanos=nanos)
-
-
 def device_info(facts: DeviceFacts) -> info_pb2.ZInfoMsg:
     """Build ``ZInfoMsg{ztype: ZiDevice}``.  Pure apart from reading host facts."""
-    msg = info_pb2.ZInfoMsg(ztype=info_pb2.ZiDevice, devId=facts.uuid, atTimeStamp=_ts(time.time()))
+    msg = info_pb2.ZInfoMsg(
+        ztype=info_pb2.ZiDevice, devId=facts.uuid, atTimeStamp=timestamp(time.time())
+    )
     dinfo = msg.dinfo
     dinfo.machineArch = platform.machine()
     dinfo.cpuArch = platform.machine()
@@ -114,7 +112,7 @@ def device_info(facts: DeviceFacts) -> info_pb2.ZInfoMsg:
     dinfo.ncpu = os.cpu_count() or 1
     dinfo.memory = _mem_total_mb()
     dinfo.HostName = socket.gethostname()
-    dinfo.bootTime.CopyFrom(_ts(facts.boot_time))
+    dinfo.bootTime.CopyFrom(timestamp(facts.boot_time))
     sw = dinfo.swList.add()
     sw.shortVersion = facts.version
     sw.partitionLabel = "IMGA"
@@ -169,7 +167,7 @@ def _meminfo() -> dict[str, int]:
 
 
 def device_metrics(facts: DeviceFacts) -> metrics_pb2.ZMetricMsg:
-    msg = metrics_pb2.ZMetricMsg(devID=facts.uuid, atTimeStamp=_ts(time.time()))
+    msg = metrics_pb2.ZMetricMsg(devID=facts.uuid, atTimeStamp=timestamp(time.time()))
     mem = _meminfo()
     total, avail = mem.get("MemTotal", 0) // 1024, mem.get("MemAvailable", 0) // 1024
     dm = msg.dm
@@ -179,224 +177,10 @@ def device_metrics(facts: DeviceFacts) -> metrics_pb2.ZMetricMsg:
         dm.memory.usedPercentage = 100.0 * (total - avail) / total
         dm.memory.availPercentage = 100.0 * avail / total
     if facts.last_received_config:
-        dm.last_received_config.CopyFrom(_ts(facts.last_received_config))
+        dm.last_received_config.CopyFrom(timestamp(facts.last_received_config))
     if facts.last_processed_config:
-        dm.last_processed_config.CopyFrom(_ts(facts.last_processed_config))
+        dm.last_processed_config.CopyFrom(timestamp(facts.last_processed_config))
     return msg
-
-
-# ------------------------------------------------------------------ per-object info
-
-
-class Owner(Protocol):
-    """One owner's roll-up as the reconciler reports it (``NodeReconciler.owners()`` items fit).
-
-    The link layer does not import the reconciler: this names only what the reporter reads.
-    """
-
-    @property
-    def kind(self) -> str:
-        """``app``, ``networkinstance``, ``volume``, ``contenttree``; others are not reported."""
-        ...
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def state(self) -> str:
-        """``ok``, ``pending``, ``in-progress`` or ``error``."""
-        ...
-
-    @property
-    def errors(self) -> tuple[tuple[str, float], ...]:
-        """(message, wall-clock time; 0.0 when unknown) of each failure."""
-        ...
-
-    @property
-    def pending(self) -> tuple[str, ...]:
-        """Why items wait."""
-        ...
-
-
-#: The ZSwState an app, volume or content tree reports for each owner state.  EVE's own values
-#: for the settled states (``types.SwState.ZSwState``): a running app is RUNNING, a created
-#: volume CREATED_VOLUME, a loaded content tree DELIVERED (EVE maps its LOADED to DELIVERED on
-#: the wire).  Work under way shows the step EVE shows for it (BOOTING, CREATING_VOLUME,
-#: DOWNLOAD_STARTED); waiting for a dependency or a condition is PENDING for an app (EVE's
-#: "pending to start") and INITIAL for storage; any failure is ERROR.
-SW_STATES: dict[str, dict[str, info_pb2.ZSwState]] = {
-    "app": {
-        "ok": info_pb2.RUNNING,
-        "in-progress": info_pb2.BOOTING,
-        "pending": info_pb2.PENDING,
-        "error": info_pb2.ERROR,
-    },
-    "volume": {
-        "ok": info_pb2.CREATED_VOLUME,
-        "in-progress": info_pb2.CREATING_VOLUME,
-        "pending": info_pb2.INITIAL,
-        "error": info_pb2.ERROR,
-    },
-    "contenttree": {
-        "ok": info_pb2.DELIVERED,
-        "in-progress": info_pb2.DOWNLOAD_STARTED,
-        "pending": info_pb2.INITIAL,
-        "error": info_pb2.ERROR,
-    },
-}
-
-#: A network instance has its own state enum; EVE reports ONLINE when activated, INIT while a
-#: change is in progress, ERROR with an error (``handlenetworkinstance.go``).
-NI_STATES: dict[str, info_pb2.ZNetworkInstanceState] = {
-    "ok": info_pb2.ZNETINST_STATE_ONLINE,
-    "in-progress": info_pb2.ZNETINST_STATE_INIT,
-    "pending": info_pb2.ZNETINST_STATE_INIT,
-    "error": info_pb2.ZNETINST_STATE_ERROR,
-}
-
-_ZTYPES = {
-    "app": info_pb2.ZiApp,
-    "networkinstance": info_pb2.ZiNetworkInstance,
-    "volume": info_pb2.ZiVolume,
-    "contenttree": info_pb2.ZiContentTree,
-}
-
-#: Bounds on what one object's message carries (a driver's error may quote a lot of output).
-MAX_ERROR_CHARS = 2048
-MAX_ERRORS = 16
-
-
-@dataclass(frozen=True)
-class ReportedError:
-    description: str
-    time: float
-    severity: common_pb2.Severity
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "\u2026"
-
-
-def _error_info(target: common_pb2.ErrorInfo, error: ReportedError) -> None:
-    target.description = _clip(error.description)
-    if error.time > 0:
-        target.timestamp.CopyFrom(_ts(error.time))
-    target.severity = error.severity
-
-
-def _bounded(errors: Sequence[ReportedError]) -> list[ReportedError]:
-    if len(errors) <= MAX_ERRORS:
-        return list(errors)
-    kept = list(errors[: MAX_ERRORS - 1])
-    rest = errors[MAX_ERRORS - 1 :]
-    kept.append(
-        ReportedError(
-            f"... and {len(rest)} more",
-            max(e.time for e in rest),
-            max(e.severity for e in rest),
-        )
-    )
-    return kept
-
-
-def _combined(errors: Sequence[ReportedError]) -> ReportedError:
-    """One ErrorInfo for the kinds that have a single error field (volumes, content trees)."""
-    return ReportedError(
-        "\n".join(e.description for e in errors),
-        max(e.time for e in errors),
-        max(e.severity for e in errors),
-    )
-
-
-def object_info(
-    device_uuid: str,
-    kind: str,
-    obj_id: str,
-    state: str | None,
-    *,
-    name: str = "",
-    errors: Sequence[ReportedError] = (),
-) -> info_pb2.ZInfoMsg:
-    """EVE's info message for one app, network instance, volume or content tree.
-
-    ``state`` None means the object is gone: the message then carries only its ID, which is what
-    EVE sends for a deleted object.  ``errors`` are reported in the kind's error field:
-    ``appErr`` and ``networkErr`` one entry each, a volume's ``volumeErr`` and a content tree's
-    ``err`` one entry joining them.
-    """
-    msg = info_pb2.ZInfoMsg(ztype=_ZTYPES[kind], devId=device_uuid, atTimeStamp=_ts(time.time()))
-    errors = _bounded(errors)
-    if kind == "app":
-        app = msg.ainfo
-        app.AppID = obj_id
-        if state is not None:
-            app.AppName = name
-            app.state = SW_STATES[kind].get(state, info_pb2.INITIAL)
-            for error in errors:
-                _error_info(app.appErr.add(), error)
-    elif kind == "networkinstance":
-        ni = msg.niinfo
-        ni.networkID = obj_id
-        if state is not None:
-            ni.displayname = name
-            ni.state = NI_STATES.get(state, info_pb2.ZNETINST_STATE_INIT)
-            ni.activated = state == "ok"
-            for error in errors:
-                _error_info(ni.networkErr.add(), error)
-    elif kind == "volume":
-        vol = msg.vinfo
-        vol.uuid = obj_id
-        if state is not None:
-            vol.displayName = name
-            vol.state = SW_STATES[kind].get(state, info_pb2.INITIAL)
-            if errors:
-                _error_info(vol.volumeErr, _combined(errors))
-    else:
-        tree = msg.cinfo
-        tree.uuid = obj_id
-        if state is not None:
-            tree.displayName = name
-            tree.state = SW_STATES[kind].get(state, info_pb2.INITIAL)
-            if errors:
-                _error_info(tree.err, _combined(errors))
-    return msg
-
-
-def _without_times(msg: info_pb2.ZInfoMsg) -> bytes:
-    """The message's content for change detection: no send time, no error times."""
-    stable = info_pb2.ZInfoMsg()
-    stable.CopyFrom(msg)
-    stable.ClearField("atTimeStamp")
-    # Only the member that is set: touching another one would switch the oneof to it.
-    which = stable.WhichOneof("InfoContent")
-    errors: list[common_pb2.ErrorInfo] = []
-    if which == "ainfo":
-        errors = list(stable.ainfo.appErr)
-    elif which == "niinfo":
-        errors = list(stable.niinfo.networkErr)
-    elif which == "vinfo" and stable.vinfo.HasField("volumeErr"):
-        errors = [stable.vinfo.volumeErr]
-    elif which == "cinfo" and stable.cinfo.HasField("err"):
-        errors = [stable.cinfo.err]
-    for error in errors:
-        error.ClearField("timestamp")
-    return stable.SerializeToString(deterministic=True)
-
-
-def _object_key(owner: Owner) -> tuple[str, str] | None:
-    """(outbox key, canonical UUID), or None for an owner that has no EVE info message: the
-    device, kinds without one, an ID that is no UUID (an object the config got wrong, which
-    ``eve-agent status`` shows).  The UUID check also keeps the key a safe file name."""
-    if owner.kind not in _ZTYPES:
-        return None
-    try:
-        obj_id = parse_uuid(owner.id)
-    except ValueError:
-        return None
-    return f"{owner.kind}:{obj_id}", obj_id
 
 
 class Outbox:
@@ -558,7 +342,7 @@ class Reporter:
         failure stays queued and known)."""
         current: dict[str, tuple[str, Owner]] = {}
         for owner in owners:
-            named = _object_key(owner)
+            named = object_key(owner)
             if named is not None and named[0] not in current:
                 current[named[0]] = (named[1], owner)
         queued = 0
@@ -571,7 +355,7 @@ class Reporter:
             msg = object_info(
                 device_uuid, owner.kind, obj_id, owner.state, name=owner.name, errors=errors
             )
-            content = _without_times(msg)
+            content = without_times(msg)
             if known is not None and not force and known.content == content:
                 known.source = source  # only error times moved
                 continue

@@ -13,7 +13,8 @@ import pytest
 
 from agent.link.checkpoint import CheckpointStore
 from agent.link.controllercerts import ControllerCertStore
-from agent.link.reporting import DeviceFacts, Outbox, Reporter, object_info
+from agent.link.objectinfo import object_info
+from agent.link.reporting import DeviceFacts, Outbox, Reporter
 from agent.model.configitems import ConfigItems
 from agent.reconcile.node import OwnerReport as Owner
 from agent.wire.envelope import SoftwareSigner

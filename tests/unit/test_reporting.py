@@ -12,8 +12,9 @@ from typing import cast
 
 import pytest
 
-from agent.link import reporting
-from agent.link.reporting import DeviceFacts, Outbox, Reporter, device_info, object_info
+from agent.link import objectinfo, reporting
+from agent.link.objectinfo import object_info
+from agent.link.reporting import DeviceFacts, Outbox, Reporter, device_info
 from agent.link.transport import ControllerClient, Response, TransportError
 from agent.model.configitems import ConfigItems, parse_items
 from agent.util.liveness import Liveness
@@ -550,15 +551,15 @@ def test_only_objects_with_an_info_message_are_reported(
 
 def test_error_lists_are_bounded() -> None:
     many = [
-        reporting.ReportedError("x" * 10_000, 1_800_000_000.0 + n, common_pb2.SEVERITY_ERROR)
+        objectinfo.ReportedError("x" * 10_000, 1_800_000_000.0 + n, common_pb2.SEVERITY_ERROR)
         for n in range(40)
     ]
     app = object_info(DEVICE, "app", APP, "error", errors=many).ainfo
-    assert len(app.appErr) == reporting.MAX_ERRORS
-    assert all(len(e.description) <= reporting.MAX_ERROR_CHARS for e in app.appErr)
-    assert app.appErr[-1].description == f"... and {40 - reporting.MAX_ERRORS + 1} more"
+    assert len(app.appErr) == objectinfo.MAX_ERRORS
+    assert all(len(e.description) <= objectinfo.MAX_ERROR_CHARS for e in app.appErr)
+    assert app.appErr[-1].description == f"... and {40 - objectinfo.MAX_ERRORS + 1} more"
     vol = object_info(DEVICE, "volume", VOLUME, "error", errors=many).vinfo
-    assert len(vol.volumeErr.description) == reporting.MAX_ERROR_CHARS
+    assert len(vol.volumeErr.description) == objectinfo.MAX_ERROR_CHARS
 
 
 async def test_run_reports_objects_and_marks_each_round_as_an_activity(
