@@ -1,0 +1,490 @@
+"""One contract for both container runtimes: FakeContainerRuntime and DockerRuntime on dockerd.
+
+Every test runs twice, against the in-memory fake and against the real driver on
+``/run/docker.sock`` with the test image from ``images/container/build.sh`` (built or found once
+per session, pulled from the local registry by digest).  Each test gets a node name of its own
+(``evetest-<random>``), so its containers carry a prefix and labels nothing else uses; teardown
+removes every container with that prefix or node label, also when the test fails.  Without
+root, dockerd or the registry the real half fails when services are required (CI, ``make
+test``) and skips otherwise; the fake half always runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.drivers.docker import (
+    APP_LABEL,
+    GENERATION_LABEL,
+    NODE_LABEL,
+    SPEC_LABEL,
+    BindMount,
+    ContainerRuntime,
+    ContainerSpec,
+    DockerRuntime,
+    DockerSettings,
+    LogLine,
+)
+from agent.drivers.docker_fake import FakeContainerRuntime, FakeDockerd
+from agent.drivers.errors import NotFoundError, PermanentError, TemporaryError
+from tests.integration.conftest import service_missing
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER_SOCK = "/run/docker.sock"
+FAKE_IMAGE = "127.0.0.1:5000/eve-agent/test-busybox@sha256:" + "ab" * 32
+UNKNOWN_DIGEST = "sha256:" + "0" * 64
+APP = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+
+
+@dataclass
+class Env:
+    """A runtime under test, the test image's ref, and host-side helpers."""
+
+    kind: str
+    image: str
+    new_runtime: Callable[[str], ContainerRuntime]
+    runtime: ContainerRuntime
+    make_foreign: Callable[[str], None]  # an unlabelled container, by full name
+    registry: str
+    sdk: Any = None  # docker.DockerClient for the real half
+
+    def spec(self, name: str = "app", **kw: Any) -> ContainerSpec:
+        kw.setdefault("image", self.image)
+        kw.setdefault("app", APP)
+        return ContainerSpec(name=name, **kw)
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def real_image() -> str:
+    """The test image's ``repo@sha256:...`` from images/build.sh, or the reason there is none
+    (starting with "!")."""
+    if os.geteuid() != 0:
+        return "!not root (dockerd's socket and the image cache need root)"
+    if not os.path.exists(DOCKER_SOCK):
+        return f"!no {DOCKER_SOCK} (tools/services.sh start)"
+    try:
+        done = subprocess.run(
+            ["bash", str(ROOT / "images/build.sh"), "container"],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return "!images/build.sh container did not finish in 240 s"
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines or "@sha256:" not in lines[-1]:
+        return f"!images/build.sh container failed ({done.returncode}): {done.stderr[-1500:]}"
+    return lines[-1].strip()
+
+
+def _real_env(image: str, node: str) -> Iterator[Env]:
+    import docker
+
+    if image.startswith("!"):
+        service_missing("dockerd + registry", image[1:])
+    try:
+        sdk = docker.DockerClient(base_url=f"unix://{DOCKER_SOCK}", version="auto", timeout=30)
+        sdk.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means no usable dockerd
+        service_missing("dockerd", f"no answer on {DOCKER_SOCK}: {exc}")
+    runtimes: list[DockerRuntime] = []
+
+    def new_runtime(name: str) -> DockerRuntime:
+        runtime = DockerRuntime(name, DockerSettings(base_url=f"unix://{DOCKER_SOCK}"))
+        runtimes.append(runtime)
+        return runtime
+
+    def make_foreign(full: str) -> None:
+        sdk.containers.create(image, name=full, network_mode="none")
+
+    runtime = new_runtime(node)
+    try:
+        yield Env("real", image, new_runtime, runtime, make_foreign, "127.0.0.1:5000", sdk)
+    finally:
+        for container in sdk.containers.list(all=True):
+            labels = container.labels or {}
+            if container.name.startswith(f"eve-{node}") or labels.get(NODE_LABEL, "").startswith(
+                node
+            ):
+                container.remove(force=True)
+        for r in runtimes:
+            r._drop_client()
+        sdk.close()
+
+
+@pytest.fixture(params=["fake", "real"])
+def env(request: pytest.FixtureRequest) -> Iterator[Env]:
+    node = f"evetest-{uuid.uuid4().hex[:8]}"
+    if request.param == "real":
+        yield from _real_env(request.getfixturevalue("real_image"), node)
+        return
+    dockerd = FakeDockerd()
+
+    def new_runtime(name: str) -> FakeContainerRuntime:
+        runtime = FakeContainerRuntime(name, dockerd)
+        runtime.publish(FAKE_IMAGE)
+        return runtime
+
+    runtime = new_runtime(node)
+
+    def make_foreign(full: str) -> None:
+        runtime.add_foreign(full)
+
+    yield Env("fake", FAKE_IMAGE, new_runtime, runtime, make_foreign, "127.0.0.1:5000")
+
+
+async def _wait_logs(rt: ContainerRuntime, name: str, text: str) -> list[LogLine]:
+    """The container's log once a line reads ``text`` (10 s at most)."""
+    lines: list[LogLine] = []
+    for _ in range(200):
+        lines = await rt.logs(name)
+        if any(line.text == text for line in lines):
+            return lines
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {text!r} in the log of {name}: {[x.text for x in lines]}")
+
+
+# --- images ------------------------------------------------------------------------------------
+
+
+async def test_pull_by_digest(env: Env) -> None:
+    rt = env.runtime
+    if env.sdk is not None:  # make the pull a real one when nothing else uses the image
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.APIError):
+            env.sdk.images.remove(env.image)
+    image_id = await rt.pull(env.image)
+    assert image_id.startswith("sha256:")
+    assert await rt.has_image(env.image)
+    assert await rt.pull(env.image) == image_id  # idempotent
+    repo = env.image.rpartition("@")[0]
+    assert not await rt.has_image(f"{repo}@{UNKNOWN_DIGEST}")
+
+
+async def test_refs_without_digest_are_refused(env: Env) -> None:
+    repo = env.image.rpartition("@")[0]
+    for ref in (repo, f"{repo}:latest", f"{repo}@sha256:abc", f"{repo}@md5:" + "0" * 32):
+        with pytest.raises(PermanentError, match="digest"):
+            await env.runtime.pull(ref)
+        with pytest.raises(PermanentError, match="digest"):
+            await env.runtime.create(env.spec(image=ref))
+    assert await env.runtime.list_owned() == []
+
+
+async def test_pull_of_unknown_manifest_is_permanent(env: Env) -> None:
+    repo = env.image.rpartition("@")[0]
+    with pytest.raises(PermanentError):
+        await env.runtime.pull(f"{repo}@{UNKNOWN_DIGEST}")
+    with pytest.raises(PermanentError):
+        await env.runtime.pull(f"{env.registry}/eve-agent/no-such-repo@{UNKNOWN_DIGEST}")
+
+
+async def test_pull_from_unreachable_registry_is_temporary(env: Env) -> None:
+    with pytest.raises(TemporaryError):
+        await env.runtime.pull(f"127.0.0.1:1/eve-agent/x@{UNKNOWN_DIGEST}")
+
+
+async def test_create_without_the_image_is_not_found(env: Env) -> None:
+    repo = env.image.rpartition("@")[0]
+    with pytest.raises(NotFoundError):
+        await env.runtime.create(env.spec(image=f"{repo}@{UNKNOWN_DIGEST}"))
+    assert not (await env.runtime.inspect("app")).exists
+
+
+# --- lifecycle ---------------------------------------------------------------------------------
+
+
+async def test_lifecycle(env: Env, loop_watch: None) -> None:
+    rt = env.runtime
+    await rt.pull(env.image)
+    spec = env.spec(env=(("EVE_GREETING", "hello world"), ("APP_MODE", "test")), generation=3)
+    cid = await rt.create(spec)
+    assert await rt.create(spec) == cid  # idempotent
+
+    state = await rt.inspect("app")
+    assert state.exists and state.owned and not state.running
+    assert state.id == cid
+    assert state.image == env.image
+    assert state.image_digest == env.image.rpartition("@")[2]
+    assert state.app == APP and state.generation == 3
+    assert state.spec_hash == spec.spec_hash()
+
+    await rt.start("app")
+    await rt.start("app")  # already running: nothing to do
+    lines = await _wait_logs(rt, "app", "ready")
+    texts = [line.text for line in lines]
+    assert "EVE_GREETING=hello world" in texts
+    assert "APP_MODE=test" in texts
+    assert all(line.time.tzinfo is not None for line in lines)
+    assert await rt.logs("app", since=lines[-1].time) == []
+    assert [x.text for x in await rt.logs("app", tail=1)] == ["ready"]
+
+    state = await rt.inspect("app")
+    assert state.running and state.exit_code is None and state.started_at is not None
+    stats = await rt.stats("app")
+    assert stats.cpu_ns >= 0 and stats.memory_bytes >= 0
+
+    await rt.stop("app", grace=1)
+    await rt.stop("app", grace=1)  # already stopped
+    state = await rt.inspect("app")
+    assert state.exists and not state.running
+    assert state.exit_code == 137  # PID 1 `sleep` ignores SIGTERM: killed after the grace
+    assert state.finished_at is not None
+
+    await rt.start("app")  # a stopped container starts again
+    assert (await rt.inspect("app")).running
+
+    await rt.remove("app")  # force: running is fine
+    assert not (await rt.inspect("app")).exists
+    await rt.remove("app")  # already gone: success
+    assert await rt.list_owned() == []
+
+
+async def test_operations_on_missing_container(env: Env) -> None:
+    rt = env.runtime
+    state = await rt.inspect("nothing")
+    assert not state.exists and not state.owned
+    for op in (rt.start, rt.stop, rt.logs, rt.stats):
+        with pytest.raises(NotFoundError):
+            await op("nothing")
+    await rt.remove("nothing")
+
+
+async def test_remove_without_force_of_a_running_container_is_temporary(env: Env) -> None:
+    rt = env.runtime
+    await rt.pull(env.image)
+    await rt.create(env.spec())
+    await rt.start("app")
+    with pytest.raises(TemporaryError):
+        await rt.remove("app", force=False)
+    assert (await rt.inspect("app")).running
+    await rt.stop("app", grace=0)
+    await rt.remove("app", force=False)
+    assert not (await rt.inspect("app")).exists
+
+
+async def test_create_refuses_another_spec_under_the_same_name(env: Env) -> None:
+    rt = env.runtime
+    await rt.pull(env.image)
+    await rt.create(env.spec(generation=1))
+    with pytest.raises(PermanentError, match="another spec"):
+        await rt.create(env.spec(generation=2))
+    assert (await rt.inspect("app")).generation == 1
+
+
+# --- how containers are made -------------------------------------------------------------------
+
+
+async def test_limits_mounts_network_and_restart_policy(env: Env, tmp_path: Path) -> None:
+    rt = env.runtime
+    await rt.pull(env.image)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "hello.txt").write_text("from the host\n")
+    spec = env.spec(
+        memory_bytes=64 * 1024 * 1024,
+        nano_cpus=500_000_000,
+        mounts=(BindMount(str(data), "/data", read_only=True),),
+        command=("sh", "-c", "cat /data/hello.txt; touch /data/x || echo read-only; sleep 30"),
+    )
+    await rt.create(spec)
+    state = await rt.inspect("app")
+    assert state.memory_bytes == 64 * 1024 * 1024
+    assert state.nano_cpus == 500_000_000
+    assert state.network_mode == "none"
+    assert state.restart_policy == "no"
+    await rt.start("app")
+    if env.sdk is not None:
+        raw = env.sdk.api.inspect_container(state.id)
+        host = raw["HostConfig"]
+        assert host["Memory"] == 64 * 1024 * 1024
+        assert host["MemorySwap"] == 64 * 1024 * 1024
+        assert host["NanoCpus"] == 500_000_000
+        assert host["NetworkMode"] == "none"
+        assert host["RestartPolicy"]["Name"] == "no"
+        assert host["LogConfig"]["Type"] == "json-file"
+        assert host["LogConfig"]["Config"]["max-size"]
+        assert [(m["Source"], m["Destination"], m["RW"]) for m in raw["Mounts"]] == [
+            (str(data), "/data", False)
+        ]
+        lines = await _wait_logs(rt, "app", "read-only")
+        assert "from the host" in [x.text for x in lines]
+        assert not (data / "x").exists()
+        stats = await rt.stats("app")
+        assert stats.memory_limit_bytes == 64 * 1024 * 1024
+
+
+async def test_invalid_specs_are_permanent(env: Env) -> None:
+    rt = env.runtime
+    await rt.pull(env.image)
+    bad = [
+        env.spec(name="bad name"),
+        env.spec(name="bad_name"),  # "_" ends the node prefix
+        env.spec(app=""),
+        env.spec(mounts=(BindMount("relative", "/data"),)),
+        env.spec(mounts=(BindMount("/tmp", "/d"), BindMount("/var", "/d"))),
+        env.spec(memory_bytes=1024),
+        env.spec(nano_cpus=0),
+        env.spec(labels=((NODE_LABEL, "other"),)),
+        env.spec(env=(("A=B", "c"),)),
+    ]
+    for spec in bad:
+        with pytest.raises(PermanentError):
+            await rt.create(spec)
+    assert await rt.list_owned() == []
+
+
+# --- ownership ---------------------------------------------------------------------------------
+
+
+async def test_labels_and_ownership(env: Env) -> None:
+    rt = env.runtime
+    await rt.pull(env.image)
+    await rt.create(env.spec("one", generation=1, labels=(("purpose", "test"),)))
+    await rt.create(env.spec("two", app="1b4e28ba-2fa1-11d2-883f-0016d3cca427"))
+
+    # A container made outside the agent under a name with our prefix: no label.
+    foreign = rt.prefix + "foreign"  # type: ignore[attr-defined]
+    env.make_foreign(foreign)
+    # Another node on the same host, with the same node-local name.
+    other = env.new_runtime(rt.node + "-other")
+    await other.pull(env.image)
+    await other.create(env.spec("one"))
+
+    owned = await rt.list_owned()
+    assert [s.name for s in owned] == ["one", "two"]
+    one = owned[0]
+    assert one.owned and one.app == APP and one.generation == 1
+    assert one.labels[NODE_LABEL] == rt.node
+    assert one.labels[APP_LABEL] == APP
+    assert one.labels[GENERATION_LABEL] == "1"
+    assert one.labels[SPEC_LABEL] == one.spec_hash
+    assert one.labels["purpose"] == "test"
+    assert [s.name for s in await other.list_owned()] == ["one"]
+    assert (await other.inspect("one")).id != one.id
+
+    state = await rt.inspect("foreign")
+    assert state.exists and not state.owned
+    for op in (rt.start, rt.stop, rt.remove, rt.logs, rt.stats):
+        with pytest.raises(PermanentError, match="not ours"):
+            await op("foreign")
+    with pytest.raises(PermanentError, match="not ours"):
+        await rt.create(env.spec("foreign"))
+    assert (await rt.inspect("foreign")).exists
+
+    await rt.remove("one")
+    assert [s.name for s in await rt.list_owned()] == ["two"]
+    assert [s.name for s in await other.list_owned()] == ["one"]
+
+
+async def test_dockerd_unreachable_is_temporary(env: Env, tmp_path: Path) -> None:
+    if isinstance(env.runtime, FakeContainerRuntime):
+        env.runtime.down = True
+        rt: ContainerRuntime = env.runtime
+    else:
+        rt = DockerRuntime(
+            env.runtime.node, DockerSettings(base_url=f"unix://{tmp_path}/no-docker.sock")
+        )
+    with pytest.raises(TemporaryError):
+        await rt.list_owned()
+    with pytest.raises(TemporaryError):
+        await rt.inspect("app")
+    with pytest.raises(TemporaryError):
+        await rt.pull(env.image)
+    if isinstance(env.runtime, FakeContainerRuntime):
+        env.runtime.down = False
+    await env.runtime.list_owned()  # and it works again once dockerd answers
+
+
+class _SocketProxy:
+    """A stand-in for dockerd's socket that can "restart": a Unix socket proxied to the real
+    one, closed (with every open connection) and opened again at the same path."""
+
+    def __init__(self, path: Path, upstream: str) -> None:
+        self.path = path
+        self.upstream = upstream
+        self.server: asyncio.AbstractServer | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(self.upstream)
+        self.writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_unix_server(self._handle, path=str(self.path))
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+        await self.server.wait_closed()
+        self.path.unlink(missing_ok=True)
+
+
+async def test_dockerd_restart_is_survived(env: Env, tmp_path: Path) -> None:
+    """dockerd goes away under a running container and comes back: calls fail as temporary
+    meanwhile, and the same runtime works again afterwards (a new connection)."""
+    proxy: _SocketProxy | None = None
+    if isinstance(env.runtime, FakeContainerRuntime):
+        rt: ContainerRuntime = env.runtime
+    else:
+        proxy = _SocketProxy(tmp_path / "docker.sock", DOCKER_SOCK)
+        await proxy.start()
+        rt = DockerRuntime(
+            env.runtime.node, DockerSettings(base_url=f"unix://{proxy.path}", timeout=10)
+        )
+    try:
+        await rt.pull(env.image)
+        await rt.create(env.spec())
+        await rt.start("app")
+        assert [s.name for s in await rt.list_owned()] == ["app"]
+
+        if proxy is not None:
+            await proxy.stop()
+        else:
+            env.runtime.down = True  # type: ignore[attr-defined]
+        with pytest.raises(TemporaryError):
+            await rt.list_owned()
+        with pytest.raises(TemporaryError):
+            await rt.stop("app")
+
+        if proxy is not None:
+            await proxy.start()
+        else:
+            env.runtime.down = False  # type: ignore[attr-defined]
+        owned = await rt.list_owned()
+        assert [(s.name, s.running) for s in owned] == [("app", True)]
+        await rt.remove("app")
+        assert await rt.list_owned() == []
+    finally:
+        await rt.close()
+        if proxy is not None and proxy.server is not None and proxy.server.is_serving():
+            await proxy.stop()
