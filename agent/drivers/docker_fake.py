@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from agent.drivers.docker import (
+from agent.drivers.containers import (
     LOG_MAX_BYTES,
     LOG_TAIL_LINES,
     NODE_LABEL,

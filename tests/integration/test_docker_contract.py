@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from agent.drivers.docker import (
+from agent.drivers.containers import (
     APP_LABEL,
     GENERATION_LABEL,
     NODE_LABEL,
@@ -31,10 +31,10 @@ from agent.drivers.docker import (
     BindMount,
     ContainerRuntime,
     ContainerSpec,
-    DockerRuntime,
     DockerSettings,
     LogLine,
 )
+from agent.drivers.docker import DockerRuntime
 from agent.drivers.docker_fake import FakeContainerRuntime, FakeDockerd
 from agent.drivers.errors import NotFoundError, PermanentError, TemporaryError
 from tests.integration.conftest import service_missing

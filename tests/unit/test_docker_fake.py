@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.drivers.docker import (
+from agent.drivers.containers import (
     BindMount,
     ContainerSpec,
     LogLine,
