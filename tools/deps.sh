@@ -32,7 +32,7 @@ DEB_PACKAGES=(
     # networking
     nftables python3-nftables dnsmasq iproute2 iputils-ping conntrack
     # guest images
-    busybox-static xorriso genisoimage
+    busybox-static xorriso genisoimage syslinux mtools dosfstools
     # building the venv (C extensions: tpm2-pytss, libvirt-python)
     pkg-config python3-venv python3-dev libffi-dev libssl-dev gcc libc6-dev
     # tools used by the scripts and tests

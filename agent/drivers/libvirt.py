@@ -1,0 +1,728 @@
+"""VMs through libvirt: the :class:`Hypervisor` interface and its libvirt-python implementation.
+
+One :class:`LibvirtHypervisor` serves one node (``HypervisorSettings.node``).  Every domain it
+makes is named ``<prefix><app uuid>`` with a prefix derived from the node
+(:func:`domain_prefix`: ``eve-`` and eight hex digits of the node's SHA-256), has a UUID
+derived from node and app (so several emulated nodes can run the same app on one host), and
+carries our metadata element (:mod:`agent.drivers.domainxml`: node, app UUID, generation).
+A domain without that element, or with another node's, is never started, stopped, undefined
+nor listed: an operation that finds one under our name fails with ``PermanentError``.
+
+Files: each domain has a directory ``<state_dir>/<domain name>/`` with the NoCloud seed
+(``seed.iso``) and the serial console log (``console.log``, appended by virtlogd); undefine
+removes it, libvirt's NVRAM file (UEFI) and libvirt's own QEMU log of the domain.  QEMU runs as
+``libvirt-qemu``: ``state_dir`` and its parents must be searchable by that user (mode o+x;
+not a 0700 directory such as pytest's ``/tmp/pytest-of-root``), as must the disks' paths.
+
+Every libvirt call runs in a worker thread.  The connection is opened on first use and opened
+again when it is found dead (libvirtd restarted): an operation that hits a dead connection
+reconnects and runs once more before it reports ``TemporaryError``.
+
+Errors (:mod:`agent.drivers.errors`): no such domain -> ``NotFoundError`` (only from
+:meth:`~Hypervisor.state`: stopping and undefining what is already gone succeeds); invalid XML,
+unsupported configuration, missing kernel or disk file, a foreign domain under our name ->
+``PermanentError``; connection failures and anything else -> ``TemporaryError``.
+
+Acceleration: ``accel`` ``"kvm"`` or ``"tcg"`` forces one; ``"auto"`` (the default) uses KVM
+only when the CPU shows hardware virtualisation (``vmx``/``svm`` in ``/proc/cpuinfo``) and a
+probe guest actually runs on it (``/dev/kvm`` is opened and a one-instruction guest is run to
+its ``hlt`` in a child process with a timeout).  The flag check matters: our CI hosts have a
+``/dev/kvm`` from ``kvm_pvm`` (KVM without hardware virtualisation) on which the probe halts
+but ordinary guest kernels hang; there TCG is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from agent.drivers import cloudinit, domainxml, runner
+from agent.drivers.cloudinit import NoCloud
+from agent.drivers.domainxml import (
+    Accel,
+    Disk,
+    DomainConfig,
+    DomainXmlError,
+    KernelBoot,
+    Mark,
+    SeedBus,
+)
+from agent.drivers.errors import DriverError, NotFoundError, PermanentError, TemporaryError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CONSOLE_LOG = "console.log"
+SEED = domainxml.SEED_NAME
+
+
+class AccelSetting(enum.StrEnum):
+    AUTO = "auto"
+    KVM = "kvm"
+    TCG = "tcg"
+
+
+class DomainState(enum.StrEnum):
+    """libvirt's domain states, by name."""
+
+    NOSTATE = "nostate"
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    PAUSED = "paused"
+    SHUTTING_DOWN = "shutting-down"
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    PMSUSPENDED = "pmsuspended"
+
+    @property
+    def active(self) -> bool:
+        return self not in (DomainState.SHUTOFF, DomainState.CRASHED, DomainState.NOSTATE)
+
+
+#: virDomainState values in order.
+_STATES = list(DomainState)
+
+
+@dataclass(frozen=True)
+class HypervisorSettings:
+    node: str
+    #: Per-domain directories (seed, console log) live here; see the module docstring.
+    state_dir: Path
+    uri: str = "qemu:///system"
+    accel: AccelSetting = AccelSetting.AUTO
+    kvm_probe_timeout: float = 5.0
+    #: Where libvirt writes each domain's QEMU log (removed on undefine); None leaves it.
+    qemu_log_dir: Path | None = Path("/var/log/libvirt/qemu")
+    #: How often a graceful shutdown polls the domain's state.
+    poll_interval: float = 0.2
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """One VM as the app layer asks for it."""
+
+    app_uuid: uuid.UUID
+    generation: int
+    memory_mib: int
+    vcpus: int
+    disks: tuple[Disk, ...] = ()
+    kernel: KernelBoot | None = None
+    cloud_init: NoCloud | None = None
+    seed_bus: SeedBus = SeedBus.CDROM
+    uefi: bool = False
+    machine: str = "pc"
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    mark: Mark
+    state: DomainState
+    console_log: Path
+
+
+class Hypervisor(Protocol):
+    """A node's VMs.  Addressed by app UUID; see the module docstring for naming, marks,
+    files and errors."""
+
+    @property
+    def node(self) -> str: ...
+
+    def domain_name(self, app_uuid: uuid.UUID) -> str: ...
+
+    def console_log(self, app_uuid: uuid.UUID) -> Path:
+        """The serial console log of the app's domain (it may not exist yet)."""
+        ...
+
+    async def detect_accel(self) -> Accel:
+        """KVM or TCG: the setting when forced, else a probe (cached)."""
+        ...
+
+    async def define_and_start(self, spec: VmSpec) -> DomainInfo:
+        """(Re)write the seed, define the domain and start it.  A domain of this app already
+        running with the same generation is left alone; one running with another generation
+        is a PermanentError (stop it first)."""
+        ...
+
+    async def state(self, app_uuid: uuid.UUID) -> DomainInfo:
+        """NotFoundError when the app has no domain."""
+        ...
+
+    async def shutdown(self, app_uuid: uuid.UUID, grace: float) -> bool:
+        """ACPI power button, then destroy after ``grace`` seconds.  True when the guest
+        went off by itself (or was not running)."""
+        ...
+
+    async def destroy(self, app_uuid: uuid.UUID) -> None:
+        """Hard stop; nothing to do when it is off or gone."""
+        ...
+
+    async def undefine(self, app_uuid: uuid.UUID) -> None:
+        """Destroy if running, undefine (NVRAM too) and remove the domain's files.  A domain
+        already gone is success."""
+        ...
+
+    async def list_owned(self) -> list[DomainInfo]:
+        """The domains of this node (our metadata naming this node); nothing else."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def domain_prefix(node: str) -> str:
+    return "eve-" + hashlib.sha256(node.encode()).hexdigest()[:8] + "-"
+
+
+def domain_uuid(node: str, app_uuid: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"{domainxml.NAMESPACE}/{node}/{app_uuid}")
+
+
+class Layout:
+    """Names and paths of one node's domains, and the domain config of a spec: what the
+    real driver and the fake share."""
+
+    def __init__(self, settings: HypervisorSettings) -> None:
+        if not settings.node:
+            raise ValueError("node must not be empty")
+        self.settings = settings
+        self.prefix = domain_prefix(settings.node)
+        self.state_dir = Path(settings.state_dir).absolute()
+
+    def name(self, app_uuid: uuid.UUID) -> str:
+        return f"{self.prefix}{app_uuid}"
+
+    def domain_dir(self, name: str) -> Path:
+        return self.state_dir / name
+
+    def console_log(self, name: str) -> Path:
+        return self.domain_dir(name) / CONSOLE_LOG
+
+    def check_files(self, spec: VmSpec) -> None:
+        """PermanentError naming the first kernel, initrd or disk file that is missing."""
+        paths: list[Path] = [d.path for d in spec.disks]
+        if spec.kernel is not None:
+            paths.append(spec.kernel.kernel)
+            if spec.kernel.initrd is not None:
+                paths.append(spec.kernel.initrd)
+        for path in paths:
+            if not Path(path).is_file():
+                raise PermanentError(f"VM file missing: {path}")
+
+    def config(self, spec: VmSpec, accel: Accel) -> DomainConfig:
+        name = self.name(spec.app_uuid)
+        try:
+            return DomainConfig(
+                name=name,
+                uuid=domain_uuid(self.settings.node, spec.app_uuid),
+                mark=Mark(self.settings.node, spec.app_uuid, spec.generation),
+                memory_mib=spec.memory_mib,
+                vcpus=spec.vcpus,
+                accel=accel,
+                console_log=self.console_log(name),
+                disks=spec.disks,
+                kernel=spec.kernel,
+                seed=self.domain_dir(name) / SEED if spec.cloud_init is not None else None,
+                seed_bus=spec.seed_bus,
+                uefi=spec.uefi,
+                machine=spec.machine,
+            )
+        except ValueError as exc:
+            raise PermanentError(f"invalid VM spec: {exc}") from exc
+
+    def make_dir(self, name: str) -> Path:
+        path = self.domain_dir(name)
+        path.mkdir(parents=True, exist_ok=True)
+        # QEMU (libvirt-qemu) must reach the seed; the log is written by root's virtlogd.
+        path.chmod(0o711)
+        return path
+
+    def remove_files(self, name: str) -> None:
+        shutil.rmtree(self.domain_dir(name), ignore_errors=True)
+        if self.settings.qemu_log_dir is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (self.settings.qemu_log_dir / f"{name}.log").unlink()
+
+    def check_mark(self, name: str, mark: Mark | None, app_uuid: uuid.UUID | None) -> Mark:
+        if mark is None:
+            raise PermanentError(f"domain {name} exists but is not ours (no eve-agent metadata)")
+        if mark.node != self.settings.node or (app_uuid is not None and mark.app_uuid != app_uuid):
+            raise PermanentError(
+                f"domain {name} belongs to node {mark.node!r} app {mark.app_uuid}, not to us"
+            )
+        return mark
+
+
+# --- KVM detection -------------------------------------------------------------------------------
+
+_KVM_GET_API_VERSION = 0xAE00
+_KVM_CREATE_VM = 0xAE01
+_KVM_GET_VCPU_MMAP_SIZE = 0xAE04
+_KVM_CREATE_VCPU = 0xAE41
+_KVM_SET_USER_MEMORY_REGION = 0x4020AE46
+_KVM_RUN = 0xAE80
+_KVM_GET_REGS = 0x8090AE81
+_KVM_SET_REGS = 0x4090AE82
+_KVM_GET_SREGS = 0x8138AE83
+_KVM_SET_SREGS = 0x4138AE84
+_KVM_EXIT_HLT = 5
+
+
+def kvm_probe(device: str = "/dev/kvm") -> int:
+    """Run a one-instruction real-mode guest (``hlt``) on KVM; 0 when it exits with HLT.
+    Runs in a child process (:func:`kvm_usable`): on a host where KVM guests hang, KVM_RUN
+    never returns and the child is killed."""
+    import ctypes
+    import fcntl
+    import mmap
+    import struct
+
+    kvm = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+    if fcntl.ioctl(kvm, _KVM_GET_API_VERSION, 0) != 12:
+        return 2
+    vm = fcntl.ioctl(kvm, _KVM_CREATE_VM, 0)
+    memory = mmap.mmap(-1, 0x1000)
+    memory.write(b"\xf4")  # hlt at guest physical 0
+    address = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    region = struct.pack("=IIQQQ", 0, 0, 0, 0x1000, address)
+    fcntl.ioctl(vm, _KVM_SET_USER_MEMORY_REGION, region)
+    vcpu = fcntl.ioctl(vm, _KVM_CREATE_VCPU, 0)
+    size = fcntl.ioctl(kvm, _KVM_GET_VCPU_MMAP_SIZE, 0)
+    run = mmap.mmap(vcpu, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    sregs = bytearray(312)
+    fcntl.ioctl(vcpu, _KVM_GET_SREGS, sregs, True)
+    struct.pack_into("=Q", sregs, 0, 0)  # cs.base
+    struct.pack_into("=H", sregs, 12, 0)  # cs.selector
+    fcntl.ioctl(vcpu, _KVM_SET_SREGS, bytes(sregs))
+    regs = bytearray(144)
+    struct.pack_into("=QQ", regs, 128, 0, 2)  # rip, rflags
+    fcntl.ioctl(vcpu, _KVM_SET_REGS, bytes(regs))
+    fcntl.ioctl(vcpu, _KVM_RUN, 0)
+    reason: int = struct.unpack_from("=I", run, 8)[0]
+    return 0 if reason == _KVM_EXIT_HLT else 3
+
+
+def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+async def kvm_usable(limit: float, device: str = "/dev/kvm") -> tuple[bool, str]:
+    """Whether KVM runs guests here, and why not (the probe may take ``limit`` seconds)."""
+    if not os.path.exists(device):  # noqa: ASYNC240 - a stat of a device node, once
+        return False, f"{device} does not exist"
+    flags = _cpu_flags()
+    if not flags & {"vmx", "svm"}:
+        # e.g. kvm_pvm (KVM without hardware virtualisation) runs only PVM-enabled guest
+        # kernels: a probe instruction halts, but ordinary guests hang.
+        return False, f"{device} exists but the CPU has no vmx/svm (no hardware virtualisation)"
+    if not os.access(device, os.R_OK | os.W_OK):
+        return False, f"{device} is not readable and writable"
+    code = f"import agent.drivers.libvirt as m; raise SystemExit(m.kvm_probe({device!r}))"
+    try:
+        done = await runner.run([sys.executable, "-c", code], timeout=limit, check=False)
+    except runner.CommandTimeout:
+        return False, f"a probe guest on {device} did not halt within {limit:g} s"
+    except DriverError as exc:
+        return False, f"the KVM probe could not run: {exc}"
+    if done.returncode != 0:
+        return False, f"the KVM probe failed (status {done.returncode}): {done.tail(300)}"
+    return True, "a probe guest ran on KVM"
+
+
+# --- libvirt -------------------------------------------------------------------------------------
+
+
+def _libvirt() -> Any:
+    import libvirt
+
+    # libvirt prints every error to stderr by default; ours are raised and logged instead.
+    libvirt.registerErrorHandler(_ignore_error, None)
+    return libvirt
+
+
+def _ignore_error(_ctx: object, _err: object) -> None:
+    return None
+
+
+def _codes(lv: Any, *names: str) -> frozenset[int]:
+    return frozenset(getattr(lv, n) for n in names if hasattr(lv, n))
+
+
+class _Reconnect(Exception):
+    """The connection died under an operation; run it again on a fresh one."""
+
+
+@dataclass
+class _Conn:
+    handle: Any = None
+    opened: float = 0.0
+    opens: int = 0
+
+
+class LibvirtHypervisor:
+    """:class:`Hypervisor` over libvirt-python; see the module docstring."""
+
+    def __init__(self, settings: HypervisorSettings) -> None:
+        self._lv = _libvirt()
+        self._layout = Layout(settings)
+        self._settings = settings
+        self._conn = _Conn()
+        self._accel: Accel | None = None
+        lv = self._lv
+        self._not_found = _codes(lv, "VIR_ERR_NO_DOMAIN")
+        self._permanent = _codes(
+            lv,
+            "VIR_ERR_XML_ERROR",
+            "VIR_ERR_XML_DETAIL",
+            "VIR_ERR_XML_INVALID_SCHEMA",
+            "VIR_ERR_CONFIG_UNSUPPORTED",
+            "VIR_ERR_INVALID_ARG",
+            "VIR_ERR_NO_SUPPORT",
+            "VIR_ERR_NO_SOURCE",
+            "VIR_ERR_DOM_EXIST",
+            "VIR_ERR_INVALID_DOMAIN",
+        )
+        self._connection_codes = _codes(
+            lv,
+            "VIR_ERR_NO_CONNECT",
+            "VIR_ERR_SYSTEM_ERROR",
+            "VIR_ERR_RPC",
+            "VIR_ERR_INVALID_CONN",
+        )
+
+    # --- naming
+    @property
+    def node(self) -> str:
+        return self._settings.node
+
+    @property
+    def prefix(self) -> str:
+        return self._layout.prefix
+
+    def domain_name(self, app_uuid: uuid.UUID) -> str:
+        return self._layout.name(app_uuid)
+
+    def console_log(self, app_uuid: uuid.UUID) -> Path:
+        return self._layout.console_log(self._layout.name(app_uuid))
+
+    # --- connection and errors (worker threads)
+    def _connection(self) -> Any:
+        conn = self._conn.handle
+        if conn is not None:
+            try:
+                if conn.isAlive():
+                    return conn
+            except self._lv.libvirtError:
+                pass
+            self._drop()
+        try:
+            conn = self._lv.open(self._settings.uri)
+        except self._lv.libvirtError as exc:
+            raise TemporaryError(
+                f"cannot connect to {self._settings.uri}: {exc.get_error_message()}",
+                retry_after=2.0,
+            ) from exc
+        self._conn = _Conn(handle=conn, opened=time.monotonic(), opens=self._conn.opens + 1)
+        if self._conn.opens > 1:
+            log.info("libvirt: reconnected to %s", self._settings.uri)
+        return conn
+
+    def _drop(self) -> None:
+        conn, self._conn.handle = self._conn.handle, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _is_dead(self, exc: Any) -> bool:
+        if exc.get_error_code() in self._connection_codes:
+            return True
+        conn = self._conn.handle
+        if conn is None:
+            return True
+        try:
+            return not conn.isAlive()
+        except self._lv.libvirtError:
+            return True
+
+    def _translate(self, exc: Any, what: str) -> DriverError:
+        code = exc.get_error_code()
+        message = f"{what}: {exc.get_error_message()}"
+        if code in self._not_found:
+            return NotFoundError(message)
+        if code in self._permanent:
+            return PermanentError(message)
+        return TemporaryError(message)
+
+    def _in_thread(self, what: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(conn)``; a dead connection is reopened and ``fn`` run once more."""
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                return fn(conn)
+            except self._lv.libvirtError as exc:
+                if self._is_dead(exc):
+                    self._drop()
+                    if attempt == 1:
+                        log.warning("libvirt: connection lost during %s; reconnecting", what)
+                        continue
+                    raise TemporaryError(
+                        f"{what}: libvirt connection lost: {exc.get_error_message()}",
+                        retry_after=2.0,
+                    ) from exc
+                raise self._translate(exc, what) from exc
+        raise AssertionError("unreachable")
+
+    async def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        return await asyncio.to_thread(self._in_thread, what, fn)
+
+    # --- domain helpers (worker threads)
+    def _mark_of(self, dom: Any) -> Mark | None:
+        lv = self._lv
+        try:
+            xml = dom.metadata(lv.VIR_DOMAIN_METADATA_ELEMENT, domainxml.NAMESPACE, 0)
+        except lv.libvirtError as exc:
+            if exc.get_error_code() == getattr(lv, "VIR_ERR_NO_DOMAIN_METADATA", -1):
+                return None
+            raise
+        try:
+            return domainxml.parse_mark_element(xml)
+        except DomainXmlError:
+            log.warning("libvirt: domain %s has a malformed eve-agent mark", dom.name())
+            return None
+
+    def _lookup(self, conn: Any, app_uuid: uuid.UUID) -> tuple[Any, Mark] | None:
+        """Our domain of the app, None when there is none; PermanentError for a foreign one."""
+        name = self._layout.name(app_uuid)
+        try:
+            dom = conn.lookupByName(name)
+        except self._lv.libvirtError as exc:
+            if exc.get_error_code() in self._not_found:
+                return None
+            raise
+        mark = self._layout.check_mark(name, self._mark_of(dom), app_uuid)
+        return dom, mark
+
+    def _info(self, dom: Any, mark: Mark) -> DomainInfo:
+        state = dom.state()[0]
+        name = dom.name()
+        return DomainInfo(
+            name=name,
+            mark=mark,
+            state=_STATES[state] if 0 <= state < len(_STATES) else DomainState.NOSTATE,
+            console_log=self._layout.console_log(name),
+        )
+
+    def _destroy(self, dom: Any) -> None:
+        try:
+            dom.destroy()
+        except self._lv.libvirtError as exc:
+            # Already off (VIR_ERR_OPERATION_INVALID) or gone: the goal is reached.
+            if exc.get_error_code() not in self._not_found | _codes(
+                self._lv, "VIR_ERR_OPERATION_INVALID"
+            ):
+                raise
+
+    # --- the interface
+    async def detect_accel(self) -> Accel:
+        if self._accel is not None:
+            return self._accel
+        setting = self._settings.accel
+        if setting is AccelSetting.KVM:
+            self._accel = Accel.KVM
+        elif setting is AccelSetting.TCG:
+            self._accel = Accel.TCG
+        else:
+            usable, why = await kvm_usable(self._settings.kvm_probe_timeout)
+            self._accel = Accel.KVM if usable else Accel.TCG
+            log.info("libvirt: using %s (%s)", self._accel.value.upper(), why)
+        return self._accel
+
+    async def define_and_start(self, spec: VmSpec) -> DomainInfo:
+        accel = await self.detect_accel()
+        config = self._layout.config(spec, accel)
+        await asyncio.to_thread(self._layout.check_files, spec)
+        xml = domainxml.build(config)
+
+        def existing(conn: Any) -> DomainInfo | None:
+            found = self._lookup(conn, spec.app_uuid)
+            if found is None:
+                return None
+            return self._info(*found)
+
+        current = await self._call(f"look up {config.name}", existing)
+        if current is not None and current.state.active:
+            if current.mark == config.mark:
+                return current
+            raise PermanentError(
+                f"domain {config.name} runs generation {current.mark.generation}, "
+                f"not {config.mark.generation}: shut it down first"
+            )
+
+        def prepare() -> None:
+            self._layout.make_dir(config.name)
+            if spec.cloud_init is not None and config.seed is not None:
+                cloudinit.make_seed_sync(config.seed, spec.cloud_init)
+
+        try:
+            await asyncio.to_thread(prepare)
+        except OSError as exc:
+            raise TemporaryError(f"cannot write the files of {config.name}: {exc}") from exc
+
+        def define_and_create(conn: Any) -> DomainInfo:
+            # The name may have been taken meanwhile: never redefine a foreign domain.
+            found = self._lookup(conn, spec.app_uuid)
+            if found is not None and found[0].isActive():
+                return self._info(*found)
+            dom = conn.defineXML(xml)
+            dom.create()
+            return self._info(dom, config.mark)
+
+        info = await self._call(f"define and start {config.name}", define_and_create)
+        log.info("libvirt: started %s (generation %d)", config.name, spec.generation)
+        return info
+
+    async def state(self, app_uuid: uuid.UUID) -> DomainInfo:
+        name = self._layout.name(app_uuid)
+
+        def get(conn: Any) -> DomainInfo:
+            found = self._lookup(conn, app_uuid)
+            if found is None:
+                raise NotFoundError(f"no domain {name}")
+            return self._info(*found)
+
+        return await self._call(f"state of {name}", get)
+
+    async def shutdown(self, app_uuid: uuid.UUID, grace: float) -> bool:
+        name = self._layout.name(app_uuid)
+        lv = self._lv
+
+        def request(conn: Any) -> bool:
+            found = self._lookup(conn, app_uuid)
+            if found is None or not found[0].isActive():
+                return False
+            try:
+                found[0].shutdownFlags(lv.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+            except lv.libvirtError as exc:
+                if exc.get_error_code() in self._not_found | _codes(
+                    lv, "VIR_ERR_OPERATION_INVALID"
+                ):
+                    return False
+                raise
+            return True
+
+        def active(conn: Any) -> bool:
+            found = self._lookup(conn, app_uuid)
+            return found is not None and bool(found[0].isActive())
+
+        if not await self._call(f"shut down {name}", request):
+            return True
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            await asyncio.sleep(self._settings.poll_interval)
+            if not await self._call(f"state of {name}", active):
+                log.info("libvirt: %s shut down", name)
+                return True
+        log.info("libvirt: %s did not shut down within %g s; destroying it", name, grace)
+        await self.destroy(app_uuid)
+        return False
+
+    async def destroy(self, app_uuid: uuid.UUID) -> None:
+        name = self._layout.name(app_uuid)
+
+        def stop(conn: Any) -> None:
+            found = self._lookup(conn, app_uuid)
+            if found is not None:
+                self._destroy(found[0])
+
+        await self._call(f"destroy {name}", stop)
+
+    async def undefine(self, app_uuid: uuid.UUID) -> None:
+        name = self._layout.name(app_uuid)
+        lv = self._lv
+        flags = 0
+        for flag in (
+            "VIR_DOMAIN_UNDEFINE_NVRAM",
+            "VIR_DOMAIN_UNDEFINE_MANAGED_SAVE",
+            "VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA",
+            "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA",
+        ):
+            flags |= getattr(lv, flag, 0)
+
+        def remove(conn: Any) -> None:
+            found = self._lookup(conn, app_uuid)
+            if found is None:
+                return
+            dom = found[0]
+            if dom.isActive():
+                self._destroy(dom)
+            try:
+                dom.undefineFlags(flags)
+            except lv.libvirtError as exc:
+                if exc.get_error_code() not in self._not_found:
+                    raise
+
+        await self._call(f"undefine {name}", remove)
+        await asyncio.to_thread(self._layout.remove_files, name)
+        log.info("libvirt: undefined %s", name)
+
+    async def list_owned(self) -> list[DomainInfo]:
+        prefix = self._layout.prefix
+
+        def scan(conn: Any) -> list[DomainInfo]:
+            out: list[DomainInfo] = []
+            for dom in conn.listAllDomains(0):
+                try:
+                    name = dom.name()
+                    if not name.startswith(prefix):
+                        continue
+                    mark = self._mark_of(dom)
+                    if mark is None or mark.node != self._settings.node:
+                        continue
+                    if name != self._layout.name(mark.app_uuid):
+                        continue
+                    out.append(self._info(dom, mark))
+                except self._lv.libvirtError as exc:
+                    if exc.get_error_code() in self._not_found:
+                        continue  # undefined while we listed
+                    raise
+            return sorted(out, key=lambda i: i.name)
+
+        return await self._call("list domains", scan)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._drop)
+
+
+__all__ = [
+    "AccelSetting",
+    "DomainInfo",
+    "DomainState",
+    "Hypervisor",
+    "HypervisorSettings",
+    "Layout",
+    "LibvirtHypervisor",
+    "VmSpec",
+    "domain_prefix",
+    "domain_uuid",
+    "kvm_probe",
+    "kvm_usable",
+]

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# The test VM guest, from Debian packages only: Debian's kernel and a busybox initramfs whose
+# /init finds the NoCloud seed (a filesystem labelled `cidata`: an ISO 9660 on a CD-ROM (IDE or
+# SATA) or on a virtio disk, or a vfat disk), prints its meta-data and user-data to the serial
+# console (ttyS0) between marker lines, and keeps running.  An ACPI power-button press powers
+# it off (busybox acpid), so a graceful libvirt shutdown works.
+#
+# Outputs, in $EVE_IMAGE_CACHE/vm-<input hash>/ (default cache /var/cache/eve-agent/images):
+#   vmlinuz      the kernel, for direct kernel boot
+#   initrd.gz    the busybox initramfs (cpio newc, gzip) with the modules it needs
+#   disk.qcow2   a bootable disk (BIOS): a FAT "superfloppy" with syslinux, the same kernel and
+#                initramfs; booted by SeaBIOS like any app disk, or attached as a data disk
+# and `$EVE_IMAGE_CACHE/vm` -> that directory.  The last three lines are `<sha256>  <path>`.
+#
+# Inputs hashed: this script, the kernel package (linux-image-amd64's versioned dependency),
+# busybox-static and syslinux versions as apt knows them.  Idempotent; a flock serialises
+# concurrent builds; a cached build needs no network.  Needs: apt-get, dpkg-deb, busybox,
+# mkfs.vfat (dosfstools), mcopy (mtools), syslinux, qemu-img (all in tools/deps.sh).
+set -euo pipefail
+
+CACHE=${EVE_IMAGE_CACHE:-/var/cache/eve-agent/images}
+mkdir -p "$CACHE"
+log() { printf '[vm] %s\n' "$*" >&2; }
+
+candidate() { apt-cache policy "$1" | awk '/Candidate:/ {print $2}'; }
+
+kernel_pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9].*-amd64$/ {print $2; exit}')
+[ -n "$kernel_pkg" ] || { log "cannot resolve linux-image-amd64's kernel package"; exit 1; }
+kernel_ver=$(candidate "$kernel_pkg")
+busybox_ver=$(candidate busybox-static)
+syslinux_ver=$(candidate syslinux)
+hash=$( {
+    sha256sum <"$0"
+    printf '%s=%s\nbusybox-static=%s\nsyslinux=%s\n' "$kernel_pkg" "$kernel_ver" "$busybox_ver" "$syslinux_ver"
+} | sha256sum | cut -c1-16)
+out=$CACHE/vm-$hash
+
+exec 9>"$CACHE/.vm.lock"
+flock 9
+
+report() {
+    ln -sfn "vm-$hash" "$CACHE/vm.tmp" && mv -T "$CACHE/vm.tmp" "$CACHE/vm"
+    (cd "$out" && sha256sum vmlinuz initrd.gz disk.qcow2) | while read -r sum name; do
+        printf '%s  %s\n' "$sum" "$out/$name"
+    done
+}
+
+if [ -f "$out/SHA256SUMS" ] && (cd "$out" && sha256sum --quiet -c SHA256SUMS); then
+    log "cached: $out ($kernel_pkg $kernel_ver, busybox $busybox_ver)"
+    report
+    exit 0
+fi
+
+log "building $out ($kernel_pkg $kernel_ver, busybox-static $busybox_ver, syslinux $syslinux_ver)"
+work=$(mktemp -d "$CACHE/.vm-build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+# apt's _apt user must be able to write the download directory.
+chmod 0755 "$work"
+apt-get download -q "$kernel_pkg=$kernel_ver" "busybox-static=$busybox_ver" >&2
+dpkg-deb -x "$kernel_pkg"_*.deb kernel
+dpkg-deb -x busybox-static_*.deb busybox
+kver=${kernel_pkg#linux-image-}
+moddir=kernel/lib/modules/$kver
+
+# --- initramfs ------------------------------------------------------------------------------
+root=$work/root
+mkdir -p "$root"/{bin,dev,proc,sys,seed,etc/acpi,lib/modules}
+cp busybox/bin/busybox "$root/bin/busybox"
+
+# Modules /init loads, in dependency order (each module's own "depends=" from .modinfo).
+declare -A seen=()
+order=()
+modpath() { find "$moddir" -name "$1.ko" -print -quit; }
+add_module() {
+    local name=$1 file dep
+    [ -z "${seen[$name]:-}" ] || return 0
+    seen[$name]=1
+    file=$(modpath "$name")
+    [ -n "$file" ] || { log "module $name not in $kernel_pkg"; exit 1; }
+    for dep in $(tr '\0' '\n' <"$file" | sed -n 's/^depends=//p' | tr ',' ' '); do
+        add_module "$dep"
+    done
+    cp "$file" "$root/lib/modules/$name.ko"
+    order+=("$name")
+}
+# virtio disks; IDE (pc) and SATA (q35) CD-ROMs and disks; ISO 9660 and vfat; power button.
+for m in virtio_pci virtio_blk ata_piix ahci sr_mod sd_mod isofs vfat nls_cp437 nls_ascii \
+    button evdev; do
+    add_module "$m"
+done
+printf '%s\n' "${order[@]}" >"$root/etc/modules"
+
+cat >"$root/etc/acpid.conf" <<'EOF'
+PWRF power.sh
+EOF
+cat >"$root/etc/acpi/power.sh" <<'EOF'
+#!/bin/busybox sh
+echo "eve-test-guest: power button, powering off" >/dev/console
+sync
+poweroff -f
+EOF
+chmod 0755 "$root/etc/acpi/power.sh"
+
+cat >"$root/init" <<'EOF'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
+echo "eve-test-guest: up, kernel $(uname -r)"
+for m in $(cat /etc/modules); do insmod "/lib/modules/$m.ko" 2>/dev/null; done
+acpid -c /etc/acpi -a /etc/acpid.conf -l /dev/null 2>/dev/null
+seed=""
+i=0
+while [ $i -lt 100 ]; do
+    seed=$(findfs LABEL=cidata 2>/dev/null || findfs LABEL=CIDATA 2>/dev/null || true)
+    [ -n "$seed" ] && break
+    sleep 0.2
+    i=$((i + 1))
+done
+if [ -z "$seed" ]; then
+    echo "eve-test-guest: no NoCloud seed (no filesystem labelled cidata)"
+elif mount -o ro -t iso9660 "$seed" /seed 2>/dev/null || mount -o ro -t vfat "$seed" /seed; then
+    echo "eve-test-guest: NoCloud seed on $seed"
+    echo "----- meta-data"
+    cat /seed/meta-data
+    echo "----- user-data"
+    cat /seed/user-data
+    echo "----- end of seed"
+else
+    echo "eve-test-guest: cannot mount the seed on $seed"
+fi
+echo "eve-test-guest: running"
+while :; do sleep 3600; done
+EOF
+chmod 0755 "$root/init"
+(cd "$root" && find . | LC_ALL=C sort | "$work/busybox/bin/busybox" cpio -o -H newc 2>/dev/null) |
+    gzip -9n >initrd.gz
+
+# --- bootable disk: FAT superfloppy + syslinux (no mounts) ---------------------------------------
+cp "kernel/boot/vmlinuz-$kver" vmlinuz
+cat >syslinux.cfg <<'EOF'
+DEFAULT eve
+PROMPT 0
+TIMEOUT 0
+LABEL eve
+  KERNEL vmlinuz
+  INITRD initrd.gz
+  APPEND console=ttyS0 quiet
+EOF
+size_mib=$(( ($(stat -c %s vmlinuz) + $(stat -c %s initrd.gz)) / 1048576 + 8 ))
+mkfs.vfat -n EVETEST -C disk.raw $((size_mib * 1024)) >/dev/null
+syslinux --install disk.raw
+mcopy -i disk.raw vmlinuz initrd.gz syslinux.cfg ::/
+qemu-img convert -q -f raw -O qcow2 disk.raw disk.qcow2
+
+mkdir -p "$work/out"
+mv vmlinuz initrd.gz disk.qcow2 "$work/out/"
+(cd "$work/out" && sha256sum vmlinuz initrd.gz disk.qcow2 >SHA256SUMS)
+chmod 0755 "$work/out"
+chmod 0644 "$work/out"/*
+rm -rf "$out"
+mv "$work/out" "$out"
+log "built $out"
+report
