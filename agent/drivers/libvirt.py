@@ -35,318 +35,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import hashlib
 import logging
-import os
-import shutil
-import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from agent.drivers import cloudinit, domainxml, runner
-from agent.drivers.cloudinit import NoCloud
+from agent.drivers import cloudinit, domainxml
 from agent.drivers.domainxml import (
     Accel,
-    Disk,
-    DomainConfig,
     DomainXmlError,
-    KernelBoot,
     Mark,
-    SeedBus,
 )
 from agent.drivers.errors import DriverError, NotFoundError, PermanentError, TemporaryError
+from agent.drivers.hypervisor import (
+    STATES,
+    AccelSetting,
+    DomainInfo,
+    DomainState,
+    Hypervisor,
+    HypervisorSettings,
+    Layout,
+    VmSpec,
+    domain_prefix,
+    domain_uuid,
+)
+from agent.drivers.kvm import kvm_probe, kvm_usable
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-CONSOLE_LOG = "console.log"
-SEED = domainxml.SEED_NAME
-
-
-class AccelSetting(enum.StrEnum):
-    AUTO = "auto"
-    KVM = "kvm"
-    TCG = "tcg"
-
-
-class DomainState(enum.StrEnum):
-    """libvirt's domain states, by name."""
-
-    NOSTATE = "nostate"
-    RUNNING = "running"
-    BLOCKED = "blocked"
-    PAUSED = "paused"
-    SHUTTING_DOWN = "shutting-down"
-    SHUTOFF = "shutoff"
-    CRASHED = "crashed"
-    PMSUSPENDED = "pmsuspended"
-
-    @property
-    def active(self) -> bool:
-        return self not in (DomainState.SHUTOFF, DomainState.CRASHED, DomainState.NOSTATE)
-
-
-#: virDomainState values in order.
-_STATES = list(DomainState)
-
-
-@dataclass(frozen=True)
-class HypervisorSettings:
-    node: str
-    #: Per-domain directories (seed, console log) live here; see the module docstring.
-    state_dir: Path
-    uri: str = "qemu:///system"
-    accel: AccelSetting = AccelSetting.AUTO
-    kvm_probe_timeout: float = 5.0
-    #: Where libvirt writes each domain's QEMU log (removed on undefine); None leaves it.
-    qemu_log_dir: Path | None = Path("/var/log/libvirt/qemu")
-    #: How often a graceful shutdown polls the domain's state.
-    poll_interval: float = 0.2
-
-
-@dataclass(frozen=True)
-class VmSpec:
-    """One VM as the app layer asks for it."""
-
-    app_uuid: uuid.UUID
-    generation: int
-    memory_mib: int
-    vcpus: int
-    disks: tuple[Disk, ...] = ()
-    kernel: KernelBoot | None = None
-    cloud_init: NoCloud | None = None
-    seed_bus: SeedBus = SeedBus.CDROM
-    uefi: bool = False
-    machine: str = "pc"
-
-
-@dataclass(frozen=True)
-class DomainInfo:
-    name: str
-    mark: Mark
-    state: DomainState
-    console_log: Path
-
-
-class Hypervisor(Protocol):
-    """A node's VMs.  Addressed by app UUID; see the module docstring for naming, marks,
-    files and errors."""
-
-    @property
-    def node(self) -> str: ...
-
-    def domain_name(self, app_uuid: uuid.UUID) -> str: ...
-
-    def console_log(self, app_uuid: uuid.UUID) -> Path:
-        """The serial console log of the app's domain (it may not exist yet)."""
-        ...
-
-    async def detect_accel(self) -> Accel:
-        """KVM or TCG: the setting when forced, else a probe (cached)."""
-        ...
-
-    async def define_and_start(self, spec: VmSpec) -> DomainInfo:
-        """(Re)write the seed, define the domain and start it.  A domain of this app already
-        running with the same generation is left alone; one running with another generation
-        is a PermanentError (stop it first)."""
-        ...
-
-    async def state(self, app_uuid: uuid.UUID) -> DomainInfo:
-        """NotFoundError when the app has no domain."""
-        ...
-
-    async def shutdown(self, app_uuid: uuid.UUID, grace: float) -> bool:
-        """ACPI power button, then destroy after ``grace`` seconds.  True when the guest
-        went off by itself (or was not running)."""
-        ...
-
-    async def destroy(self, app_uuid: uuid.UUID) -> None:
-        """Hard stop; nothing to do when it is off or gone."""
-        ...
-
-    async def undefine(self, app_uuid: uuid.UUID) -> None:
-        """Destroy if running, undefine (NVRAM too) and remove the domain's files.  A domain
-        already gone is success."""
-        ...
-
-    async def list_owned(self) -> list[DomainInfo]:
-        """The domains of this node (our metadata naming this node); nothing else."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-def domain_prefix(node: str) -> str:
-    return "eve-" + hashlib.sha256(node.encode()).hexdigest()[:8] + "-"
-
-
-def domain_uuid(node: str, app_uuid: uuid.UUID) -> uuid.UUID:
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"{domainxml.NAMESPACE}/{node}/{app_uuid}")
-
-
-class Layout:
-    """Names and paths of one node's domains, and the domain config of a spec: what the
-    real driver and the fake share."""
-
-    def __init__(self, settings: HypervisorSettings) -> None:
-        if not settings.node:
-            raise ValueError("node must not be empty")
-        self.settings = settings
-        self.prefix = domain_prefix(settings.node)
-        self.state_dir = Path(settings.state_dir).absolute()
-
-    def name(self, app_uuid: uuid.UUID) -> str:
-        return f"{self.prefix}{app_uuid}"
-
-    def domain_dir(self, name: str) -> Path:
-        return self.state_dir / name
-
-    def console_log(self, name: str) -> Path:
-        return self.domain_dir(name) / CONSOLE_LOG
-
-    def check_files(self, spec: VmSpec) -> None:
-        """PermanentError naming the first kernel, initrd or disk file that is missing."""
-        paths: list[Path] = [d.path for d in spec.disks]
-        if spec.kernel is not None:
-            paths.append(spec.kernel.kernel)
-            if spec.kernel.initrd is not None:
-                paths.append(spec.kernel.initrd)
-        for path in paths:
-            if not Path(path).is_file():
-                raise PermanentError(f"VM file missing: {path}")
-
-    def config(self, spec: VmSpec, accel: Accel) -> DomainConfig:
-        name = self.name(spec.app_uuid)
-        try:
-            return DomainConfig(
-                name=name,
-                uuid=domain_uuid(self.settings.node, spec.app_uuid),
-                mark=Mark(self.settings.node, spec.app_uuid, spec.generation),
-                memory_mib=spec.memory_mib,
-                vcpus=spec.vcpus,
-                accel=accel,
-                console_log=self.console_log(name),
-                disks=spec.disks,
-                kernel=spec.kernel,
-                seed=self.domain_dir(name) / SEED if spec.cloud_init is not None else None,
-                seed_bus=spec.seed_bus,
-                uefi=spec.uefi,
-                machine=spec.machine,
-            )
-        except ValueError as exc:
-            raise PermanentError(f"invalid VM spec: {exc}") from exc
-
-    def make_dir(self, name: str) -> Path:
-        path = self.domain_dir(name)
-        path.mkdir(parents=True, exist_ok=True)
-        # QEMU (libvirt-qemu) must reach the seed; the log is written by root's virtlogd.
-        path.chmod(0o711)
-        return path
-
-    def remove_files(self, name: str) -> None:
-        shutil.rmtree(self.domain_dir(name), ignore_errors=True)
-        if self.settings.qemu_log_dir is not None:
-            with contextlib.suppress(FileNotFoundError):
-                (self.settings.qemu_log_dir / f"{name}.log").unlink()
-
-    def check_mark(self, name: str, mark: Mark | None, app_uuid: uuid.UUID | None) -> Mark:
-        if mark is None:
-            raise PermanentError(f"domain {name} exists but is not ours (no eve-agent metadata)")
-        if mark.node != self.settings.node or (app_uuid is not None and mark.app_uuid != app_uuid):
-            raise PermanentError(
-                f"domain {name} belongs to node {mark.node!r} app {mark.app_uuid}, not to us"
-            )
-        return mark
-
-
-# --- KVM detection -------------------------------------------------------------------------------
-
-_KVM_GET_API_VERSION = 0xAE00
-_KVM_CREATE_VM = 0xAE01
-_KVM_GET_VCPU_MMAP_SIZE = 0xAE04
-_KVM_CREATE_VCPU = 0xAE41
-_KVM_SET_USER_MEMORY_REGION = 0x4020AE46
-_KVM_RUN = 0xAE80
-_KVM_GET_REGS = 0x8090AE81
-_KVM_SET_REGS = 0x4090AE82
-_KVM_GET_SREGS = 0x8138AE83
-_KVM_SET_SREGS = 0x4138AE84
-_KVM_EXIT_HLT = 5
-
-
-def kvm_probe(device: str = "/dev/kvm") -> int:
-    """Run a one-instruction real-mode guest (``hlt``) on KVM; 0 when it exits with HLT.
-    Runs in a child process (:func:`kvm_usable`): on a host where KVM guests hang, KVM_RUN
-    never returns and the child is killed."""
-    import ctypes
-    import fcntl
-    import mmap
-    import struct
-
-    kvm = os.open(device, os.O_RDWR | os.O_CLOEXEC)
-    if fcntl.ioctl(kvm, _KVM_GET_API_VERSION, 0) != 12:
-        return 2
-    vm = fcntl.ioctl(kvm, _KVM_CREATE_VM, 0)
-    memory = mmap.mmap(-1, 0x1000)
-    memory.write(b"\xf4")  # hlt at guest physical 0
-    address = ctypes.addressof(ctypes.c_char.from_buffer(memory))
-    region = struct.pack("=IIQQQ", 0, 0, 0, 0x1000, address)
-    fcntl.ioctl(vm, _KVM_SET_USER_MEMORY_REGION, region)
-    vcpu = fcntl.ioctl(vm, _KVM_CREATE_VCPU, 0)
-    size = fcntl.ioctl(kvm, _KVM_GET_VCPU_MMAP_SIZE, 0)
-    run = mmap.mmap(vcpu, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-    sregs = bytearray(312)
-    fcntl.ioctl(vcpu, _KVM_GET_SREGS, sregs, True)
-    struct.pack_into("=Q", sregs, 0, 0)  # cs.base
-    struct.pack_into("=H", sregs, 12, 0)  # cs.selector
-    fcntl.ioctl(vcpu, _KVM_SET_SREGS, bytes(sregs))
-    regs = bytearray(144)
-    struct.pack_into("=QQ", regs, 128, 0, 2)  # rip, rflags
-    fcntl.ioctl(vcpu, _KVM_SET_REGS, bytes(regs))
-    fcntl.ioctl(vcpu, _KVM_RUN, 0)
-    reason: int = struct.unpack_from("=I", run, 8)[0]
-    return 0 if reason == _KVM_EXIT_HLT else 3
-
-
-def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return set()
-
-
-async def kvm_usable(limit: float, device: str = "/dev/kvm") -> tuple[bool, str]:
-    """Whether KVM runs guests here, and why not (the probe may take ``limit`` seconds)."""
-    if not os.path.exists(device):  # noqa: ASYNC240 - a stat of a device node, once
-        return False, f"{device} does not exist"
-    flags = _cpu_flags()
-    if not flags & {"vmx", "svm"}:
-        # e.g. kvm_pvm (KVM without hardware virtualisation) runs only PVM-enabled guest
-        # kernels: a probe instruction halts, but ordinary guests hang.
-        return False, f"{device} exists but the CPU has no vmx/svm (no hardware virtualisation)"
-    if not os.access(device, os.R_OK | os.W_OK):
-        return False, f"{device} is not readable and writable"
-    code = f"import agent.drivers.libvirt as m; raise SystemExit(m.kvm_probe({device!r}))"
-    try:
-        done = await runner.run([sys.executable, "-c", code], timeout=limit, check=False)
-    except runner.CommandTimeout:
-        return False, f"a probe guest on {device} did not halt within {limit:g} s"
-    except DriverError as exc:
-        return False, f"the KVM probe could not run: {exc}"
-    if done.returncode != 0:
-        return False, f"the KVM probe failed (status {done.returncode}): {done.tail(300)}"
-    return True, "a probe guest ran on KVM"
-
 
 # --- libvirt -------------------------------------------------------------------------------------
 
@@ -527,7 +247,7 @@ class LibvirtHypervisor:
         return DomainInfo(
             name=name,
             mark=mark,
-            state=_STATES[state] if 0 <= state < len(_STATES) else DomainState.NOSTATE,
+            state=STATES[state] if 0 <= state < len(STATES) else DomainState.NOSTATE,
             console_log=self._layout.console_log(name),
         )
 

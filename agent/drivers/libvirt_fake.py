@@ -22,7 +22,7 @@ from pathlib import Path
 from agent.drivers import domainxml
 from agent.drivers.domainxml import Accel, DomainXmlError, Mark
 from agent.drivers.errors import DriverError, NotFoundError, PermanentError
-from agent.drivers.libvirt import (
+from agent.drivers.hypervisor import (
     SEED,
     AccelSetting,
     DomainInfo,
