@@ -218,3 +218,25 @@ class Layout:
                 f"domain {name} belongs to node {mark.node!r} app {mark.app_uuid}, not to us"
             )
         return mark
+
+
+class LayoutNaming:
+    """The naming part of :class:`Hypervisor`, the same for every implementation (they set
+    ``_settings`` and ``_layout``)."""
+
+    _settings: HypervisorSettings
+    _layout: Layout
+
+    @property
+    def node(self) -> str:
+        return self._settings.node
+
+    @property
+    def prefix(self) -> str:
+        return self._layout.prefix
+
+    def domain_name(self, app_uuid: uuid.UUID) -> str:
+        return self._layout.name(app_uuid)
+
+    def console_log(self, app_uuid: uuid.UUID) -> Path:
+        return self._layout.console_log(self._layout.name(app_uuid))

@@ -40,7 +40,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.drivers import cloudinit, domainxml
@@ -58,6 +57,7 @@ from agent.drivers.hypervisor import (
     Hypervisor,
     HypervisorSettings,
     Layout,
+    LayoutNaming,
     VmSpec,
     domain_prefix,
     domain_uuid,
@@ -98,7 +98,7 @@ class _Conn:
     opens: int = 0
 
 
-class LibvirtHypervisor:
+class LibvirtHypervisor(LayoutNaming):
     """:class:`Hypervisor` over libvirt-python; see the module docstring."""
 
     def __init__(self, settings: HypervisorSettings) -> None:
@@ -128,21 +128,6 @@ class LibvirtHypervisor:
             "VIR_ERR_RPC",
             "VIR_ERR_INVALID_CONN",
         )
-
-    # --- naming
-    @property
-    def node(self) -> str:
-        return self._settings.node
-
-    @property
-    def prefix(self) -> str:
-        return self._layout.prefix
-
-    def domain_name(self, app_uuid: uuid.UUID) -> str:
-        return self._layout.name(app_uuid)
-
-    def console_log(self, app_uuid: uuid.UUID) -> Path:
-        return self._layout.console_log(self._layout.name(app_uuid))
 
     # --- connection and errors (worker threads)
     def _connection(self) -> Any:

@@ -29,6 +29,7 @@ from agent.drivers.hypervisor import (
     DomainState,
     HypervisorSettings,
     Layout,
+    LayoutNaming,
     VmSpec,
 )
 
@@ -51,7 +52,7 @@ def _append(path: Path, text: str) -> None:
         log.write(text)
 
 
-class FakeHypervisor:
+class FakeHypervisor(LayoutNaming):
     """See the module docstring."""
 
     def __init__(self, settings: HypervisorSettings, *, graceful: bool = True) -> None:
@@ -82,21 +83,6 @@ class FakeHypervisor:
         error = self._failures.pop(operation, None)
         if error is not None:
             raise error
-
-    # --- naming
-    @property
-    def node(self) -> str:
-        return self._settings.node
-
-    @property
-    def prefix(self) -> str:
-        return self._layout.prefix
-
-    def domain_name(self, app_uuid: uuid.UUID) -> str:
-        return self._layout.name(app_uuid)
-
-    def console_log(self, app_uuid: uuid.UUID) -> Path:
-        return self._layout.console_log(self._layout.name(app_uuid))
 
     # --- helpers
     def _lookup(self, app_uuid: uuid.UUID) -> tuple[FakeDomain, Mark] | None:
