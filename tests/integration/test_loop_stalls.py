@@ -167,4 +167,8 @@ async def test_the_link_under_load_on_swtpm_leaves_the_loop_free(
     assert counts.configs_applied >= 2, counts
     assert counts.info_sent >= 3 and counts.log_files_uploaded >= 3, counts
     assert counts.unseals >= 5 and counts.seals >= 1, counts
-    assert result.watch.longest < LIMIT, result.watch.summary()
+    assert result.watch.longest < LIMIT, (
+        result.watch.summary()
+        + "\nthe loop thread was here during the stall:\n"
+        + (result.watch.worst_stack or "(no stack caught)")
+    )
