@@ -145,30 +145,42 @@ async def test_signatures_and_quotes_leave_the_loop_free_while_the_vault_works(
 
 
 async def test_the_link_under_load_on_swtpm_leaves_the_loop_free(
-    tmp_path: Path, require_service: RequireService, loop_watch: LoopWatch
+    tmp_path: Path, require_service: RequireService
 ) -> None:
     """The whole controller link (onboarding, attestation, config sync, device info and log
     upload) against a real controller process, every request signed by the swtpm's device key,
-    with vault seal and unseal loops in threads on the same TPM."""
+    with vault seal and unseal loops in threads on the same TPM.
+
+    One more run is allowed when the first has a single stall past the limit: on a 2-core CI
+    machine this load (a controller process, swtpm, two vault threads, the link) now and then
+    loses the CPU for longer than 50 ms to the host, while work done on the loop (a signature,
+    a quote, a large parse) stalls every run; test_link_offload shows that deterministically.
+    The first run's figures and stack are kept in the failure message if the second fails too.
+    """
     reason = _swtpm_missing()
     if reason is not None:
         require_service("swtpm", reason)
     ctl = Controller(tmp_path / "controller")
     await asyncio.to_thread(ctl.init)
     await asyncio.to_thread(ctl.start)
+    failures: list[str] = []
     try:
-        node = Node(tmp_path / "node", ctl, serial="stall-1")
-        result = await run_agent_load(ctl.state, node.root, duration=3.0)
+        for attempt in range(2):
+            node = Node(tmp_path / f"node{attempt}", ctl, serial=f"stall-{attempt}")
+            result = await run_agent_load(ctl.state, node.root, duration=3.0)
+            counts = result.counts
+            assert not counts.vault_errors, counts.vault_errors
+            assert counts.attestations >= 3, counts
+            assert counts.configs_applied >= 2, counts
+            assert counts.info_sent >= 3 and counts.log_files_uploaded >= 3, counts
+            assert counts.unseals >= 5 and counts.seals >= 1, counts
+            if result.watch.longest < LIMIT:
+                break
+            failures.append(
+                f"run {attempt + 1}: {result.watch.summary()}\nthe loop thread was here during "
+                f"the stall:\n{result.watch.worst_stack or '(no stack caught)'}"
+            )
+            print(failures[-1])  # shown by pytest -rA; the second run decides
     finally:
         await asyncio.to_thread(ctl.stop)
-    counts = result.counts
-    assert not counts.vault_errors, counts.vault_errors
-    assert counts.attestations >= 3, counts
-    assert counts.configs_applied >= 2, counts
-    assert counts.info_sent >= 3 and counts.log_files_uploaded >= 3, counts
-    assert counts.unseals >= 5 and counts.seals >= 1, counts
-    assert result.watch.longest < LIMIT, (
-        result.watch.summary()
-        + "\nthe loop thread was here during the stall:\n"
-        + (result.watch.worst_stack or "(no stack caught)")
-    )
+    assert len(failures) < 2, "\n\n".join(failures)
