@@ -39,7 +39,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from agent.drivers.errors import DriverError, PermanentError, TemporaryError
 
@@ -96,6 +96,9 @@ class CommandError(DriverError):
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
+
+
+_E = TypeVar("_E", bound=CommandError)
 
 
 class CommandNotFound(CommandError, PermanentError):
@@ -164,8 +167,14 @@ def _with_tail(message: str, done: Completed) -> str:
 
 
 def _timeout_error(done: Completed, timeout: float) -> CommandTimeout:
-    return CommandTimeout(
-        _with_tail(f"{_name(done.argv)} did not finish within {timeout:g} s and was killed", done),
+    what = f"did not finish within {timeout:g} s and was killed"
+    return _error(CommandTimeout, what, done)
+
+
+def _error(cls: type[_E], what: str, done: Completed) -> _E:
+    """``cls`` for ``done``: the command's name, ``what`` happened, the output's tail."""
+    return cls(
+        _with_tail(f"{_name(done.argv)} {what}", done),
         argv=done.argv,
         returncode=done.returncode,
         stdout=done.stdout,
@@ -180,13 +189,7 @@ def _check(done: Completed) -> Completed:
         what = f"killed by signal {-done.returncode}"
     else:
         what = f"exited with status {done.returncode}"
-    raise CommandFailed(
-        _with_tail(f"{_name(done.argv)} {what}", done),
-        argv=done.argv,
-        returncode=done.returncode,
-        stdout=done.stdout,
-        stderr=done.stderr,
-    )
+    raise _error(CommandFailed, what, done)
 
 
 def _kill_group(pid: int) -> None:

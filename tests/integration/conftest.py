@@ -10,6 +10,7 @@ as in CI and ``make test`` - and *skips* it with the reason otherwise (a laptop 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -26,6 +27,18 @@ _REQUIRE_VARS = ("CI", "EVE_AGENT_REQUIRE_SERVICES")
 
 def _truthy(value: str | None) -> bool:
     return value is not None and value.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def swtpm_missing() -> str | None:
+    """Why the swtpm tests cannot run here (tools or tpm2-pytss missing), or None."""
+    missing = [tool for tool in ("swtpm", "swtpm_setup") if shutil.which(tool) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed (Debian: swtpm, swtpm-tools)"
+    try:
+        import tpm2_pytss  # noqa: F401
+    except ImportError as exc:
+        return f"tpm2-pytss cannot be imported: {exc}"
+    return None
 
 
 def services_required() -> bool:

@@ -58,6 +58,7 @@ from controller.identity import ControllerIdentity
 from controller.records import AttestState, Device, GoldenSource, NonceRecord
 from controller.state import StateDir
 from controller.store import Store
+from tests.integration.conftest import swtpm_missing
 
 VERSION = "1.0.0"
 SUCCESS = attest_pb2.Z_ATTEST_RESPONSE_CODE_SUCCESS
@@ -78,13 +79,9 @@ class _Factories:
 @pytest.fixture(scope="session")
 def swtpm_states(tmp_path_factory: pytest.TempPathFactory) -> _Factories | str:
     """The manufactured states to copy, or the reason there are none."""
-    missing = [tool for tool in ("swtpm", "swtpm_setup") if shutil.which(tool) is None]
-    if missing:
-        return f"{', '.join(missing)} not installed (Debian: swtpm, swtpm-tools)"
-    try:
-        import tpm2_pytss  # noqa: F401
-    except ImportError as exc:
-        return f"tpm2-pytss cannot be imported: {exc}"
+    reason = swtpm_missing()
+    if reason is not None:
+        return reason
     made: list[Path] = []
     for name in ("node", "other"):
         state = tmp_path_factory.mktemp(f"swtpm-factory-{name}")

@@ -33,26 +33,16 @@ from agent.vault import keys
 from agent.wire import envelope
 from tests.e2e.harness import Controller, Node
 from tests.integration.agent_load import run_agent_load
+from tests.integration.conftest import swtpm_missing
 from tests.loopwatch import LIMIT, LoopWatch
 
 RequireService = Callable[[str, str], NoReturn]
 
 
-def _swtpm_missing() -> str | None:
-    missing = [tool for tool in ("swtpm", "swtpm_setup") if shutil.which(tool) is None]
-    if missing:
-        return f"{', '.join(missing)} not installed (Debian: swtpm, swtpm-tools)"
-    try:
-        import tpm2_pytss  # noqa: F401
-    except ImportError as exc:
-        return f"tpm2-pytss cannot be imported: {exc}"
-    return None
-
-
 @pytest.fixture(scope="module")
 def manufactured_swtpm(tmp_path_factory: pytest.TempPathFactory) -> Path | str:
     """A manufactured swtpm state to copy, or the reason there is none."""
-    reason = _swtpm_missing()
+    reason = swtpm_missing()
     if reason is not None:
         return reason
     state = tmp_path_factory.mktemp("stall-swtpm")
@@ -157,7 +147,7 @@ async def test_the_link_under_load_on_swtpm_leaves_the_loop_free(
     a quote, a large parse) stalls every run; test_link_offload shows that deterministically.
     The first run's figures and stack are kept in the failure message if the second fails too.
     """
-    reason = _swtpm_missing()
+    reason = swtpm_missing()
     if reason is not None:
         require_service("swtpm", reason)
     ctl = Controller(tmp_path / "controller")

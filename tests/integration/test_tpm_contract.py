@@ -37,6 +37,7 @@ from agent.drivers.tpm import (
 )
 from agent.drivers.tpm_fake import FakeTpm
 from agent.wire import ecdh, tpmwire
+from tests.integration.conftest import swtpm_missing
 
 NONCE = b"adam-nonce12"  # Adam hands out 12-character nonces
 
@@ -68,13 +69,9 @@ class _Factory:
 @pytest.fixture(scope="session")
 def swtpm_factory(tmp_path_factory: pytest.TempPathFactory) -> _Factory | str:
     """A manufactured swtpm state to copy, or the reason there is none."""
-    missing = [tool for tool in ("swtpm", "swtpm_setup") if shutil.which(tool) is None]
-    if missing:
-        return f"{', '.join(missing)} not installed (Debian: swtpm, swtpm-tools)"
-    try:
-        import tpm2_pytss  # noqa: F401
-    except ImportError as exc:
-        return f"tpm2-pytss cannot be imported: {exc}"
+    reason = swtpm_missing()
+    if reason is not None:
+        return reason
     state = tmp_path_factory.mktemp("swtpm-factory")
     proc = SwtpmProcess(state)
     try:

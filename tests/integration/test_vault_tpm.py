@@ -36,6 +36,7 @@ from agent.vault.manager import (
 )
 from agent.wire import pki
 from agent.wire.pb.evecommon import acipherinfo_pb2
+from tests.integration.conftest import swtpm_missing
 
 RequireService = Callable[[str, str], NoReturn]
 IMAGE_SIZE = 64 * 1024 * 1024
@@ -44,13 +45,9 @@ IMAGE_SIZE = 64 * 1024 * 1024
 @pytest.fixture(scope="session")
 def vault_swtpm_factory(tmp_path_factory: pytest.TempPathFactory) -> Path | str:
     """A manufactured swtpm state directory to copy, or why there is none."""
-    missing = [tool for tool in ("swtpm", "swtpm_setup") if shutil.which(tool) is None]
-    if missing:
-        return f"{', '.join(missing)} not installed (Debian: swtpm, swtpm-tools)"
-    try:
-        import tpm2_pytss  # noqa: F401
-    except ImportError as exc:
-        return f"tpm2-pytss cannot be imported: {exc}"
+    reason = swtpm_missing()
+    if reason is not None:
+        return reason
     state = tmp_path_factory.mktemp("vault-swtpm")
     try:
         SwtpmProcess(state).manufacture()

@@ -13,8 +13,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+import pytest
 from aiohttp import encode_basic_auth, web
 
+from agent.drivers import download as dl
 from agent.wire import pki
 
 CHUNK = 256 * 1024
@@ -184,3 +187,16 @@ async def blob_server(directory: Path) -> AsyncIterator[BlobServer]:
     finally:
         server.release.set()
         await runner.cleanup()
+
+
+# Fixtures for the tests that download from it (imported by those test modules).
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[BlobServer]:
+    async with blob_server(tmp_path / "tls") as srv:
+        yield srv
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with dl.new_session() as s:
+        yield s

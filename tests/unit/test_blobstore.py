@@ -16,7 +16,9 @@ import pytest
 from agent.drivers import download as dl
 from agent.drivers.blobstore import BlobStore, DigestMismatch
 from agent.drivers.errors import PermanentError
-from tests.unit.blob_server import Blob, BlobServer, blob_server
+from tests.unit.blob_server import Blob, BlobServer, blob_server, server, session
+
+__all__ = ["server", "session"]  # fixtures shared with the other downloading tests
 from tests.unit.test_download import MIB, payload
 
 
@@ -26,18 +28,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[BlobServer]:
-    async with blob_server(tmp_path / "tls") as srv:
-        yield srv
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with dl.new_session() as s:
-        yield s
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -15,7 +14,9 @@ import pytest
 from agent.drivers import download as dl
 from agent.drivers.errors import PermanentError, TemporaryError
 from tests.loopwatch import LoopWatch
-from tests.unit.blob_server import Blob, BlobServer, blob_server
+from tests.unit.blob_server import Blob, BlobServer, server, session
+
+__all__ = ["server", "session"]  # fixtures shared with the other downloading tests
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -24,18 +25,6 @@ MIB = 1024 * KIB
 def payload(n: int, seed: int = 1) -> bytes:
     block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB pattern
     return (block * (n // len(block) + 1))[:n]
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[BlobServer]:
-    async with blob_server(tmp_path / "tls") as srv:
-        yield srv
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with dl.new_session() as s:
-        yield s
 
 
 async def fetch(
