@@ -32,10 +32,7 @@ async def ctl(tmp_path: Path) -> AsyncIterator[Harness]:
 
 @pytest.fixture
 async def device(ctl: Harness) -> FakeDevice:
-    ctl.allow()
-    device = ctl.device()
-    await device.onboard()
-    return device
+    return await ctl.onboarded()
 
 
 async def test_empty_quote_gives_a_token_and_records_the_state(

@@ -22,10 +22,7 @@ async def ctl(tmp_path: Path) -> AsyncIterator[Harness]:
 
 @pytest.fixture
 async def device(ctl: Harness) -> FakeDevice:
-    ctl.allow()
-    device = ctl.device()
-    await device.onboard()
-    return device
+    return await ctl.onboarded()
 
 
 def set_config(ctl: Harness, device: FakeDevice, document: dict[str, object]) -> None:

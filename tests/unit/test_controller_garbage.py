@@ -34,9 +34,7 @@ async def ctl(tmp_path: Path) -> AsyncIterator[Harness]:
 
 @pytest.fixture
 async def device(ctl: Harness) -> FakeDevice:
-    ctl.allow()
-    device = ctl.device()
-    await device.onboard()
+    device = await ctl.onboarded()
     await device.attest_without_tpm()
     return device
 

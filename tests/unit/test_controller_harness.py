@@ -66,6 +66,13 @@ class Harness:
     def device(self, serial: str = "serial-1") -> FakeDevice:
         return FakeDevice(self, serial=serial)
 
+    async def onboarded(self, serial: str = "serial-1") -> FakeDevice:
+        """A device on the allow list, onboarded (the usual start of a controller test)."""
+        self.allow()
+        device = self.device(serial)
+        await device.onboard()
+        return device
+
 
 def onboard_sha256(signer: envelope.SoftwareSigner) -> str:
     return hashlib.sha256(signer.certificate.public_bytes(Encoding.DER)).hexdigest()

@@ -27,10 +27,7 @@ async def ctl(tmp_path: Path) -> AsyncIterator[Harness]:
 
 @pytest.fixture
 async def device(ctl: Harness) -> FakeDevice:
-    ctl.allow()
-    device = ctl.device()
-    await device.onboard()
-    return device
+    return await ctl.onboarded()
 
 
 async def test_info_metrics_flowlog_are_stored_as_json(ctl: Harness, device: FakeDevice) -> None:

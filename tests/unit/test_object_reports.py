@@ -39,10 +39,7 @@ async def ctl(tmp_path: Path) -> AsyncIterator[Harness]:
 
 @pytest.fixture
 async def device(ctl: Harness) -> FakeDevice:
-    ctl.allow()
-    device = ctl.device()
-    await device.onboard()
-    return device
+    return await ctl.onboarded()
 
 
 def app_info(device_uuid: str, **fields: object) -> info_pb2.ZInfoMsg:
