@@ -9,7 +9,8 @@ names its volume files::
 
 API (all coroutines except :meth:`VolumeStore.path`)::
 
-    store = VolumeStore(root, qemu_img="qemu-img", op_timeout=600.0, info_timeout=60.0)
+    store = VolumeStore(root, qemu_img="qemu-img", op_timeout=600.0, info_timeout=60.0,
+                        prlimit="prlimit")
     await store.open()                                   # mkdir root, drop leftovers
     store.path(volume_id, generation, kind) -> Path      # where that volume is (or would be)
     await store.create(VolumeSpec(...)) -> VolumeInfo    # idempotent, crash-safe
