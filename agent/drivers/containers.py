@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 
 from agent.drivers.errors import PermanentError
@@ -33,6 +34,12 @@ _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]{0,99}$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _ENV_KEY_RE = re.compile(r"^[^=\x00]+$")
 _SLUG_RE = re.compile(r"[^a-zA-Z0-9.-]")
+_REPO_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+#: ``[host[:port]/]repo/path:tag``: what dockerd's loader takes as a tag.
+_TAG_RE = re.compile(
+    rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_REPO_PART}(?:/{_REPO_PART})*"
+    r":[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+)
 
 
 # --- values -------------------------------------------------------------------------------------
@@ -48,9 +55,26 @@ class BindMount:
 
 
 @dataclass(frozen=True)
+class LocalImage:
+    """An image whose blobs are already on this host, verified (the blob store's files), to be
+    loaded into the runtime without a download.
+
+    ``config_digest`` is the ``sha256:<hex>`` of the config blob: the image ID the runtime gives
+    the image (Docker's image ID is the config's digest).  ``config`` is that blob's file,
+    ``layers`` the layer blobs' files in manifest order, as stored (gzip-compressed tar or plain
+    tar).  ``tag``, a ``repo:tag``, names the image in the runtime when given."""
+
+    config_digest: str
+    config: Path
+    layers: tuple[Path, ...]
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """What one container should be.  ``name`` is the node-local name (the runtime adds the
-    node's prefix); ``image`` is a ref with a digest (``repo@sha256:...``); ``env`` and ``labels``
+    node's prefix); ``image`` is a ref with a digest (``repo@sha256:...``) or an image ID
+    (``sha256:<hex>``, as :meth:`ContainerRuntime.load_image` returns); ``env`` and ``labels``
     are ordered pairs so that the spec is hashable and compares by value.  ``labels`` may not use
     the ``org.lfedge.eve-agent.`` prefix: those are the runtime's."""
 
@@ -89,7 +113,8 @@ class ContainerSpec:
 class ContainerState:
     """What dockerd says about one container (``exists=False`` and defaults when there is
     none).  ``owned`` is whether it carries this node's label; ``image`` is the ref it was made
-    from and ``image_digest`` the ``sha256:`` digest in that ref."""
+    from and ``image_digest`` the ``sha256:`` digest in that ref (the image ID itself when the
+    container was made from an image ID)."""
 
     name: str
     exists: bool
@@ -150,7 +175,24 @@ class ContainerRuntime(Protocol):
         """Pull ``repo@sha256:...``; returns the local image id.  Idempotent."""
 
     async def has_image(self, ref: str) -> bool:
-        """Whether the image (by digest) is present locally."""
+        """Whether the image is present locally: ``ref`` is ``repo@sha256:...`` (by manifest
+        digest) or an image ID ``sha256:<hex>``."""
+
+    async def load_image(self, image: LocalImage) -> str:
+        """Load ``image`` from its files; returns the image ID, ``image.config_digest``.
+
+        Idempotent: when the runtime has an image with that ID already, it returns at once
+        without reading the files (only adding ``image.tag`` when that is missing).  Raises
+        :class:`PermanentError` for an invalid ``image``, a missing or unreadable file, a
+        config whose digest is not ``config_digest`` (checked before the runtime is asked),
+        layers that do not match the config (the runtime refuses them: no image is made and
+        nothing is named ``tag``), or a loaded image whose ID is not ``config_digest``; a
+        :class:`TemporaryError` when the runtime is unreachable or out of disk."""
+
+    async def remove_image(self, image_id: str) -> None:
+        """Remove the image ``sha256:<hex>`` with every name it has.  An image that is not
+        there is success; one that a container (running or not) still uses, or that has two tags
+        or names in two repositories, is a :class:`TemporaryError` with the runtime's reason."""
 
     async def create(self, spec: ContainerSpec) -> str:
         """Create (not start) the container; returns its id.  Idempotent for the same spec."""
@@ -209,11 +251,47 @@ def split_ref(ref: str) -> tuple[str, str]:
     return repo, digest
 
 
+def is_image_id(ref: str) -> bool:
+    """Whether ``ref`` is an image ID (``sha256:<64 hex>``) rather than a ``repo@...`` ref."""
+    return DIGEST_RE.match(ref) is not None
+
+
+def image_key(ref: str) -> str:
+    """What the runtime knows the image by: an image ID as it is, ``repo@sha256:...`` for a
+    ref (a tag beside the digest dropped); PermanentError for a ref without a digest."""
+    if is_image_id(ref):
+        return ref
+    repo, digest = split_ref(ref)
+    return f"{repo}@{digest}"
+
+
+def ref_digest(image: str) -> str | None:
+    """The ``sha256:`` digest in a container's image ref, or the image ID; None otherwise."""
+    digest = image.rpartition("@")[2]
+    return digest if DIGEST_RE.match(digest) else None
+
+
+def validate_image_id(image_id: str) -> None:
+    """PermanentError unless ``image_id`` is ``sha256:<64 hex>``: images are removed by ID."""
+    if not is_image_id(image_id):
+        raise PermanentError(f"image ID {image_id!r}: want sha256:<64 hex digits>")
+
+
+def validate_local_image(image: LocalImage) -> None:
+    """PermanentError naming what is wrong with ``image`` (its files are checked on load)."""
+    if not is_image_id(image.config_digest):
+        raise PermanentError(
+            f"local image: config digest {image.config_digest!r}: want sha256:<64 hex digits>"
+        )
+    if image.tag is not None and not _TAG_RE.match(image.tag):
+        raise PermanentError(f"local image {image.config_digest}: tag {image.tag!r}: want repo:tag")
+
+
 def validate_spec(spec: ContainerSpec) -> None:
     """PermanentError naming what is wrong with ``spec``."""
     if not _NAME_RE.match(spec.name):
         raise PermanentError(f"container name {spec.name!r}: want [a-zA-Z0-9][a-zA-Z0-9.-]*")
-    split_ref(spec.image)
+    image_key(spec.image)
     if not spec.app:
         raise PermanentError(f"container {spec.name}: no app")
     if spec.generation < 0:

@@ -18,7 +18,15 @@ list it; :meth:`inspect` reports it with ``owned=False``.
 
 Containers are made the way the agent owns them: restart policy ``no`` (the agent restarts
 apps), network mode ``none`` (the network reconciler plumbs interfaces), the json-file log
-driver with a bounded size, images only by digest.
+driver with a bounded size, images only by digest or by image ID.
+
+Images come in two ways: :meth:`DockerRuntime.pull` has dockerd download ``repo@sha256:...``
+itself; :meth:`DockerRuntime.load_image` loads an image the agent downloaded and verified into
+its blob store (EVE's downloader and verifier), without a second download: the blob files are
+streamed to dockerd's image load as a docker-archive (:mod:`agent.drivers.dockerarchive`), one
+chunk at a time from a worker thread, never whole in memory nor copied to disk.  Images are
+content-addressed and shared by every node on the host: :meth:`DockerRuntime.remove_image`
+removes one by ID and is refused (temporarily) while any container uses it.
 
 Every SDK call runs in a worker thread (``asyncio.to_thread``); the event loop never waits on
 dockerd.  The driver keeps one ``DockerClient``, made on first use; a connection failure (dockerd
@@ -31,9 +39,10 @@ Errors, translated here and nowhere else:
   container that is already gone is success, not an error;
 - :class:`PermanentError`: an invalid spec (validated before dockerd sees it, and dockerd's own
   400s), a ref without a digest, a manifest the registry does not have, refused credentials, a
-  container that is not ours, a name taken by a container made from another spec;
-- :class:`TemporaryError`: dockerd unreachable, timeouts, 5xx, conflicts that pass (409), a
-  registry that cannot be reached.
+  container that is not ours, a name taken by a container made from another spec; an image to
+  load whose files are missing or do not match (dockerd's load errors, but a full disk);
+- :class:`TemporaryError`: dockerd unreachable, timeouts, 5xx, conflicts that pass (409: also
+  an image still in use), a registry that cannot be reached, a load that ran out of disk.
 """
 
 from __future__ import annotations
@@ -46,7 +55,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from agent.drivers.containers import (
-    DIGEST_RE,
     LOG_MAX_BYTES,
     LOG_TAIL_LINES,
     NODE_LABEL,
@@ -55,16 +63,22 @@ from agent.drivers.containers import (
     ContainerState,
     ContainerStats,
     DockerSettings,
+    LocalImage,
     LogLine,
     bound_lines,
     container_prefix,
+    image_key,
     not_ours,
     parse_time,
+    ref_digest,
     spec_labels,
     split_ref,
     state_from_labels,
+    validate_image_id,
+    validate_local_image,
     validate_spec,
 )
+from agent.drivers.dockerarchive import ArchivePlan
 from agent.drivers.errors import DriverError, NotFoundError, PermanentError, TemporaryError
 
 _T = TypeVar("_T")
@@ -83,6 +97,14 @@ _PERMANENT_WORDS = (
     "invalid reference",
     "repository name must",
 )
+#: Load errors that pass: the rest (a cut or corrupt layer, a diff ID mismatch) are the files'.
+_TEMPORARY_LOAD_WORDS = (
+    "no space left",
+    "timeout",
+    "temporarily unavailable",
+    "too many open files",
+    "connection reset",
+)
 
 
 def _status(exc: Exception) -> int | None:
@@ -94,6 +116,14 @@ def _status(exc: Exception) -> int | None:
 def _explanation(exc: Exception) -> str:
     text = getattr(exc, "explanation", None)
     return str(text) if text else str(exc)
+
+
+def _load_error(message: str) -> DriverError:
+    """An error event in dockerd's load stream: the files' fault, but for a full disk."""
+    lowered = message.lower()
+    if any(word in lowered for word in _TEMPORARY_LOAD_WORDS):
+        return TemporaryError(message)
+    return PermanentError(message)
 
 
 class _Connection(TemporaryError):
@@ -218,7 +248,6 @@ class DockerRuntime:
         labels = dict(config.get("Labels") or {})
         owned, app, generation, spec_hash = state_from_labels(labels, self._node)
         image = str(config.get("Image") or "")
-        digest = image.rpartition("@")[2] if DIGEST_RE.match(image.rpartition("@")[2]) else None
         running = bool(state.get("Running"))
         exit_code = state.get("ExitCode")
         return ContainerState(
@@ -233,7 +262,7 @@ class DockerRuntime:
             finished_at=parse_time(state.get("FinishedAt")),
             labels=labels,
             image=image,
-            image_digest=digest,
+            image_digest=ref_digest(image),
             app=app,
             generation=generation,
             spec_hash=spec_hash,
@@ -267,18 +296,83 @@ class DockerRuntime:
         return await self._call(what, run, pulling=True)
 
     async def has_image(self, ref: str) -> bool:
-        repo, digest = split_ref(ref)
+        key = image_key(ref)
 
         def run(api: Any) -> bool:
             import docker.errors
 
             try:
-                api.inspect_image(f"{repo}@{digest}")
+                api.inspect_image(key)
             except docker.errors.NotFound:
                 return False
             return True
 
         return await self._call(f"inspect image {ref}", run)
+
+    async def load_image(self, image: LocalImage) -> str:
+        validate_local_image(image)
+        image_id = image.config_digest
+        what = f"load image {image_id}"
+
+        def present(api: Any) -> bool:
+            import docker.errors
+
+            try:
+                data = api.inspect_image(image_id)
+            except docker.errors.NotFound:
+                return False
+            if image.tag is not None and image.tag not in (data.get("RepoTags") or ()):
+                repo, _, tag = image.tag.rpartition(":")
+                api.tag(image_id, repo, tag)
+            return True
+
+        def run(api: Any) -> str:
+            import docker.errors
+
+            if present(api):
+                return image_id
+            # Made here, inside the retried call: a retry after a dropped connection sends
+            # the archive again from its start.
+            plan = ArchivePlan.of(image)
+            loaded: list[str] = []
+            for event in api.load_image(data=plan.stream(), quiet=False):
+                if not isinstance(event, dict):
+                    continue
+                if event.get("errorDetail") or event.get("error"):
+                    detail = event.get("errorDetail") or {}
+                    raise _load_error(f"{what}: {detail.get('message') or event.get('error')}")
+                text = str(event.get("stream") or "")
+                if text.startswith("Loaded image ID: "):
+                    loaded.append(text.removeprefix("Loaded image ID: ").strip())
+            # dockerd names the image by the SHA-256 of the config bytes it got, which are the
+            # bytes the plan checked: a different ID means the archive was not what was planned.
+            named = image.tag if image.tag is not None else image_id
+            try:
+                found = str(api.inspect_image(named)["Id"])
+            except docker.errors.NotFound as exc:
+                raise PermanentError(f"{what}: {named} not in dockerd after the load") from exc
+            if found != image_id or any(i != image_id for i in loaded):
+                raise PermanentError(
+                    f"{what}: dockerd loaded {', '.join(loaded) or found}, not {image_id}"
+                )
+            return image_id
+
+        return await self._call(what, run)
+
+    async def remove_image(self, image_id: str) -> None:
+        validate_image_id(image_id)
+
+        def run(api: Any) -> None:
+            import docker.errors
+
+            try:
+                # Not forced: dockerd refuses (409) while a container uses the image, or when
+                # it has two tags or names in two repositories (someone else's names, maybe).
+                api.remove_image(image_id, force=False)
+            except docker.errors.NotFound:
+                return  # already gone
+
+        await self._call(f"remove image {image_id}", run)
 
     # -- containers
 

@@ -8,8 +8,14 @@ spec checks) and errors, situation for situation:
   with credentials); a pull of a ref without a digest, of a digest nobody published or with
   refused credentials is a :class:`PermanentError`; a pull from a registry host nothing was
   published on is a :class:`TemporaryError` (unreachable);
-- create needs the image pulled (:class:`NotFoundError` otherwise), is idempotent for the same
-  spec and refuses another spec under the same name;
+- create needs the image pulled or loaded (:class:`NotFoundError` otherwise), is idempotent for
+  the same spec and refuses another spec under the same name;
+- :meth:`FakeContainerRuntime.load_image` reads the files as dockerd's loader would, with the
+  same checks (:class:`~agent.drivers.dockerarchive.ArchivePlan`: the config's digest, the layer
+  files there), then each layer, decompressed, against the config's ``rootfs.diff_ids``; the
+  image's environment comes from its config.  Images are the host's, keyed by ID: removing one
+  that a container uses, or that has two tags or names in two repositories, is a
+  :class:`TemporaryError`, as dockerd's 409;
 - a started container "runs" the test image's program: its log gets the environment
   (``HOSTNAME``, ``HOME``, the image's ``PATH``, the spec's variables), then ``ready``; a stop
   ends it with exit code 137, as the test image (``exec sleep`` as PID 1 ignores SIGTERM);
@@ -23,11 +29,15 @@ Many runtimes (one per emulated node) can share one :class:`FakeDockerd`, as nod
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import itertools
+import json
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from agent.drivers.containers import (
     LOG_MAX_BYTES,
@@ -37,15 +47,22 @@ from agent.drivers.containers import (
     ContainerSpec,
     ContainerState,
     ContainerStats,
+    LocalImage,
     LogLine,
     bound_lines,
     container_prefix,
+    image_key,
+    is_image_id,
     not_ours,
+    ref_digest,
     spec_labels,
     split_ref,
     state_from_labels,
+    validate_image_id,
+    validate_local_image,
     validate_spec,
 )
+from agent.drivers.dockerarchive import ArchivePlan
 from agent.drivers.errors import NotFoundError, PermanentError, TemporaryError
 
 #: The fake host's memory: the limit stats report for a container without one.
@@ -66,6 +83,7 @@ class _Container:
     name: str
     image: str
     labels: dict[str, str]
+    image_id: str = ""
     env: tuple[tuple[str, str], ...] = ()
     image_env: tuple[tuple[str, str], ...] = ()
     memory_bytes: int | None = None
@@ -83,13 +101,19 @@ class FakeDockerd:
     """The host side: containers by full name, the local images, the registry."""
 
     registry: dict[str, FakeImage] = field(default_factory=dict)  # "repo@digest"
-    images: dict[str, str] = field(default_factory=dict)  # "repo@digest" -> image id
+    images: dict[str, str] = field(default_factory=dict)  # "repo@digest" or "repo:tag" -> id
+    image_ids: dict[str, FakeImage] = field(default_factory=dict)  # id -> the image
     containers: dict[str, _Container] = field(default_factory=dict)
     down: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def new_id(self) -> str:
         return hashlib.sha256(f"fake-container-{next(self._ids)}".encode()).hexdigest()
+
+    def image_id(self, ref: str) -> str | None:
+        """The ID of the local image ``ref`` (``repo@digest``, ``repo:tag`` or an ID) names."""
+        found = ref if is_image_id(ref) else self.images.get(ref)
+        return found if found in self.image_ids else None
 
 
 class FakeContainerRuntime:
@@ -153,7 +177,6 @@ class FakeContainerRuntime:
 
     def _state(self, name: str, c: _Container) -> ContainerState:
         owned, app, generation, spec_hash = state_from_labels(c.labels, self._node)
-        digest = c.image.rpartition("@")[2] if "@" in c.image else None
         return ContainerState(
             name=name,
             exists=True,
@@ -166,7 +189,7 @@ class FakeContainerRuntime:
             finished_at=c.finished_at,
             labels=dict(c.labels),
             image=c.image,
-            image_digest=digest,
+            image_digest=ref_digest(c.image),
             app=app,
             generation=generation,
             spec_hash=spec_hash,
@@ -193,12 +216,53 @@ class FakeContainerRuntime:
             raise PermanentError(f"{what}: unauthorized: authentication required")
         image_id = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
         self.dockerd.images[key] = image_id
+        self.dockerd.image_ids[image_id] = image
         return image_id
 
     async def has_image(self, ref: str) -> bool:
-        repo, digest = split_ref(ref)
+        key = image_key(ref)
         await self._enter(f"inspect image {ref}")
-        return f"{repo}@{digest}" in self.dockerd.images
+        return self.dockerd.image_id(key) is not None
+
+    async def load_image(self, image: LocalImage) -> str:
+        validate_local_image(image)
+        image_id = image.config_digest
+        what = f"load image {image_id}"
+        await self._enter(what)
+        if image_id not in self.dockerd.image_ids:
+            env = await asyncio.to_thread(_check_files, image, what)
+            self.dockerd.image_ids[image_id] = FakeImage(env=env)
+        if image.tag is not None:
+            self.dockerd.images[image.tag] = image_id
+        return image_id
+
+    async def remove_image(self, image_id: str) -> None:
+        validate_image_id(image_id)
+        what = f"remove image {image_id}"
+        await self._enter(what)
+        if image_id not in self.dockerd.image_ids:
+            return
+        short = image_id.removeprefix("sha256:")[:12]
+        for c in self.dockerd.containers.values():
+            if c.image_id == image_id:
+                how = "cannot be forced" if c.running else "must be forced"
+                state = "running" if c.running else "stopped"
+                raise TemporaryError(
+                    f"{what}: conflict: unable to delete {short} ({how}) - image is being used "
+                    f"by {state} container {c.id[:12]}"
+                )
+        refs = [ref for ref, found in self.dockerd.images.items() if found == image_id]
+        tags = [ref for ref in refs if "@" not in ref]
+        # dockerd removes every name with the image only when there is at most one tag and
+        # every name is in that one repository; two tags in one repository are refused too.
+        if len(tags) > 1 or len({_repository(ref) for ref in refs}) > 1:
+            raise TemporaryError(
+                f"{what}: conflict: unable to delete {short} (must be forced) - image is "
+                "referenced in multiple repositories"
+            )
+        for ref in refs:
+            del self.dockerd.images[ref]
+        del self.dockerd.image_ids[image_id]
 
     # -- containers
 
@@ -217,16 +281,16 @@ class FakeContainerRuntime:
                     "remove it first"
                 )
             return found.id
-        repo, digest = split_ref(spec.image)
-        key = f"{repo}@{digest}"
-        if key not in self.dockerd.images:
+        image_id = self.dockerd.image_id(image_key(spec.image))
+        if image_id is None:
             raise NotFoundError(f"create {full}: No such image: {spec.image}")
-        image = self.dockerd.registry.get(key, FakeImage())
+        image = self.dockerd.image_ids[image_id]
         container = _Container(
             id=self.dockerd.new_id(),
             name=full,
             image=spec.image,
             labels=labels,
+            image_id=image_id,
             env=spec.env,
             image_env=image.env,
             memory_bytes=spec.memory_bytes,
@@ -313,3 +377,51 @@ class FakeContainerRuntime:
 
     async def close(self) -> None:
         await asyncio.sleep(0)
+
+
+# --- what dockerd's loader checks ---------------------------------------------------------------
+
+
+def _check_files(image: LocalImage, what: str) -> tuple[tuple[str, str], ...]:
+    """Check the files as dockerd's loader does (in a worker thread); the image's environment.
+    PermanentError with dockerd's words for a layer that does not match the config."""
+    plan = ArchivePlan.of(image)
+    try:
+        config = json.loads(plan.config)
+        diff_ids = list(config["rootfs"]["diff_ids"])
+        env_list = (config.get("config") or {}).get("Env") or []
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PermanentError(f"{what}: invalid image config: {exc}") from exc
+    if len(diff_ids) != len(image.layers):  # dockerd's words: the manifest's count "expected"
+        raise PermanentError(
+            f"{what}: invalid manifest, layers length mismatch: expected {len(image.layers)}, "
+            f"got {len(diff_ids)}"
+        )
+    for index, (path, want) in enumerate(zip(image.layers, diff_ids, strict=True)):
+        got = _diff_id(path, what)
+        if got != want:
+            raise PermanentError(
+                f'{what}: invalid diffID for layer {index}: expected "{want}", got "{got}"'
+            )
+    env = (str(item).partition("=") for item in env_list)
+    return tuple((key, value) for key, _, value in env)
+
+
+def _diff_id(path: Path, what: str) -> str:
+    """The SHA-256 of the layer's tar, decompressed when it is gzip'd."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            stream = gzip.GzipFile(fileobj=raw) if gzipped else raw
+            while chunk := stream.read(1024 * 1024):
+                digest.update(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise PermanentError(f"{what}: Error processing tar file({exc}): ") from exc
+    return "sha256:" + digest.hexdigest()
+
+
+def _repository(ref: str) -> str:
+    """``repo`` of ``repo@digest`` or ``repo:tag``."""
+    return ref.rpartition("@")[0] if "@" in ref else ref.rpartition(":")[0]

@@ -7,22 +7,38 @@ per session, pulled from the local registry by digest).  Each test gets a node n
 removes every container with that prefix or node label, also when the test fails.  Without
 root, dockerd or the registry the real half fails when services are required (CI, ``make
 test``) and skips otherwise; the fake half always runs.
+
+The image load tests pull the test image into a blob store of their own with the agent's
+registry client (the fake half makes a small image of its own instead), then load an image
+derived from it: the same layers plus one small layer and a label unique to the test, so that
+its ID is the test's alone (dockerd shares images between everyone by ID, and skips reading a
+layer it already has).  Teardown removes the test's containers, then the images it loaded and
+its tag, also when the test fails; the shared test image is never removed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
 import os
 import subprocess
+import tarfile
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.drivers import download as dl
+from agent.drivers import oci
+from agent.drivers.blobstore import BlobStore
 from agent.drivers.containers import (
     APP_LABEL,
     GENERATION_LABEL,
@@ -32,6 +48,7 @@ from agent.drivers.containers import (
     ContainerRuntime,
     ContainerSpec,
     DockerSettings,
+    LocalImage,
     LogLine,
 )
 from agent.drivers.docker import DockerRuntime
@@ -178,7 +195,14 @@ async def test_pull_by_digest(env: Env) -> None:
 
 async def test_refs_without_digest_are_refused(env: Env) -> None:
     repo = env.image.rpartition("@")[0]
-    for ref in (repo, f"{repo}:latest", f"{repo}@sha256:abc", f"{repo}@md5:" + "0" * 32):
+    bad_refs = (
+        repo,
+        f"{repo}:latest",
+        f"{repo}@sha256:abc",
+        f"{repo}@md5:" + "0" * 32,
+        "sha256:abc",  # not a whole image ID
+    )
+    for ref in bad_refs:
         with pytest.raises(PermanentError, match="digest"):
             await env.runtime.pull(ref)
         with pytest.raises(PermanentError, match="digest"):
@@ -201,9 +225,249 @@ async def test_pull_from_unreachable_registry_is_temporary(env: Env) -> None:
 
 async def test_create_without_the_image_is_not_found(env: Env) -> None:
     repo = env.image.rpartition("@")[0]
-    with pytest.raises(NotFoundError):
-        await env.runtime.create(env.spec(image=f"{repo}@{UNKNOWN_DIGEST}"))
+    for image in (f"{repo}@{UNKNOWN_DIGEST}", UNKNOWN_DIGEST):
+        with pytest.raises(NotFoundError):
+            await env.runtime.create(env.spec(image=image))
     assert not (await env.runtime.inspect("app")).exists
+
+
+# --- images loaded from the blob store ---------------------------------------------------------
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _layer_tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@dataclass
+class Blobs:
+    """A blob store holding the test image (as the agent's registry client pulled it, or a
+    small stand-in for the fake), and the IDs of the images a test loaded, for teardown."""
+
+    store: BlobStore
+    base: LocalImage
+    node: str
+    loaded: list[str] = field(default_factory=list)
+
+    @property
+    def tag(self) -> str:
+        return f"eve-agent-test/{self.node}:loaded"
+
+    async def derive(self, *, tag: bool = True) -> LocalImage:
+        """The base image plus a gzip'd layer with ``/etc/eve-agent-test`` and a label, both
+        unique to this call, put into the store: an image ID nobody else has."""
+        marker = f"{self.node} {uuid.uuid4().hex}".encode()
+        tar = _layer_tar({"etc/eve-agent-test": marker + b"\n"})
+        layer = gzip.compress(tar, mtime=0)
+        config = json.loads(self.base.config.read_bytes())
+        config["rootfs"]["diff_ids"].append(_sha(tar))
+        config.setdefault("history", []).append({"created_by": "test_docker_contract"})
+        labels = config.setdefault("config", {}).get("Labels") or {}
+        config["config"]["Labels"] = {**labels, "org.lfedge.eve-agent.test": marker.decode()}
+        body = json.dumps(config).encode()
+        layer_path = await self.store.put_bytes(_sha(layer), layer, what="test layer")
+        config_path = await self.store.put_bytes(_sha(body), body, what="test config")
+        self.loaded.append(_sha(body))
+        return LocalImage(
+            config_digest=_sha(body),
+            config=config_path,
+            layers=(*self.base.layers, layer_path),
+            tag=self.tag if tag else None,
+        )
+
+
+def local_image(pulled: oci.PulledImage, store: BlobStore) -> LocalImage:
+    """The :class:`LocalImage` of an image the registry client pulled into ``store``."""
+    return LocalImage(
+        config_digest=pulled.config.digest,
+        config=store.path(pulled.config.digest),
+        layers=tuple(store.path(layer.digest) for layer in pulled.layers),
+    )
+
+
+async def _stand_in_image(store: BlobStore) -> LocalImage:
+    """For the fake: a one-layer image with the test image's environment and command."""
+    tar = _layer_tar({"etc/os-release": b"ID=test\n"})
+    layer = gzip.compress(tar, mtime=0)
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": ["sh", "-c", "env; echo ready; exec sleep 1000000"],
+        },
+        "rootfs": {"type": "layers", "diff_ids": [_sha(tar)]},
+    }
+    body = json.dumps(config).encode()
+    return LocalImage(
+        config_digest=_sha(body),
+        config=await store.put_bytes(_sha(body), body, what="test config"),
+        layers=(await store.put_bytes(_sha(layer), layer, what="test layer"),),
+    )
+
+
+def _remove_loaded(env: Env, blobs: Blobs) -> None:
+    """Real half: the test's containers first (they hold its images), then the images it
+    loaded and its tag; nothing else."""
+    import docker.errors
+
+    for container in env.sdk.containers.list(all=True):
+        if container.name.startswith(f"eve-{blobs.node}"):
+            container.remove(force=True)
+    for ref in (*blobs.loaded, blobs.tag):
+        with contextlib.suppress(docker.errors.NotFound):
+            env.sdk.api.remove_image(ref, force=True)
+
+
+@pytest.fixture
+async def blobs(env: Env, tmp_path: Path) -> AsyncIterator[Blobs]:
+    store = BlobStore(tmp_path / "blobs")
+    await store.open()
+    found: Blobs | None = None
+    try:
+        if env.sdk is not None:
+            ref = oci.ImageRef.parse(env.image)
+            async with dl.new_session() as session:
+                pulled = await oci.RegistryClient(session, ref.registry).pull(ref, store)
+            base = local_image(pulled, store)
+        else:
+            base = await _stand_in_image(store)
+        found = Blobs(store, base, env.runtime.node)
+        yield found
+    finally:
+        if env.sdk is not None and found is not None:
+            _remove_loaded(env, found)
+        await store.close()
+
+
+async def _tag_names(env: Env, tag: str, image_id: str) -> bool:
+    """Whether ``tag`` names ``image_id`` (real half: asked of dockerd; the fake's table)."""
+    if env.sdk is None:
+        dockerd: FakeDockerd = env.runtime.dockerd  # type: ignore[attr-defined]
+        return dockerd.images.get(tag) == image_id
+    import docker.errors
+
+    try:
+        data = await asyncio.to_thread(env.sdk.api.inspect_image, tag)
+    except docker.errors.NotFound:
+        return False
+    return bool(data["Id"] == image_id)
+
+
+async def test_load_image_from_the_blob_store(env: Env, blobs: Blobs, loop_watch: None) -> None:
+    rt = env.runtime
+    # The image as pulled: its ID is its config's digest (dockerd may have it already).
+    assert await rt.load_image(blobs.base) == blobs.base.config_digest
+    assert await rt.has_image(blobs.base.config_digest)
+
+    image = await blobs.derive()
+    assert not await rt.has_image(image.config_digest)
+    image_id = await rt.load_image(image)
+    assert image_id == image.config_digest
+    assert await rt.has_image(image_id)
+    assert await _tag_names(env, blobs.tag, image_id)
+
+    # Loaded again: at once, the files not even looked at.
+    gone = blobs.store.root / "gone"
+    assert await rt.load_image(dataclasses.replace(image, config=gone, layers=(gone,))) == image_id
+
+    # A container from the image ID, through the usual spec.
+    spec = env.spec(
+        image=image_id,
+        command=("sh", "-c", "cat /etc/eve-agent-test; env; echo ready; exec sleep 1000000"),
+    )
+    await rt.create(spec)
+    state = await rt.inspect("app")
+    assert state.image == image_id and state.image_digest == image_id
+    await rt.start("app")
+    lines = await _wait_logs(rt, "app", "ready")
+    if env.sdk is not None:  # the layer the test added is in the container's file system
+        assert any(line.text.startswith(blobs.node) for line in lines)
+    assert "PATH=/usr/sbin:/usr/bin:/sbin:/bin" in [line.text for line in lines]
+
+    # In use by a running, then a stopped container: refused for now, with dockerd's reason.
+    with pytest.raises(TemporaryError, match="conflict"):
+        await rt.remove_image(image_id)
+    await rt.stop("app", grace=0)
+    with pytest.raises(TemporaryError, match="conflict"):
+        await rt.remove_image(image_id)
+    assert await rt.has_image(image_id)
+
+    await rt.remove("app")
+    await rt.remove_image(image_id)
+    assert not await rt.has_image(image_id)
+    assert not await _tag_names(env, blobs.tag, image_id)
+    await rt.remove_image(image_id)  # already gone: success
+
+
+async def test_load_image_refuses_files_that_do_not_match(env: Env, blobs: Blobs) -> None:
+    rt = env.runtime
+    image = await blobs.derive()
+    ours = image.layers[-1]
+    cut = blobs.store.root / "cut-layer"
+    cut.write_bytes(ours.read_bytes()[:-100])
+    bad_config = blobs.store.root / "bad-config"
+    bad_config.write_bytes(image.config.read_bytes() + b" ")
+    bad = {
+        "swapped layers": dataclasses.replace(image, layers=image.layers[::-1]),
+        "cut layer": dataclasses.replace(image, layers=(*image.layers[:-1], cut)),
+        "layer missing": dataclasses.replace(
+            image, layers=(*image.layers[:-1], cut.with_name("x"))
+        ),
+        "layers missing": dataclasses.replace(image, layers=image.layers[:-1]),
+        "config of another digest": dataclasses.replace(image, config=bad_config),
+    }
+    for what, local in bad.items():
+        with pytest.raises(PermanentError):
+            await rt.load_image(local)
+            pytest.fail(f"{what}: loaded")
+        assert not await rt.has_image(image.config_digest), what
+        assert not await _tag_names(env, blobs.tag, image.config_digest), what
+
+    # Nothing of the failures is in the way: the right files load.
+    assert await rt.load_image(image) == image.config_digest
+
+
+async def test_load_image_adds_a_missing_tag(env: Env, blobs: Blobs) -> None:
+    """Loaded again under another tag: the files are not read, the tag is added; an image with
+    two tags is not removed by ID (it is someone's name too)."""
+    rt = env.runtime
+    image = await blobs.derive()
+    image_id = await rt.load_image(image)
+    second = f"eve-agent-test/{blobs.node}:second"
+    gone = blobs.store.root / "gone"
+    again = dataclasses.replace(image, config=gone, layers=(), tag=second)
+    assert await rt.load_image(again) == image_id
+    assert await _tag_names(env, blobs.tag, image_id)
+    assert await _tag_names(env, second, image_id)
+    with pytest.raises(TemporaryError, match="conflict"):
+        await rt.remove_image(image_id)
+    assert await rt.has_image(image_id)
+
+
+async def test_image_ids_and_local_images_are_checked(env: Env, blobs: Blobs) -> None:
+    rt = env.runtime
+    await rt.remove_image(UNKNOWN_DIGEST)  # not there: success
+    for image_id in ("busybox", "sha256:abc", env.image):
+        with pytest.raises(PermanentError, match="image ID"):
+            await rt.remove_image(image_id)
+    for local in (
+        dataclasses.replace(blobs.base, config_digest="sha256:abc"),
+        dataclasses.replace(blobs.base, tag="Not A Tag"),
+        dataclasses.replace(blobs.base, tag="repo@" + UNKNOWN_DIGEST),
+    ):
+        with pytest.raises(PermanentError):
+            await rt.load_image(local)
+    assert not await rt.has_image(UNKNOWN_DIGEST)
 
 
 # --- lifecycle ---------------------------------------------------------------------------------
