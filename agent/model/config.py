@@ -62,6 +62,8 @@ class Datastore:
     has_cipher: bool
     api_key: Secret
     password: Secret
+    #: PEM certificates the datastore's TLS is checked against besides the system's.
+    ca_certs: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +293,19 @@ def _datastore(msg: Any, unsealer: _Unsealer) -> Datastore:
         has_cipher=msg.HasField("cipherData"),
         api_key=_secret(api_key, "datastore API key", MAX_CREDENTIAL),
         password=_secret(password, "datastore password", MAX_CREDENTIAL),
+        ca_certs=_certs(msg.dsCertPEM),
     )
+
+
+def _certs(pems: Iterable[bytes]) -> tuple[bytes, ...]:
+    out = []
+    for count, pem in enumerate(pems):
+        if count >= 16:
+            raise _Invalid("more than 16 dsCertPEM certificates")
+        if len(pem) > MAX_CREDENTIAL or b"-----BEGIN CERTIFICATE-----" not in pem:
+            raise _Invalid("dsCertPEM is not a PEM certificate")
+        out.append(bytes(pem))
+    return tuple(out)
 
 
 def _content_tree(msg: Any) -> ContentTree:

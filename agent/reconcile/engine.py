@@ -152,6 +152,11 @@ class Engine:
         self._merge_one(ref, observed, why="event")
         self._wake.set()
 
+    def request_resync(self, kinds: Iterable[str]) -> None:
+        """Ask the running engine to observe ``kinds`` again soon (a watcher's poll)."""
+        self._resync_kinds.update(kinds)
+        self._wake.set()
+
     async def resync(self, kinds: Iterable[str] | None = None) -> None:
         """Observe the system through every configurator and merge what it reports.
 

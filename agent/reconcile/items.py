@@ -27,6 +27,9 @@ OwnerRef = tuple[str, str]
 
 DEVICE_OWNER: OwnerRef = ("device", "")
 
+#: The external condition "the vault is open": every item that keeps data at rest depends on it.
+VAULT_READY: ItemRef = ("condition", "vault")
+
 
 class Item(Protocol):
     """One desired or actual object.  Implementations are frozen dataclasses."""

@@ -17,19 +17,28 @@ the config's own validation errors, for ``eve-agent status`` and the reports to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.model.config import NodeConfig, ObjectError, diff_configs
 from agent.reconcile import configitems
+from agent.reconcile.apps import start_condition
 from agent.reconcile.engine import Engine, EngineSettings
-from agent.reconcile.items import DEVICE_OWNER, Configurator, Item, ItemRef, OwnerRef
-from agent.reconcile.state import OwnerStatus
+from agent.reconcile.items import (
+    DEVICE_OWNER,
+    VAULT_READY,
+    Configurator,
+    Item,
+    ItemRef,
+    OwnerRef,
+)
+from agent.reconcile.state import ItemState, OwnerStatus
+from agent.reconcile.workloads import Workloads
 
 log = logging.getLogger(__name__)
-
-#: External conditions kinds may depend on (refs in the engine's "condition" namespace).
-VAULT_READY: ItemRef = ("condition", "vault")
 
 
 @dataclass
@@ -59,6 +68,12 @@ class OwnerReport:
     errors: tuple[tuple[str, float], ...] = ()
     #: Why items wait ("waiting for condition/vault not ready: locked").
     pending: tuple[str, ...] = ()
+    #: EVE's state name (``info.ZSwState``) of an app, volume or content tree; "" otherwise.
+    phase: str = ""
+    #: Download or creation progress in percent, when known.
+    progress: int | None = None
+    #: Wall-clock time an app's container or domain last started (0 when not running).
+    boot_time: float = 0.0
 
 
 class NodeReconciler:
@@ -70,23 +85,78 @@ class NodeReconciler:
         *,
         settings: EngineSettings | None = None,
         configurators: dict[str, Configurator] | None = None,
+        workloads: Workloads | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runtime = runtime
         self._items_cfg = configitems.ConfigItemConfigurator(runtime)
         kinds: dict[str, Configurator] = {configitems.KIND: self._items_cfg}
+        self.workloads = workloads
+        if workloads is not None:
+            kinds.update(workloads.configurators())
         kinds.update(configurators or {})
         self.engine = Engine(kinds, settings=settings)
         self.current: NodeConfig | None = None
         self._object_errors: list[ObjectError] = []
+        self._render_errors: list[ObjectError] = []
         self._observed = False
+        self._clock = clock
+        self._started = clock()
+        #: Apps whose start delay has not passed yet, with its timer.
+        self._delay_timers: dict[str, asyncio.TimerHandle] = {}
+        self._delays_done: set[str] = set()
+        runtime.subscribe(self._items_changed)
 
     # ---- inputs ---------------------------------------------------------------------------
 
     def render(self, config: NodeConfig) -> dict[ItemRef, Item]:
-        """Every desired item of ``config``.  Pure."""
+        """Every desired item of ``config``.  Pure but for the start-delay timers it arms."""
         desired: dict[ItemRef, Item] = {}
         desired.update(configitems.render(config.items))
+        self._render_errors = []
+        if self.workloads is not None:
+            rendered = self.workloads.render(
+                config, halt_all=self.maintenance(config), delayed=self._delayed(config)
+            )
+            desired.update(rendered.items)
+            self._render_errors = rendered.errors
         return desired
+
+    def maintenance(self, config: NodeConfig | None = None) -> bool:
+        """Maintenance mode asked for (config or ``maintenance.mode``): apps stop, none start."""
+        cfg = config or self.current
+        return bool(cfg and cfg.maintenance_mode) or self.runtime.current.bool("maintenance.mode")
+
+    def _delayed(self, config: NodeConfig) -> list[str]:
+        """Apps with a start delay (``start_delay_in_seconds``), counted from the agent's start
+        as EVE does: each depends on a condition met once its delay has passed."""
+        out = []
+        now = self._clock()
+        for app in config.apps.values():
+            if app.start_delay <= 0:
+                continue
+            out.append(app.id)
+            ref = start_condition(app.id)
+            left = self._started + app.start_delay - now
+            if left <= 0 or app.id in self._delays_done:
+                self.engine.set_external(ref, None)
+                continue
+            self.engine.set_external(ref, f"start delayed by {app.start_delay} s")
+            if app.id not in self._delay_timers:
+                self._delay_timers[app.id] = asyncio.get_running_loop().call_later(
+                    left, self._delay_over, app.id
+                )
+        return out
+
+    def _delay_over(self, app_id: str) -> None:
+        self._delay_timers.pop(app_id, None)
+        self._delays_done.add(app_id)
+        self.engine.set_external(start_condition(app_id), None)
+
+    def _items_changed(self, changed: set[str]) -> None:
+        if "maintenance.mode" in changed and self.current is not None:
+            log.info("maintenance mode %s", "on" if self.maintenance() else "off")
+            self.engine.set_desired(self.render(self.current))
 
     async def accept(self, config: NodeConfig) -> bool:
         """Make ``config`` the desired state and return at once (the engine task applies it).
@@ -107,10 +177,10 @@ class NodeReconciler:
         for err in config.errors:
             log.error("config %s %s (%s): %s", err.kind, err.id, err.name, err.message)
         self._items_cfg.set_unknown(config.items.unknown)
-        self.engine.set_desired(self.render(config))
         self.current = config
-        self._object_errors = list(config.errors)
-        return not config.errors
+        self.engine.set_desired(self.render(config))
+        self._object_errors = list(config.errors) + self._render_errors
+        return not self._object_errors
 
     async def apply(self, config: NodeConfig, within: float | None = None) -> bool:
         """``accept`` and wait until the engine has settled; True when nothing failed.
@@ -129,9 +199,22 @@ class NodeReconciler:
         self.engine.set_external(ref, not_ready)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """The engine task: observe, adopt, reconcile until ``stop``."""
+        """The engine task: observe, adopt, reconcile until ``stop`` (and, with workloads,
+        watch running apps beside it)."""
         self._observed = True
-        await self.engine.run(stop)
+        if self.workloads is None:
+            await self.engine.run(stop)
+            return
+        watcher = asyncio.create_task(self.workloads.maintain(self.engine, stop), name="watch")
+        try:
+            await self.engine.run(stop)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            for handle in self._delay_timers.values():
+                handle.cancel()
+            self._delay_timers.clear()
 
     # ---- outputs --------------------------------------------------------------------------
 
@@ -170,15 +253,49 @@ class NodeReconciler:
             if st is not None:
                 errors += [(f"{e.ref[0]}/{e.ref[1]}: {e.message}", e.time) for e in st.errors]
             pending = tuple(f"{k}/{n}: {r}" for (k, n), r in st.pending) if st else ()
+            if owner[0] == "app":
+                errors += self._path_errors(owner[1])
             if errors:
                 state = "error"
             elif st is not None:
                 state = st.state
             else:
                 state = "ok" if owner == DEVICE_OWNER else "pending"
+            phase = progress = None
+            boot = 0.0
+            if self.workloads is not None:
+                found = self.workloads.phase(self.engine, owner)
+                if found is not None:
+                    phase, progress = found.state, found.progress
+                    if errors:
+                        phase = "ERROR"
+                if owner[0] == "app" and phase == "RUNNING":
+                    boot = self.workloads.boot_time(owner[1])
             out.append(
-                OwnerReport(owner[0], owner[1], names.get(owner, ""), state, tuple(errors), pending)
+                OwnerReport(
+                    owner[0],
+                    owner[1],
+                    names.get(owner, ""),
+                    state,
+                    tuple(errors),
+                    pending,
+                    phase=phase or "",
+                    progress=progress,
+                    boot_time=boot,
+                )
             )
+        return out
+
+    def _path_errors(self, app_id: str) -> list[tuple[str, float]]:
+        """The errors of the content trees and volumes an app stands on: EVE shows them on
+        the app too."""
+        if self.workloads is None:
+            return []
+        out = []
+        for ref in self.workloads.path_refs(app_id):
+            st = self.engine.status.get(ref)
+            if st is not None and st.state is ItemState.FAILED:
+                out.append((f"{ref[0]}/{ref[1]}: {st.last_error}", st.error_time))
         return out
 
     def _names(self) -> dict[OwnerRef, str]:
@@ -195,3 +312,6 @@ class NodeReconciler:
             for obj_id, obj in objects.items():
                 names[(kind, obj_id)] = str(getattr(obj, "name", "") or "")
         return names
+
+
+__all__ = ["VAULT_READY", "ApplyReport", "NodeReconciler", "OwnerReport"]

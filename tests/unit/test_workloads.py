@@ -1,0 +1,205 @@
+"""Content trees, volumes and apps through the engine: real blob and volume stores, a local
+HTTPS datastore and registry, the container and hypervisor fakes (the real runtimes are in
+tests/integration/test_workloads_real.py)."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+
+from agent.drivers.domainxml import parse as parse_domain
+from agent.reconcile.node import VAULT_READY
+from tests.unit.blob_server import Blob
+from tests.unit.workload_env import (
+    APP_CT,
+    APP_VM,
+    TREE_DISK,
+    TREE_IMAGE,
+    VOL_DATA,
+    VOL_DISK,
+    VOL_ROOT,
+    Env,
+    env,
+    sha,
+)
+
+__all__ = ["env"]
+
+
+def container(e: Env, app_id: str):  # type: ignore[no-untyped-def]
+    name = e.containers.prefix + app_id
+    return e.containers.dockerd.containers.get(name)
+
+
+async def test_vm_and_container_apps_run_side_by_side(env: Env) -> None:
+    assert await env.apply()
+    phases = env.phases()
+    assert phases[("app", APP_VM)] == "RUNNING"
+    assert phases[("app", APP_CT)] == "RUNNING"
+    assert phases[("contenttree", TREE_DISK)] == "DELIVERED"
+    assert phases[("volume", VOL_ROOT)] == "CREATED_VOLUME"
+
+    # The VM: a qcow2 overlay on the verified blob, in the vault, with a cloud-init seed.
+    info = await env.hypervisor.state(uuid.UUID(APP_VM))
+    assert info.state.active
+    dom = env.hypervisor.domains[info.name]
+    disks = parse_domain(dom.xml).disks
+    assert disks[0].path.parent == env.vault / "volumes"
+    assert disks[0].path.name == f"{VOL_DISK}#0.qcow2"
+
+    # The container: the image loaded by config digest, env from the user data, data volume.
+    ct = container(env, APP_CT)
+    assert ct is not None and ct.running
+    assert ("GREETING", "hello world") in ct.env and ("FOO", "bar") in ct.env
+    assert ct.memory_bytes == 65536 * 1024
+    assert ct.image_id.startswith("sha256:")
+    report = {o.id: o for o in env.reconciler.owners()}  # type: ignore[union-attr]
+    assert report[APP_CT].boot_time > 0
+    assert not env.reconciler.report.item_errors  # type: ignore[union-attr]
+
+
+async def test_nothing_starts_while_the_vault_is_locked(env: Env) -> None:
+    env.vault_open = False
+    env.new_reconciler()
+    await env.apply()
+    phases = env.phases()
+    assert phases[("app", APP_CT)] == "INITIAL"
+    assert not env.containers.dockerd.containers
+    assert not env.hypervisor.domains
+    assert not (env.vault / "downloads").exists()
+    pending = {o.id: o.pending for o in env.reconciler.owners()}  # type: ignore[union-attr]
+    assert any("vault locked" in p for p in pending[TREE_IMAGE])
+
+    env.vault_open = True
+    env.reconciler.set_condition(VAULT_READY, None)  # type: ignore[union-attr]
+    await env.reconciler.engine.settle(20)  # type: ignore[union-attr]
+    assert env.phases()[("app", APP_CT)] == "RUNNING"
+
+
+async def test_wrong_digest_is_an_error_on_its_tree_and_app_only(env: Env) -> None:
+    env.server.blobs["disk.raw"] = Blob(env.disk, wrong=b"not the disk" * 100)
+    assert not await env.apply()
+    phases = env.phases()
+    assert phases[("app", APP_VM)] == "ERROR"
+    assert phases[("contenttree", TREE_DISK)] == "ERROR"
+    assert phases[("app", APP_CT)] == "RUNNING"
+    owners = {o.id: o for o in env.reconciler.owners()}  # type: ignore[union-attr]
+    text = " ".join(m for m, _ in owners[APP_VM].errors)
+    assert "content tree disk" in text and "SHA-256 mismatch" in text
+    assert not env.hypervisor.domains
+    stored = {p.name for p in (env.vault / "downloads" / "blobs" / "sha256").iterdir()}
+    assert sha(env.disk) not in stored
+
+
+async def test_deactivate_activate_restart_purge(env: Env) -> None:
+    doc = env.document()
+    assert await env.apply(doc)
+    first = container(env, APP_CT)
+    assert first is not None
+    data = env.vault / "volumes" / f"{VOL_DATA}#0.dir"
+    (data / "state").write_text("kept")
+
+    off = copy.deepcopy(doc)
+    env.app(off, APP_CT)["activate"] = False
+    env.app(off, APP_VM)["activate"] = False
+    assert await env.apply(off)
+    assert env.phases()[("app", APP_CT)] == "HALTED"
+    assert env.phases()[("app", APP_VM)] == "HALTED"
+    assert container(env, APP_CT) is None and not env.hypervisor.domains
+    assert (data / "state").read_text() == "kept"  # volumes stay
+
+    assert await env.apply(doc)
+    second = container(env, APP_CT)
+    assert second is not None and second.running and second.id != first.id
+    assert (data / "state").read_text() == "kept"
+
+    restart = copy.deepcopy(doc)
+    env.app(restart, APP_CT)["restart"] = {"counter": 1}
+    assert await env.apply(restart)
+    third = container(env, APP_CT)
+    assert third is not None and third.id != second.id
+    assert (data / "state").read_text() == "kept"
+
+    purge = copy.deepcopy(restart)
+    env.app(purge, APP_CT)["purge"] = {"counter": 1}
+    assert await env.apply(purge)
+    assert container(env, APP_CT) is not None
+    assert not (data / "state").exists()  # a purge makes fresh volumes
+    assert env.phases()[("app", APP_CT)] == "RUNNING"
+
+
+async def test_delete_leaves_nothing_behind(env: Env) -> None:
+    assert await env.apply()
+    empty = env.document(contentInfo=[], volumes=[], apps=[], datastores=[])
+    assert await env.apply(empty)
+    assert not env.containers.dockerd.containers
+    assert not env.hypervisor.domains
+    assert not env.containers.dockerd.image_ids
+    assert not [p for p in (env.vault / "volumes").iterdir()]
+    records = env.vault / "records"
+    assert not [p for p in records.rglob("*.json")]
+    blobs = await env.workloads.ws.blobs()  # type: ignore[union-attr]
+    assert await blobs.gc(0.0)  # unreferenced: collected (after timer.gc.download)
+    assert not blobs.blobs()
+
+
+async def test_restart_adopts_running_apps(env: Env) -> None:
+    assert await env.apply()
+    before = container(env, APP_CT)
+    domain_before = dict(env.hypervisor.domains)
+    env.new_reconciler()
+    assert await env.apply()
+    after = container(env, APP_CT)
+    assert after is not None and before is not None and after.id == before.id
+    assert env.hypervisor.domains.keys() == domain_before.keys()
+    assert env.phases()[("app", APP_VM)] == "RUNNING"
+    assert env.reconciler.engine.started_ops < 8  # type: ignore[union-attr]
+
+
+async def test_an_app_that_stopped_is_started_again(env: Env) -> None:
+    assert await env.apply()
+    env.hypervisor.power_off(uuid.UUID(APP_VM))
+    ct = container(env, APP_CT)
+    assert ct is not None
+    ct.running = False
+    rec = env.reconciler
+    assert rec is not None
+    await rec.engine.resync(["container", "domain"])
+    assert env.phases()[("app", APP_CT)] == "HALTED"
+    await rec.engine.settle(10)
+    assert container(env, APP_CT).running
+    assert (await env.hypervisor.state(uuid.UUID(APP_VM))).state.active
+    assert env.phases()[("app", APP_VM)] == "RUNNING"
+
+
+async def test_start_delay_and_maintenance_mode(env: Env) -> None:
+    doc = env.document()
+    env.app(doc, APP_CT)["startDelayInSeconds"] = 1
+    rec = env.new_reconciler()
+    await rec.apply(env.config(doc), 10)
+    assert env.phases()[("app", APP_CT)] == "START_DELAYED"
+    assert container(env, APP_CT) is None
+    assert env.phases()[("app", APP_VM)] == "RUNNING"
+    import asyncio
+
+    await asyncio.sleep(1.1)
+    await rec.engine.settle(10)
+    assert env.phases()[("app", APP_CT)] == "RUNNING"
+
+    doc["maintenanceMode"] = True
+    await rec.apply(env.config(doc), 10)
+    assert container(env, APP_CT) is None and not env.hypervisor.domains
+    assert env.phases()[("app", APP_CT)] == "HALTED"
+
+
+async def test_bad_user_data_is_an_error_on_that_app(env: Env) -> None:
+    doc = env.document()
+    import base64
+
+    env.app(doc, APP_CT)["userData"] = base64.b64encode(b"#cloud-config\nruncmd:\n - rm -rf /\n")
+    env.app(doc, APP_CT)["userData"] = env.app(doc, APP_CT)["userData"].decode()
+    assert not await env.apply(doc)
+    owners = {o.id: o for o in env.reconciler.owners()}  # type: ignore[union-attr]
+    assert owners[APP_CT].phase == "ERROR"
+    assert any("not KEY=VALUE" in m for m, _ in owners[APP_CT].errors)
+    assert owners[APP_VM].phase == "RUNNING"
