@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         mode.add_argument("--tcti", help="TPM TCTI (default device:/dev/tpmrm0 when present)")
         cmd.add_argument("--log-level", default="info",
                          choices=["debug", "info", "warning", "error"])  # fmt: skip
+        cmd.add_argument("--no-workloads", action="store_true",
+                         help="run no apps (no dockerd or libvirtd needed)")  # fmt: skip
+        cmd.add_argument("--node-name", default="",
+                         help="names this node's containers and domains on the host")  # fmt: skip
     st = sub.add_parser("status", help="show the node's state")
     st.add_argument("--json", action="store_true", help="print the raw status as JSON")
     sub.add_parser("poweroff", help="emulated node: stop its swtpm (PCRs reset at next start)")
@@ -83,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         # Never a silent fallback to software keys: the operator must say so.
         log.error("no TPM at %s: pass --no-tpm for software mode, or --swtpm", DEVICE_TPM)
         return 2
-    settings = AgentSettings(paths=paths, tpm=mode.value, tcti=args.tcti)
+    settings = AgentSettings(
+        paths=paths, tpm=mode.value, tcti=args.tcti, workloads=not args.no_workloads,
+        node_name=args.node_name,
+    )  # fmt: skip
     if args.command == "boot":
         if mode is TpmMode.NONE:
             log.error("boot measures into a TPM; there is nothing to do with --no-tpm")

@@ -27,10 +27,14 @@ import logging
 import signal
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from agent import status as status_mod
 from agent.boot import BootResult, TpmMode, boot
+from agent.drivers.docker import DockerRuntime
+from agent.drivers.hypervisor import HypervisorSettings
+from agent.drivers.libvirt import LibvirtHypervisor
 from agent.drivers.systemd import sd_notify, watchdog_interval
 from agent.link.attestation import Attestor, NoTpmQuotes, QuoteSource
 from agent.link.checkpoint import CheckpointStore
@@ -46,9 +50,11 @@ from agent.link.transport import ControllerClient, TransportError
 from agent.model.configitems import ConfigItems
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.node import VAULT_READY, NodeReconciler
+from agent.reconcile.workloads import Workloads
+from agent.reconcile.workspace import WorkloadDrivers, Workspace
 from agent.settings import AgentSettings
 from agent.util.liveness import Liveness
-from agent.vault.manager import VaultManager
+from agent.vault.manager import VaultManager, VaultNotOpen
 from agent.vault.store import VaultPaths
 from agent.wire.envelope import EnvelopeError, Signer, UnknownSigner, device_cert_hash
 from agent.wire.pb.attest import attest_pb2
@@ -67,7 +73,9 @@ class Node:
         self.paths = settings.paths
         self.boot_time = time.time()
         self.runtime = RuntimeItems()
-        self.reconciler = NodeReconciler(self.runtime)
+        self.vault: VaultManager | None = None
+        self.workloads = self._make_workloads() if settings.workloads else None
+        self.reconciler = NodeReconciler(self.runtime, workloads=self.workloads)
         self.identity: NodeIdentity | None = None
         self.client: ControllerClient | None = None
         self.certs: ControllerCertStore | None = None
@@ -79,7 +87,6 @@ class Node:
         self.device_uuid: str | None = None
         self.phase = "starting"
         self.boot: BootResult | None = None
-        self.vault: VaultManager | None = None
         self._stop = asyncio.Event()
         self._last_uuid_check = -UUID_RECHECK_INTERVAL
         self._stopped_abnormally = False
@@ -89,6 +96,27 @@ class Node:
         self.ready = asyncio.Event()
 
     # ---- helpers used by components ------------------------------------------------------
+
+    def _make_workloads(self) -> Workloads:
+        """The app runtimes (connected on first use) and the vault-backed workspace."""
+        name = self.settings.host_name
+        drivers = WorkloadDrivers(
+            containers=DockerRuntime(name),
+            hypervisor=LibvirtHypervisor(
+                # Seeds hold user data: /run is memory, never the disk.
+                HypervisorSettings(name, state_dir=self.paths.run / "domains")
+            ),
+        )
+        return Workloads(drivers, Workspace(root=self.vault_root, items=self.items))
+
+    def vault_root(self) -> Path | None:
+        """The open vault's directory, None while it is locked (nothing at rest goes there)."""
+        if self.vault is None or self.vault.status.state.value not in ("unlocked", "disabled"):
+            return None
+        try:
+            return self.vault.root
+        except VaultNotOpen:
+            return None
 
     def items(self) -> ConfigItems:
         return self.runtime.current
@@ -314,11 +342,18 @@ class Node:
             ecdh=ecdh,
             liveness=self.liveness,
         )
-        await supervise(
-            stop,
-            {"reconciler": self.reconciler.run(stop), "link": self._link(stop)},
-            grace=self.settings.stop_grace,
-        )
+        try:
+            await supervise(
+                stop,
+                {"reconciler": self.reconciler.run(stop), "link": self._link(stop)},
+                grace=self.settings.stop_grace,
+            )
+        finally:
+            if self.workloads is not None:
+                # Apps keep running: a restarted agent adopts them.
+                await self.workloads.close()
+                await self.workloads.drivers.containers.close()
+                await self.workloads.drivers.hypervisor.close()
 
     async def _link(self, stop: asyncio.Event) -> None:
         """The saved config first, onboarding if the node has none, then the link tasks."""

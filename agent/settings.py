@@ -9,6 +9,7 @@ Every path derives from the node's own directories, so several emulated nodes ca
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,20 @@ class AgentSettings:
     status_interval: float = 2.0
     #: Agent version reported to the controller.
     version: str = "0.1.0"
+    #: Run the apps the controller asks for (dockerd and libvirtd); off for link-only tests.
+    workloads: bool = True
+    #: Names this node's containers, domains and other host objects ("" derives one).
+    node_name: str = ""
+
+    @property
+    def host_name(self) -> str:
+        """The node's name on the host: ``node_name``, else ``node`` on a real node and a
+        short hash of the persist directory for an emulated one (several share a host)."""
+        if self.node_name:
+            return self.node_name
+        if self.paths.persist == Path("/persist"):
+            return "node"
+        return "n" + hashlib.sha256(str(self.paths.persist).encode()).hexdigest()[:10]
 
     @property
     def no_tpm(self) -> bool:

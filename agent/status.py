@@ -78,6 +78,9 @@ def snapshot(node: Node) -> dict[str, Any]:
                 "state": o.state,
                 "errors": [{"error": msg, "time": when} for msg, when in o.errors],
                 "pending": list(o.pending),
+                "phase": o.phase,
+                "progress": o.progress,
+                "boot_time": o.boot_time,
             }
             for o in node.reconciler.owners()
         ],
@@ -192,6 +195,15 @@ def render(data: dict[str, Any], now: float | None = None) -> str:
     for problem in data.get("hung", []):
         lines.append(f"HUNG:         {problem}")
     lines.append(f"apps:         {', '.join(data.get('apps', [])) or 'none'}")
+    for owner in data.get("owners", []):
+        if owner.get("kind") != "app" or not owner.get("phase"):
+            continue
+        line = f"  {owner.get('name') or owner['id']:<20} {owner['phase']}"
+        if owner.get("progress") is not None and owner["phase"] != "RUNNING":
+            line += f" {owner['progress']}%"
+        if owner.get("boot_time"):
+            line += f", started {_age(owner['boot_time'], now)}"
+        lines.append(line)
     lines.append(f"networks:     {', '.join(data.get('network_instances', [])) or 'none'}")
     rep = data.get("reports", {})
     lines.append(

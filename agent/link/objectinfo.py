@@ -104,6 +104,36 @@ _ZTYPES = {
     "contenttree": info_pb2.ZiContentTree,
 }
 
+
+@dataclass(frozen=True)
+class ObjectDetails:
+    """What the workload kinds know beyond the roll-up: EVE's state name (``ZSwState``), a
+    progress percentage and an app's boot time.  Empty for owners that have none."""
+
+    phase: str = ""
+    progress: int | None = None
+    boot_time: float = 0.0
+
+    @classmethod
+    def of(cls, owner: object) -> ObjectDetails:
+        """Read from an owner that may or may not carry them (``OwnerReport`` does)."""
+        progress = getattr(owner, "progress", None)
+        return cls(
+            phase=str(getattr(owner, "phase", "") or ""),
+            progress=int(progress) if isinstance(progress, int) else None,
+            boot_time=float(getattr(owner, "boot_time", 0.0) or 0.0),
+        )
+
+    def state(self, fallback: info_pb2.ZSwState) -> info_pb2.ZSwState:
+        if self.phase:
+            try:
+                value: info_pb2.ZSwState = info_pb2.ZSwState.Value(self.phase)  # type: ignore[assignment]
+                return value
+            except ValueError:
+                pass
+        return fallback
+
+
 #: Bounds on what one object's message carries (a driver's error may quote a lot of output).
 MAX_ERROR_CHARS = 2048
 MAX_ERRORS = 16
@@ -159,6 +189,7 @@ def object_info(
     *,
     name: str = "",
     errors: Sequence[ReportedError] = (),
+    details: ObjectDetails | None = None,
 ) -> info_pb2.ZInfoMsg:
     """EVE's info message for one app, network instance, volume or content tree.
 
@@ -171,12 +202,15 @@ def object_info(
         ztype=_ZTYPES[kind], devId=device_uuid, atTimeStamp=timestamp(time.time())
     )
     errors = _bounded(errors)
+    details = details or ObjectDetails()
     if kind == "app":
         app = msg.ainfo
         app.AppID = obj_id
         if state is not None:
             app.AppName = name
-            app.state = SW_STATES[kind].get(state, info_pb2.INITIAL)
+            app.state = details.state(SW_STATES[kind].get(state, info_pb2.INITIAL))
+            if details.boot_time > 0:
+                app.bootTime.CopyFrom(timestamp(details.boot_time))
             for error in errors:
                 _error_info(app.appErr.add(), error)
     elif kind == "networkinstance":
@@ -193,7 +227,9 @@ def object_info(
         vol.uuid = obj_id
         if state is not None:
             vol.displayName = name
-            vol.state = SW_STATES[kind].get(state, info_pb2.INITIAL)
+            vol.state = details.state(SW_STATES[kind].get(state, info_pb2.INITIAL))
+            if details.progress is not None:
+                vol.progressPercentage = max(0, min(100, details.progress))
             if errors:
                 _error_info(vol.volumeErr, _combined(errors))
     else:
@@ -201,7 +237,9 @@ def object_info(
         tree.uuid = obj_id
         if state is not None:
             tree.displayName = name
-            tree.state = SW_STATES[kind].get(state, info_pb2.INITIAL)
+            tree.state = details.state(SW_STATES[kind].get(state, info_pb2.INITIAL))
+            if details.progress is not None:
+                tree.progressPercentage = max(0, min(100, details.progress))
             if errors:
                 _error_info(tree.err, _combined(errors))
     return msg

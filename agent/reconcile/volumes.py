@@ -29,7 +29,7 @@ from typing import Any
 from agent.drivers import volumes as vdrv
 from agent.drivers.containers import ContainerRuntime, LocalImage
 from agent.drivers.domainxml import DiskFormat
-from agent.drivers.errors import PermanentError
+from agent.drivers.errors import PermanentError, TemporaryError
 from agent.reconcile import content
 from agent.reconcile.items import VAULT_READY, Action, BaseConfigurator, Item, ItemRef, Op, OwnerRef
 from agent.reconcile.workspace import Workspace
@@ -257,6 +257,22 @@ class VolumeConfigurator(BaseConfigurator):
         if made is not None:
             self.made[new.id] = MadeVolume(new, made.path, made.image_id, made.created)
 
+    async def _remove_image(self, item: VolumeItem, image_id: str) -> None:
+        """Remove a loaded image unless something that is not ours still uses it.
+
+        Images are shared by ID on the host: another node (or the operator) may run a container
+        from the same image.  Our own containers are gone before their volume (the engine
+        deletes dependents first); a conflict that none of ours explains is left to its owner.
+        """
+        try:
+            await self.containers.remove_image(image_id)
+        except TemporaryError as exc:
+            ours = await self.containers.list_owned()
+            if any(c.image_digest == image_id for c in ours):
+                raise
+            log.info("volume %s: image %s left in place, used outside this node: %s",
+                     item.name or item.id, image_id, exc)  # fmt: skip
+
     async def delete(self, item: VolumeItem) -> None:
         records = await self.ws.records()
         made = self.made.get(item.id)
@@ -267,7 +283,7 @@ class VolumeConfigurator(BaseConfigurator):
                 image_id = str(rec.get("image_id", ""))
             shared = any(m.image_id == image_id for k, m in self.made.items() if k != item.id)
             if image_id and not shared:
-                await self.containers.remove_image(image_id)
+                await self._remove_image(item, image_id)
         else:
             store = await self.ws.volumes()
             await store.delete(item.id, item.generation)

@@ -120,6 +120,8 @@ class Env:
     vault_open: bool = True
     workloads: Workloads | None = None
     reconciler: NodeReconciler | None = None
+    #: Every workspace made (a restart makes a new one); closed at the end.
+    made: list[Workloads] = field(default_factory=list)
 
     @property
     def vault(self) -> Path:
@@ -134,6 +136,7 @@ class Env:
                                       watch_interval=0.2, reserve=0),
         )  # fmt: skip
         self.workloads = Workloads(WorkloadDrivers(self.containers, self.hypervisor), ws)
+        self.made.append(self.workloads)
         self.reconciler = NodeReconciler(
             self.runtime,
             workloads=self.workloads,
@@ -224,6 +227,6 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         try:
             yield e
         finally:
-            if e.workloads is not None:
-                await e.workloads.close()
+            for made in e.made:
+                await made.close()
             await runner.cleanup()
