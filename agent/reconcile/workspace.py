@@ -37,6 +37,19 @@ from agent.reconcile.records import RecordBook
 log = logging.getLogger(__name__)
 
 
+def _let_qemu_through(base: Path) -> None:
+    """QEMU runs as its own user (libvirt-qemu): it must pass the directories to a VM's disks
+    and their backing blobs.  Search only (0711): nobody can list them, and libvirt gives the
+    disk files themselves to QEMU's user while the domain runs."""
+    for directory in (
+        base, base / "volumes", base / "downloads", base / "downloads" / "blobs",
+        base / "downloads" / "blobs" / "sha256",
+    ):  # fmt: skip
+        mode = directory.stat().st_mode & 0o777
+        if mode & 0o011 != 0o011:
+            directory.chmod(mode | 0o011)
+
+
 @dataclass(frozen=True)
 class WorkloadSettings:
     """Static settings of the workload kinds (runtime ones are config items)."""
@@ -112,6 +125,7 @@ class Workspace:
             await blobs.open()
             volumes = VolumeStore(base / "volumes")
             await volumes.open()
+            await asyncio.to_thread(_let_qemu_through, base)
             self._blobs, self._volumes = blobs, volumes
             self._records = RecordBook(base / "records")
 

@@ -98,6 +98,7 @@ def make_image() -> tuple[dict[str, tuple[bytes, str]], str]:
 @dataclass
 class Registry:
     port: int = 0
+    repository: str = "team/app"
     objects: dict[str, tuple[bytes, str]] = field(default_factory=dict)
 
     async def serve(self, request: web.Request) -> web.Response:
@@ -115,8 +116,8 @@ class Env:
     manifest: str
     disk: bytes
     runtime: RuntimeItems
-    containers: FakeContainerRuntime
-    hypervisor: FakeHypervisor
+    containers: Any
+    hypervisor: Any
     vault_open: bool = True
     workloads: Workloads | None = None
     reconciler: NodeReconciler | None = None
@@ -145,6 +146,10 @@ class Env:
         self.reconciler.set_condition(VAULT_READY, None if self.vault_open else "vault locked")
         return self.reconciler
 
+    disk_format: str = "RAW"
+    vm_memory_kib: int = 65536
+    vm_user_data: bytes = b"#cloud-config\nhostname: vm\n"
+
     def document(self, **overrides: Any) -> dict[str, Any]:
         """Config with a VM app (HTTP disk) and a container app (OCI image + blank volume)."""
         ct_user = "FOO=bar\nGREETING=hello world\n"
@@ -158,9 +163,10 @@ class Env:
                  "fqdn": f"docker://127.0.0.1:{self.registry.port}"},
             ],
             "contentInfo": [
-                {"uuid": TREE_DISK, "URL": "disk.raw", "iformat": "RAW", "displayName": "disk",
+                {"uuid": TREE_DISK, "URL": "disk.raw", "iformat": self.disk_format,
+                 "displayName": "disk",
                  "sha256": sha(self.disk), "dsIdsList": [DS_HTTP]},
-                {"uuid": TREE_IMAGE, "URL": "team/app", "iformat": "CONTAINER",
+                {"uuid": TREE_IMAGE, "URL": self.registry.repository, "iformat": "CONTAINER",
                  "displayName": "image", "sha256": self.manifest, "dsIdsList": [DS_OCI]},
             ],
             "volumes": [
@@ -173,8 +179,9 @@ class Env:
             ],
             "apps": [
                 {"uuidandversion": {"uuid": APP_VM, "version": "1"}, "displayname": "vm-app",
-                 "activate": True, "userData": _b64(b"#cloud-config\nhostname: vm\n"),
-                 "fixedresources": {"memory": 65536, "vcpus": 1, "virtualizationMode": "HVM"},
+                 "activate": True, "userData": _b64(self.vm_user_data),
+                 "fixedresources": {"memory": self.vm_memory_kib, "vcpus": 1,
+                                    "virtualizationMode": "HVM"},
                  "volumeRefList": [{"uuid": VOL_DISK}]},
                 {"uuidandversion": {"uuid": APP_CT, "version": "1"}, "displayname": "ct-app",
                  "activate": True, "userData": _b64(ct_user.encode()),
