@@ -16,39 +16,56 @@ import tempfile
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.e2e.harness import Controller, Node
+from tests.e2e.sample_apps import (
+    CT_NAME,
+    VM_NAME,
+    FileServer,
+    SampleImages,
+    apps_config,
+    build_images,
+    open_path_for_qemu,
+    purge_host_objects,
+)
 
-SAMPLE = {
-    "configItems": [
-        {"key": "timer.config.interval", "value": "10"},
-        {"key": "timer.metric.interval", "value": "30"},
-    ],
-    "datastores": [{"id": "9b3a6a35-1bd6-4d8e-9f00-2f9c6f4a0001", "dType": "DsContainerRegistry",
-                    "fqdn": "docker://127.0.0.1:5000"}],
-    "contentInfo": [{"uuid": "9b3a6a35-1bd6-4d8e-9f00-2f9c6f4a0002", "URL": "demo/busybox:latest",
-                     "iformat": "CONTAINER", "displayName": "busybox",
-                     "dsIdsList": ["9b3a6a35-1bd6-4d8e-9f00-2f9c6f4a0001"]}],
-    "volumes": [{"uuid": "9b3a6a35-1bd6-4d8e-9f00-2f9c6f4a0003", "displayName": "busybox-root",
-                 "origin": {"type": "VCOT_DOWNLOAD",
-                            "downloadContentTreeID": "9b3a6a35-1bd6-4d8e-9f00-2f9c6f4a0002"}}],
+NETWORK = {
     "networkInstances": [{"uuidandversion": {"uuid": "9b3a6a35-1bd6-4d8e-9f00-2f9c6f4a0004",
                                              "version": "1"},
                           "displayname": "demo-local", "instType": "ZnetInstLocal",
                           "activate": True, "ipType": "IPV4",
                           "ip": {"subnet": "10.88.0.0/24", "gateway": "10.88.0.1",
                                  "dhcpRange": {"start": "10.88.0.10", "end": "10.88.0.100"}}}],
-    "apps": [{"uuidandversion": {"uuid": "9b3a6a35-1bd6-4d8e-9f00-2f9c6f4a0005", "version": "1"},
-              "displayname": "hello", "activate": True,
-              "fixedresources": {"memory": 65536, "vcpus": 1,
-                                 "virtualizationMode": "NOHYPER"},
-              "volumeRefList": [{"uuid": "9b3a6a35-1bd6-4d8e-9f00-2f9c6f4a0003"}],
-              "interfaces": [{"name": "eth0", "networkId": "9b3a6a35-1bd6-4d8e-9f00-2f9c6f4a0004",
-                              "acls": [{"id": 1, "matches": [{"type": "ip",
-                                                             "value": "0.0.0.0/0"}]}]}]}],
 }  # fmt: skip
+CONFIG_ITEMS = [
+    {"key": "timer.config.interval", "value": "10"},
+    {"key": "timer.metric.interval", "value": "30"},
+]
+
+
+def sample(images: SampleImages, disk_port: int) -> dict[str, Any]:
+    """The demo's config: the test VM and the test container side by side."""
+    return {"configItems": CONFIG_ITEMS, **NETWORK, **apps_config(images, disk_port)}
+
+
+def wait_running(node: Node, seconds: float) -> dict[str, str]:
+    """Wait until both sample apps run; returns each app's state.  TimeoutError otherwise."""
+    deadline = time.monotonic() + seconds
+    states: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        status = node.status()
+        states = {
+            o.get("name", ""): o.get("phase", "")
+            for o in status.get("owners", [])
+            if o.get("kind") == "app"
+        }
+        if states.get(VM_NAME) == "RUNNING" and states.get(CT_NAME) == "RUNNING":
+            return states
+        time.sleep(1)
+    raise TimeoutError(f"apps not running after {seconds:.0f} s: {states}")
 
 
 def main() -> int:
@@ -61,8 +78,13 @@ def main() -> int:
         help="software node instead of an emulated node with its own swtpm (needs root)",
     )
     args = parser.parse_args()
-    base = args.state or Path(tempfile.mkdtemp(prefix="eve-demo-"))
+    # In /var/tmp, passable by QEMU's user: the VM's disk lives in the node's vault below it.
+    base = args.state or Path(tempfile.mkdtemp(prefix="eve-demo-", dir="/var/tmp"))
     base.mkdir(parents=True, exist_ok=True)
+    open_path_for_qemu(base)
+    print("building (or finding) the test images ...")
+    images = build_images()
+    disks = FileServer(images.disk.parent)
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -78,7 +100,7 @@ def main() -> int:
         print(f"state in {base}")
         ctl.init()
         # New devices start polling every 10 s (the project default), so the demo moves quickly.
-        ctl.set_default_config({"configItems": SAMPLE["configItems"]})
+        ctl.set_default_config({"configItems": CONFIG_ITEMS})
         swtpm = not args.no_tpm and os.geteuid() == 0 and shutil.which("swtpm") is not None
         node = Node(base / "node", ctl, serial="demo-node-1", swtpm=swtpm)
         print("node: emulated, with its own swtpm" if swtpm else "node: software keys (no TPM)")
@@ -87,10 +109,12 @@ def main() -> int:
         node.start()
         uuid = node.wait_onboarded(60)
         print(f"node onboarded as {uuid}")
-        ctl.set_config(uuid, SAMPLE)
-        print("sample config pushed; waiting for the node to apply it ...")
-        node.wait_status(lambda s: "hello" in s.get("apps", []), 60, "the sample config")
-        time.sleep(1)
+        ctl.set_config(uuid, sample(images, disks.port))
+        print("sample config pushed: a VM and a container; waiting for both to run ...")
+        started = time.monotonic()
+        wait_running(node, 240)
+        print(f"both apps running {time.monotonic() - started:.1f} s after the config was pushed")
+        time.sleep(3)  # the next info report carries the running state to the controller
         print()
         import subprocess
 
@@ -101,6 +125,7 @@ def main() -> int:
         print()
         print("controller view:")
         print(ctl.cli("device", "show", uuid).stdout)
+        print(ctl.cli("device", "objects", uuid).stdout)
         print("running; Ctrl-C stops the node and the controller")
         deadline = time.monotonic() + args.seconds if args.seconds else None
         while not stopping and (deadline is None or time.monotonic() < deadline):
@@ -109,7 +134,9 @@ def main() -> int:
         # Stop first, print after: output may be gone (a closed pipe) and must not stop cleanup.
         if node is not None:
             node.shutdown()
+            purge_host_objects(node.root)
         ctl.stop()
+        disks.close()
         with contextlib.suppress(OSError):
             print("stopped node and controller")
     return 0
