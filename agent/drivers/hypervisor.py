@@ -89,6 +89,36 @@ class DomainInfo:
     console_log: Path
 
 
+@dataclass(frozen=True)
+class DiskStats:
+    """One file-backed disk of a domain (the NoCloud seed aside): its virtual size and the bytes
+    it takes on the host, as libvirt's ``blockInfo`` gives them (capacity, allocation)."""
+
+    path: Path
+    format: str
+    capacity_bytes: int
+    allocation_bytes: int
+
+
+@dataclass(frozen=True)
+class DomainStats:
+    """One sample of a domain's use of the host, cheap to take (``virDomainGetInfo``,
+    ``virDomainMemoryStats``, ``virDomainGetBlockInfo``).
+
+    ``cpu_ns`` is the cumulative CPU time of the whole domain (all vCPUs and QEMU's own threads)
+    since it started; rates are the caller's.  ``memory_bytes`` is what the domain holds on the
+    host (QEMU's resident set, as EVE reports its cgroup's usage), ``memory_max_bytes`` what it
+    may have.  A domain that is not running has ``cpu_ns == 0`` and ``memory_bytes == 0``.
+    """
+
+    cpu_ns: int
+    memory_bytes: int
+    memory_max_bytes: int
+    vcpus: int
+    running: bool
+    disks: tuple[DiskStats, ...] = ()
+
+
 class Hypervisor(Protocol):
     """A node's VMs.  Addressed by app UUID; see the module docstring for naming, marks,
     files and errors."""
@@ -114,6 +144,11 @@ class Hypervisor(Protocol):
 
     async def state(self, app_uuid: uuid.UUID) -> DomainInfo:
         """NotFoundError when the app has no domain."""
+        ...
+
+    async def stats(self, app_uuid: uuid.UUID) -> DomainStats:
+        """One :class:`DomainStats` sample.  NotFoundError when the app has no domain,
+        PermanentError for a foreign domain under our name."""
         ...
 
     async def shutdown(self, app_uuid: uuid.UUID, grace: float) -> bool:

@@ -19,9 +19,10 @@ again when it is found dead (libvirtd restarted): an operation that hits a dead 
 reconnects and runs once more before it reports ``TemporaryError``.
 
 Errors (:mod:`agent.drivers.errors`): no such domain -> ``NotFoundError`` (only from
-:meth:`~Hypervisor.state`: stopping and undefining what is already gone succeeds); invalid XML,
-unsupported configuration, missing kernel or disk file, a foreign domain under our name ->
-``PermanentError``; connection failures and anything else -> ``TemporaryError``.
+:meth:`~Hypervisor.state` and :meth:`~Hypervisor.stats`: stopping and undefining what is
+already gone succeeds); invalid XML, unsupported configuration, missing kernel or disk file, a
+foreign domain under our name -> ``PermanentError``; connection failures and anything else ->
+``TemporaryError``.
 
 Acceleration: ``accel`` ``"kvm"`` or ``"tcg"`` forces one; ``"auto"`` (the default) uses KVM
 only when the CPU shows hardware virtualisation (``vmx``/``svm`` in ``/proc/cpuinfo``) and a
@@ -52,8 +53,10 @@ from agent.drivers.errors import DriverError, NotFoundError, PermanentError, Tem
 from agent.drivers.hypervisor import (
     STATES,
     AccelSetting,
+    DiskStats,
     DomainInfo,
     DomainState,
+    DomainStats,
     Hypervisor,
     HypervisorSettings,
     Layout,
@@ -121,6 +124,7 @@ class LibvirtHypervisor(LayoutNaming):
             "VIR_ERR_DOM_EXIST",
             "VIR_ERR_INVALID_DOMAIN",
         )
+        self._not_running = _codes(lv, "VIR_ERR_OPERATION_INVALID")
         self._connection_codes = _codes(
             lv,
             "VIR_ERR_NO_CONNECT",
@@ -236,6 +240,48 @@ class LibvirtHypervisor(LayoutNaming):
             console_log=self._layout.console_log(name),
         )
 
+    def _sample(self, dom: Any) -> DomainStats:
+        """:class:`DomainStats` of ``dom``: ``info`` (cumulative CPU time, memory limit, vCPUs),
+        ``memoryStats`` (QEMU's resident set) while it runs, ``blockInfo`` of each disk."""
+        _state, max_kib, _current_kib, vcpus, cpu_ns = dom.info()
+        running = bool(dom.isActive())
+        rss_kib = 0
+        if running:
+            try:
+                rss_kib = int(dom.memoryStats().get("rss", 0))
+            except self._lv.libvirtError as exc:
+                # It stopped between the two calls: a stopped domain holds no memory.
+                if self._is_dead(exc) or exc.get_error_code() not in self._not_running:
+                    raise
+                running = False
+        return DomainStats(
+            cpu_ns=int(cpu_ns) if running else 0,
+            memory_bytes=rss_kib * 1024 if running else 0,
+            memory_max_bytes=int(max_kib) * 1024,
+            vcpus=int(vcpus),
+            running=running,
+            disks=self._disk_stats(dom),
+        )
+
+    def _disk_stats(self, dom: Any) -> tuple[DiskStats, ...]:
+        try:
+            disks = domainxml.parse(dom.XMLDesc(0)).disks
+        except DomainXmlError as exc:
+            log.warning("libvirt: no disk figures for %s: %s", dom.name(), exc)
+            return ()
+        out = []
+        for disk in disks:
+            try:
+                capacity, allocation, _physical = dom.blockInfo(str(disk.path), 0)
+            except self._lv.libvirtError as exc:
+                # A disk file that vanished under a defined domain: the rest still counts.
+                if self._is_dead(exc) or exc.get_error_code() in self._not_found:
+                    raise
+                log.debug("libvirt: no block info for %s: %s", disk.path, exc)
+                continue
+            out.append(DiskStats(disk.path, disk.format.value, int(capacity), int(allocation)))
+        return tuple(out)
+
     def _destroy(self, dom: Any) -> None:
         try:
             dom.destroy()
@@ -315,6 +361,17 @@ class LibvirtHypervisor(LayoutNaming):
             return self._info(*found)
 
         return await self._call(f"state of {name}", get)
+
+    async def stats(self, app_uuid: uuid.UUID) -> DomainStats:
+        name = self._layout.name(app_uuid)
+
+        def sample(conn: Any) -> DomainStats:
+            found = self._lookup(conn, app_uuid)
+            if found is None:
+                raise NotFoundError(f"no domain {name}")
+            return self._sample(found[0])
+
+        return await self._call(f"stats of {name}", sample)
 
     async def shutdown(self, app_uuid: uuid.UUID, grace: float) -> bool:
         name = self._layout.name(app_uuid)
@@ -419,8 +476,10 @@ class LibvirtHypervisor(LayoutNaming):
 
 __all__ = [
     "AccelSetting",
+    "DiskStats",
     "DomainInfo",
     "DomainState",
+    "DomainStats",
     "Hypervisor",
     "HypervisorSettings",
     "Layout",

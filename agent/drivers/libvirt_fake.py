@@ -25,19 +25,26 @@ from agent.drivers.errors import DriverError, NotFoundError, PermanentError
 from agent.drivers.hypervisor import (
     SEED,
     AccelSetting,
+    DiskStats,
     DomainInfo,
     DomainState,
+    DomainStats,
     HypervisorSettings,
     Layout,
     LayoutNaming,
     VmSpec,
 )
 
+#: CPU time a running fake domain uses between two :meth:`FakeHypervisor.stats` calls.
+CPU_NS_PER_SAMPLE = 1_000_000
+
 
 @dataclass
 class FakeDomain:
     xml: str
     state: DomainState = DomainState.SHUTOFF
+    #: Cumulative CPU time since the domain started (tests may set it).
+    cpu_ns: int = 0
 
     @property
     def mark(self) -> Mark | None:
@@ -45,6 +52,17 @@ class FakeDomain:
             return domainxml.parse_mark(self.xml)
         except DomainXmlError:
             return None
+
+
+def _disk_stats(disks: tuple[domainxml.Disk, ...]) -> tuple[DiskStats, ...]:
+    out = []
+    for disk in disks:
+        try:
+            size = Path(disk.path).stat().st_size
+        except FileNotFoundError:
+            continue
+        out.append(DiskStats(disk.path, disk.format.value, size, size))
+    return tuple(out)
 
 
 def _append(path: Path, text: str) -> None:
@@ -143,6 +161,29 @@ class FakeHypervisor(LayoutNaming):
             raise NotFoundError(f"no domain {name}")
         return self._info(name, *found)
 
+    async def stats(self, app_uuid: uuid.UUID) -> DomainStats:
+        """As libvirt's: a running domain uses :data:`CPU_NS_PER_SAMPLE` of CPU per call and
+        holds a quarter of its memory; disks are their files' sizes."""
+        self._enter("stats")
+        found = self._lookup(app_uuid)
+        if found is None:
+            raise NotFoundError(f"no domain {self._layout.name(app_uuid)}")
+        dom = found[0]
+        config = domainxml.parse(dom.xml)
+        running = dom.state.active
+        if running:
+            dom.cpu_ns += CPU_NS_PER_SAMPLE
+        max_bytes = config.memory_mib * 2**20
+        disks = await asyncio.to_thread(_disk_stats, config.disks)
+        return DomainStats(
+            cpu_ns=dom.cpu_ns if running else 0,
+            memory_bytes=max_bytes // 4 if running else 0,
+            memory_max_bytes=max_bytes,
+            vcpus=config.vcpus,
+            running=running,
+            disks=disks,
+        )
+
     async def shutdown(self, app_uuid: uuid.UUID, grace: float) -> bool:
         self._enter("shutdown")
         found = self._lookup(app_uuid)
@@ -182,4 +223,4 @@ class FakeHypervisor(LayoutNaming):
         return None
 
 
-__all__ = ["SEED", "FakeDomain", "FakeHypervisor"]
+__all__ = ["CPU_NS_PER_SAMPLE", "SEED", "FakeDomain", "FakeHypervisor"]

@@ -266,7 +266,13 @@ async def test_foreign_domain_under_our_name_is_never_touched(env: Env) -> None:
     env.define_foreign(name, foreign_xml(name))
     with pytest.raises(PermanentError, match="not ours"):
         await hv.define_and_start(spec(env, app, kernel=True))
-    for op in (hv.undefine(app), hv.destroy(app), hv.shutdown(app, 1), hv.state(app)):
+    for op in (
+        hv.undefine(app),
+        hv.destroy(app),
+        hv.shutdown(app, 1),
+        hv.state(app),
+        hv.stats(app),
+    ):
         with pytest.raises(PermanentError, match="not ours"):
             await op
     assert env.foreign_exists(name)
@@ -286,6 +292,33 @@ async def test_destroy_and_undefine_a_running_domain(env: Env) -> None:
     await hv.undefine(app)  # running: destroyed first
     assert await hv.list_owned() == []
     assert not (env.state_dir / info.name).exists()
+
+
+async def test_stats_of_a_running_and_a_stopped_domain(env: Env) -> None:
+    hv = env.hv
+    app = uuid.uuid4()
+    with pytest.raises(NotFoundError):
+        await hv.stats(app)
+    info = await hv.define_and_start(spec(env, app, marker="stats-guest"))
+    await wait_for_console(info.console_log, "stats-guest")
+    first = await hv.stats(app)
+    assert first.running and first.vcpus == 1
+    assert first.memory_max_bytes == 128 * 2**20
+    assert first.memory_bytes > 0 and first.cpu_ns > 0
+    [disk] = first.disks  # the seed is not a disk of the app
+    assert disk.path == env.overlay(str(app)) and disk.format == "qcow2"
+    assert disk.capacity_bytes > 0 and disk.allocation_bytes > 0
+    second = await hv.stats(app)
+    assert second.cpu_ns >= first.cpu_ns  # cumulative
+    print(f"{env.kind}: {first.cpu_ns / 1e9:.2f} s CPU, {first.memory_bytes >> 20} MiB resident")
+
+    await hv.destroy(app)
+    off = await hv.stats(app)
+    assert not off.running and off.cpu_ns == 0 and off.memory_bytes == 0
+    assert off.memory_max_bytes == 128 * 2**20 and off.vcpus == 1
+    await hv.undefine(app)
+    with pytest.raises(NotFoundError):
+        await hv.stats(app)
 
 
 async def test_bad_input_is_permanent_and_defines_nothing(env: Env) -> None:
