@@ -713,6 +713,15 @@ def reports(state: StateDir, device_text: str, kind: ReportKind, *, last: int | 
         print(json.dumps(line, sort_keys=True), flush=True)
 
 
+def _app_name(meta: str) -> str:
+    """The app's display name an app log upload carried (its gzip header), or ""."""
+    try:
+        name = json.loads(meta).get("appName", "")
+    except (ValueError, AttributeError):
+        return ""
+    return name if isinstance(name, str) else ""
+
+
 def logs(
     state: StateDir,
     device_text: str,
@@ -722,7 +731,9 @@ def logs(
     follow: bool,
     poll_interval: float = 1.0,
 ) -> None:
-    """Print log entries as JSON lines; with ``follow``, keep polling until interrupted."""
+    """Print log entries as JSON lines ``{"received", "app", "entry"}`` (``app`` null for the
+    device's own; an app's also ``app_name``, from its upload); with ``follow``, keep polling
+    until interrupted."""
     with open_store(state) as store:
         device = resolve_device(store, device_text)
         app = app_uuid.lower() if app_uuid else None
@@ -735,6 +746,8 @@ def logs(
                     "app": record.app_uuid,
                     "entry": json.loads(record.entry),
                 }
+                if record.app_uuid is not None:
+                    line["app_name"] = _app_name(record.meta)
                 print(json.dumps(line, sort_keys=True), flush=True)
                 after = record.id
             if not follow:

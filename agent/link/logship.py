@@ -1,7 +1,8 @@
 """The agent's own logs to the controller, as EVE's newlog does it, without loss.
 
 Records are collected by a logging handler, written to gzip files on disk (at most ~50 KB each,
-the hard limit in EVE's loguploader is 64 KiB), and uploaded oldest first to ``/newlogs``.  A
+the hard limit in EVE's loguploader is 64 KiB), and uploaded oldest first to ``/newlogs``
+(the file format and the upload rule are :mod:`agent.link.gzlog`'s, shared with app logs).  A
 file is deleted only after the controller answered 200/201; a file refused ten times with a 4xx
 moves to ``failed/`` so one bad file cannot stop the queue.
 
@@ -9,38 +10,39 @@ Format (``eve:pkg/newlog``): the gzip content is one JSON object per line, a ``L
 ``encoding/json`` writes it (``severity, source, iid, content, msgid, tags, timestamp{seconds,
 nanos}, filename, function``, empty ones omitted); the gzip header's comment field holds
 ``{"devID":..,"image":..,"eveVersion":..}``.  Python's gzip module cannot write that comment, so
-the header is written here by hand (RFC 1952).
+the header is written by hand (RFC 1952).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
-import os
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.link.offload import seal_as_device_async
-from agent.link.transport import ControllerClient, TransportError
+from agent.link.gzlog import (
+    MAX_4XX,
+    MAX_FILE_BYTES,
+    Sent,
+    compress_lines,
+    go_timestamp,
+    gzip_member,
+    send_file,
+    upload_loop,
+)
+from agent.link.transport import ControllerClient
 from agent.util.atomicfile import write_atomic
 from agent.util.liveness import Liveness
-from agent.util.timing import jittered, wait_or_stop
 from agent.wire.envelope import Signer
 
 log = logging.getLogger(__name__)
 
-MAX_FILE_BYTES = 50_000
 MAX_SPOOL_BYTES = 64 * 1024 * 1024
-MAX_4XX = 10
-_FCOMMENT = 0x10
 
 _SEVERITY = {
     logging.DEBUG: "debug",
@@ -53,23 +55,17 @@ _SEVERITY = {
 
 def gzip_with_comment(data: bytes, comment: str, mtime: int) -> bytes:
     """A single-member gzip file whose header carries ``comment`` (Latin-1, as EVE requires)."""
-    header = struct.pack("<BBBBIBB", 0x1F, 0x8B, 8, _FCOMMENT, mtime & 0xFFFFFFFF, 0, 255)
-    safe = comment.encode("latin-1", "backslashreplace").replace(b"\0", b"")
-    comp = zlib.compressobj(6, zlib.DEFLATED, -15)
-    body = comp.compress(data) + comp.flush()
-    trailer = struct.pack("<II", zlib.crc32(data) & 0xFFFFFFFF, len(data) & 0xFFFFFFFF)
-    return header + safe + b"\0" + body + trailer
+    return gzip_member(data, mtime=mtime, comment=comment)
 
 
 def entry_json(record: logging.LogRecord, msgid: int) -> dict[str, Any]:
     """One LogEntry in Go's encoding/json shape (empty fields omitted)."""
-    seconds = int(record.created)
     entry: dict[str, Any] = {
         "severity": _SEVERITY.get(record.levelno, "info"),
         "source": "eve-agent",
         "content": record.getMessage(),
         "msgid": msgid,
-        "timestamp": {"seconds": seconds, "nanos": int((record.created - seconds) * 1e9)},
+        "timestamp": go_timestamp(record.created),
         "filename": f"{record.module}.py:{record.lineno}",
         "function": record.funcName,
     }
@@ -124,33 +120,13 @@ class LogSpool(logging.Handler):
             ):
                 return 0
             lines, self._lines, self._size = self._lines, [], 0
-        written = 0
-        chunk: list[bytes] = []
-        size = 0
-        for line in lines:
-            # Typical logs compress 4x or better; _write splits a chunk that does not.
-            if chunk and size + len(line) > MAX_FILE_BYTES * 4:
-                written += self._write(chunk)
-                chunk, size = [], 0
-            chunk.append(line)
-            size += len(line) + 1
-        if chunk:
-            written += self._write(chunk)
-        self._trim()
-        return written
-
-    def _write(self, lines: list[bytes]) -> int:
-        """Write ``lines`` as one file, or halve them until each file is under MAX_FILE_BYTES
-        compressed (poorly compressible content: hashes, keys, base64).  Returns files written.
-        """
         meta = json.dumps(self._meta(), separators=(",", ":"))
-        now = time.time()
-        data = gzip_with_comment(b"\n".join(lines) + b"\n", meta, int(now))
-        if len(data) > MAX_FILE_BYTES and len(lines) > 1:
-            half = len(lines) // 2
-            return self._write(lines[:half]) + self._write(lines[half:])
-        write_atomic(self.pending_dir / f"dev.{time.time_ns()}.gz", data)
-        return 1
+        mtime = int(time.time())
+        files = compress_lines(lines, lambda data: gzip_with_comment(data, meta, mtime))
+        for data in files:
+            write_atomic(self.pending_dir / f"dev.{time.time_ns()}.gz", data)
+        self._trim()
+        return len(files)
 
     def _trim(self) -> None:
         """Bound the spool: drop the oldest files past MAX_SPOOL_BYTES (counted, reported)."""
@@ -190,50 +166,28 @@ class LogUploader:
     async def upload_pending(self) -> bool:
         """Try every pending file in order; False at the first one that could not be sent."""
         for path in await asyncio.to_thread(self._spool.pending):
-            try:
-                data = await asyncio.to_thread(path.read_bytes)
-            except FileNotFoundError:
-                continue
-            body = await seal_as_device_async(data, self._device)
-            try:
-                resp = await self._client.request("newlogs", body)
-            except TransportError:
-                return False
-            if resp.status in (200, 201):
-                path.unlink(missing_ok=True)
-                self._refusals.pop(path.name, None)
+            sent = await send_file(
+                self._client,
+                self._device,
+                "newlogs",
+                path,
+                refusals=self._refusals,
+                failed_dir=self._spool.failed_dir,
+            )
+            if sent is Sent.DELIVERED:
                 self.uploaded += 1
-                continue
-            if 400 <= resp.status < 500 and resp.status != 429:
-                count = self._refusals.get(path.name, 0) + 1
-                self._refusals[path.name] = count
-                if count >= MAX_4XX:
-                    self._spool.failed_dir.mkdir(parents=True, exist_ok=True)
-                    os.replace(path, self._spool.failed_dir / path.name)
-                    self._refusals.pop(path.name, None)
-                    log.warning("log file %s refused %d times; moved aside", path.name, count)
-                    continue
-            return False
+            elif sent is Sent.MOVED_ASIDE:
+                log.warning("log file %s refused %d times; moved aside", path.name, MAX_4XX)
+            elif sent is Sent.KEPT:
+                return False
         return True
 
     async def run(self, stop: asyncio.Event) -> None:
-        delay = 5.0
-        while not stop.is_set():
-            with (
-                self.liveness.activity("log upload", 3600)
-                if self.liveness is not None
-                else contextlib.nullcontext()
-            ):
-                try:
-                    await asyncio.to_thread(self._spool.roll)
-                except OSError as exc:
-                    log.error("cannot write log spool: %s", exc)
-                ok = await self.upload_pending()
-            delay = 5.0 if ok else min(delay * 2, 300.0)
-            if await wait_or_stop(stop, jittered(delay, 0.8, 1.2)):
-                break
-        # Keep what is still in memory for the next start.
-        try:
-            await asyncio.to_thread(self._spool.roll, force=True)
-        except OSError as exc:
-            log.error("cannot write log spool at shutdown: %s", exc)
+        """Roll and upload until ``stop``; see :func:`agent.link.gzlog.upload_loop`."""
+        await upload_loop(
+            stop,
+            what="log upload",
+            roll=self._spool.roll,
+            upload=self.upload_pending,
+            liveness=self.liveness,
+        )

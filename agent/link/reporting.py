@@ -6,7 +6,8 @@ under its object key (``device``, ``app:<uuid>``, ``networkinstance:<uuid>``, ``
 the controller answered 2xx.  So a node offline for a week delivers its latest state, without
 loss, when the link returns.  A message the controller refuses for good (a 4xx other than the
 authentication and rate-limit ones) is dropped, as EVE does, so it cannot hold up the rest.
-Metrics are a periodic sample and, like EVE's, are not retried.
+Metrics are a periodic sample and, like EVE's, are not retried; with an ``app_metrics`` provider
+they carry one ``appMetric`` per app (:mod:`agent.link.appmetrics`).
 
 Per-object info is what the reconciler rolls up by owner (:class:`Owner`): EVE's ``ZInfoApp``,
 ``ZInfoNetworkInstance``, ``ZInfoVolume`` and ``ZInfoContentTree`` with the object's state and
@@ -34,7 +35,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.link.appmetrics import AppMetric, add_app_metrics
 from agent.link.objectinfo import (
+    ObjectDetails,
     Owner,
     ReportedError,
     object_info,
@@ -251,6 +254,7 @@ class Reporter:
         facts: Callable[[], DeviceFacts | None],
         items: Callable[[], ConfigItems],
         owners: Callable[[], Sequence[Owner]] | None = None,
+        app_metrics: Callable[[], Sequence[AppMetric]] | None = None,
         liveness: Liveness | None = None,
     ) -> None:
         self._client = client
@@ -259,6 +263,7 @@ class Reporter:
         self._facts = facts
         self._items = items
         self._owners = owners
+        self._app_metrics = app_metrics
         self._liveness = liveness
         self._last_info: bytes | None = None
         self._last_info_at = 0.0
@@ -347,14 +352,16 @@ class Reporter:
                 current[named[0]] = (named[1], owner)
         queued = 0
         for key, (obj_id, owner) in current.items():
-            source = (owner.name, owner.state, tuple(owner.errors), tuple(owner.pending))
+            details = ObjectDetails.of(owner)
+            source = (owner.name, owner.state, tuple(owner.errors), tuple(owner.pending), details)
             known = self._known.get(key)
             if known is not None and not force and known.source == source:
                 continue
             errors, since = self._errors(owner, known.since if known else {})
             msg = object_info(
-                device_uuid, owner.kind, obj_id, owner.state, name=owner.name, errors=errors
-            )
+                device_uuid, owner.kind, obj_id, owner.state, name=owner.name, errors=errors,
+                details=details,
+            )  # fmt: skip
             content = without_times(msg)
             if known is not None and not force and known.content == content:
                 known.source = source  # only error times moved
@@ -428,9 +435,21 @@ class Reporter:
         await self.flush(budget=send / 2)
         if now >= self._next_metrics:
             self._next_metrics = now + jittered(items.int("timer.metric.interval"))
-            sent = await self._post("metrics", device_metrics(facts).SerializeToString())
+            sent = await self._post("metrics", self.metrics(facts).SerializeToString())
             if sent is _Sent.OK:
                 self.sent_metrics += 1
+
+    def metrics(self, facts: DeviceFacts) -> metrics_pb2.ZMetricMsg:
+        """The metrics message now: the device's, and one ``am`` entry per app when the
+        reporter has an ``app_metrics`` provider (a failing provider costs only those)."""
+        msg = device_metrics(facts)
+        if self._app_metrics is not None:
+            try:
+                add_app_metrics(msg, self._app_metrics())
+            except Exception:  # a bug there must not stop the device's metrics
+                log.exception("cannot read the apps' metrics")
+                del msg.am[:]
+        return msg
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
