@@ -5,6 +5,9 @@
 #   tools/services.sh start    start whatever is not already answering (safe to run twice)
 #   tools/services.sh stop     stop what this script started (pid files in $RUN_DIR)
 #   tools/services.sh status   one line per service; exit 0 only if all answer
+#   tools/services.sh restart dockerd|libvirtd
+#                              stop and start one daemon this script started (tests that
+#                              check the agent survives a runtime restart)
 #
 # systemd is installed on our CI machines but is not PID 1, so the daemons are started
 # directly, each in its own session, with its own log file. Nothing here changes the
@@ -265,7 +268,13 @@ main() {
     local cmd=${1:-}
     case "$cmd" in
         start | stop | status) ;;
-        *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+        restart)
+            case "${2:-}" in
+                dockerd | libvirtd) ;;
+                *) echo "usage: $0 restart dockerd|libvirtd" >&2; exit 2 ;;
+            esac
+            ;;
+        *) echo "usage: $0 start|stop|status|restart dockerd|libvirtd" >&2; exit 2 ;;
     esac
     if [ "$cmd" = status ]; then
         status
@@ -282,6 +291,16 @@ main() {
             start_virtlogd
             start_libvirtd
             start_registry
+            ;;
+        restart)
+            pid_alive "$2" || die "$2 was not started by this script: not restarting it"
+            if [ "$2" = dockerd ]; then
+                stop_one dockerd 60
+                start_docker
+            else
+                stop_one libvirtd 30
+                start_libvirtd
+            fi
             ;;
         stop)
             stop_one docker-registry 10
