@@ -36,6 +36,7 @@ from agent.drivers.docker import DockerRuntime
 from agent.drivers.hypervisor import HypervisorSettings
 from agent.drivers.libvirt import LibvirtHypervisor
 from agent.drivers.systemd import sd_notify, watchdog_interval
+from agent.link.applogs import AppLogSpool, AppLogUploader
 from agent.link.attestation import Attestor, NoTpmQuotes, QuoteSource
 from agent.link.checkpoint import CheckpointStore
 from agent.link.configsync import ConfigSync
@@ -48,6 +49,7 @@ from agent.link.reporting import DeviceFacts, Outbox, Reporter
 from agent.link.tpmidentity import TpmQuotes, load_tpm_identity
 from agent.link.transport import ControllerClient, TransportError
 from agent.model.configitems import ConfigItems
+from agent.reconcile.apptelemetry import AppTelemetry
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.node import VAULT_READY, NodeReconciler
 from agent.reconcile.workloads import Workloads
@@ -83,6 +85,7 @@ class Node:
         self.sync: ConfigSync | None = None
         self.reporter: Reporter | None = None
         self.uploader: LogUploader | None = None
+        self.telemetry: AppTelemetry | None = None
         self.spool: LogSpool | None = None
         self.device_uuid: str | None = None
         self.phase = "starting"
@@ -384,6 +387,24 @@ class Node:
             await self._set_uuid(result)
             log.info("onboarded: device UUID %s", result.uuid)
         self.phase = "running"
+        tasks: dict[str, Coroutine[Any, Any, None]] = {}
+        if self.workloads is not None:
+            # Each app's console and stdout/stderr to the controller, its figures in metrics.
+            app_spool = AppLogSpool(self.paths.newlog / "apps")
+            self.telemetry = AppTelemetry(
+                targets=self.workloads.targets,
+                containers=self.workloads.drivers.containers,
+                hypervisor=self.workloads.drivers.hypervisor,
+                items=self.items,
+                sink=app_spool.add,
+                boot_time=self.workloads.boot_time,
+                state_file=self.paths.newlog / "apptelemetry.json",
+                liveness=self.liveness,
+            )
+            tasks["app telemetry"] = self.telemetry.run(stop)
+            tasks["app logs"] = AppLogUploader(
+                client, device=identity.device, spool=app_spool, liveness=self.liveness
+            ).run(stop)
         self.reporter = Reporter(
             client,
             device=identity.device,
@@ -392,6 +413,7 @@ class Node:
             items=self.items,
             owners=self.reconciler.owners,
             liveness=self.liveness,
+            app_metrics=self.telemetry.latest if self.telemetry is not None else None,
         )
         self.uploader = LogUploader(
             client, device=identity.device, spool=self.spool, liveness=self.liveness
@@ -402,6 +424,7 @@ class Node:
                 "config": self.sync.run(stop),
                 "reporter": self.reporter.run(stop),
                 "logs": self.uploader.run(stop),
+                **tasks,
             },
             grace=self.settings.stop_grace,
         )

@@ -151,6 +151,16 @@ def test_apps_from_the_controller(site: Site) -> None:
         wait_for(lambda: f"GREETING={CT_GREETING}" in site.docker("logs", container), 30,
                  "the container to print its environment")  # fmt: skip
 
+        # Both outputs reach the controller as the apps' logs.
+        def app_log(app: str, text: str) -> bool:
+            out = site.controller.cli("logs", uuid, "--app", app, check=False).stdout
+            return text in out
+
+        wait_for(lambda: app_log(APP_CT, f"GREETING={CT_GREETING}"), 90,
+                 "the container's output in the controller's app logs")  # fmt: skip
+        wait_for(lambda: app_log(APP_VM, VM_MARKER), 90,
+                 "the VM's console in the controller's app logs")  # fmt: skip
+
         # Deactivate: both halt, volumes stay; activate: both run again.
         off = {VM_NAME: {"activate": False}, CT_NAME: {"activate": False}}
         site.controller.set_config(uuid, config(site, disks.port, **off))
@@ -249,4 +259,3 @@ def test_runtimes_restart_under_running_apps(site: Site) -> None:
         disks.close()
 
 
-__all__ = ["APP_CT", "APP_VM"]
