@@ -166,6 +166,8 @@ class ContentConfigurator(BaseConfigurator):
         records = await (await self.ws.records()).load(KIND)
         out: dict[ItemRef, Item] = {}
         for key, rec in records.items():
+            if "result" not in rec:
+                continue  # a download that was interrupted: the next create resumes it
             try:
                 item = ContentItem.from_record(rec)
                 result = _result_from(rec["result"])

@@ -4,7 +4,9 @@ tests/integration/test_workloads_real.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import os
 import uuid
 
 from agent.drivers.domainxml import parse as parse_domain
@@ -180,8 +182,6 @@ async def test_start_delay_and_maintenance_mode(env: Env) -> None:
     assert env.phases()[("app", APP_CT)] == "START_DELAYED"
     assert container(env, APP_CT) is None
     assert env.phases()[("app", APP_VM)] == "RUNNING"
-    import asyncio
-
     await asyncio.sleep(1.1)
     await rec.engine.settle(10)
     assert env.phases()[("app", APP_CT)] == "RUNNING"
@@ -203,3 +203,47 @@ async def test_bad_user_data_is_an_error_on_that_app(env: Env) -> None:
     assert owners[APP_CT].phase == "ERROR"
     assert any("not KEY=VALUE" in m for m, _ in owners[APP_CT].errors)
     assert owners[APP_VM].phase == "RUNNING"
+
+
+async def test_content_failures_are_errors_of_their_app_while_others_run(env: Env) -> None:
+    doc = env.document()
+    # A missing image, then a too-large disk: each an error on its own tree and app.
+    trees = {t["uuid"]: t for t in doc["contentInfo"]}
+    trees[TREE_IMAGE]["sha256"] = "0" * 64
+    trees[TREE_DISK]["maxSizeBytes"] = 1024
+    assert not await env.apply(doc)
+    owners = {o.id: o for o in env.reconciler.owners()}  # type: ignore[union-attr]
+    assert owners[APP_CT].phase == "ERROR"
+    assert any("content tree image" in m or "manifest" in m for m, _ in owners[APP_CT].errors)
+    assert owners[APP_VM].phase == "ERROR"
+    assert any("maximum size" in m for m, _ in owners[APP_VM].errors)
+
+
+async def test_dead_datastore_and_full_disk_fail_only_their_app(env: Env) -> None:
+    doc = env.document()
+    doc["datastores"][0]["fqdn"] = "https://127.0.0.1:9"  # nothing listens there
+    assert not await env.apply(doc)
+    owners = {o.id: o for o in env.reconciler.owners()}  # type: ignore[union-attr]
+    assert owners[APP_VM].phase == "ERROR"
+    assert any("127.0.0.1:9" in m for m, _ in owners[APP_VM].errors)
+    assert owners[APP_CT].phase == "RUNNING"
+
+    # A disk too full for the download: a clear temporary error, retried when space returns.
+    env.new_reconciler()
+    assert env.workloads is not None
+    blobs = await env.workloads.ws.blobs()
+    free = os.statvfs(env.vault).f_bavail * os.statvfs(env.vault).f_frsize
+    blobs.reserve = free - 50_000  # the disk (128 KiB) fits the file system, not its free space
+    assert not await env.apply(env.document())
+    owners = {o.id: o for o in env.reconciler.owners()}  # type: ignore[union-attr]
+    assert owners[APP_VM].phase == "ERROR"
+    assert any("space" in m for m, _ in owners[APP_VM].errors), owners[APP_VM].errors
+    blobs.reserve = 0
+    rec = env.reconciler
+    assert rec is not None
+    for _ in range(100):  # the retry comes after its backoff (about a second)
+        await asyncio.sleep(0.1)
+        await rec.engine.settle(10)
+        if env.phases()[("app", APP_VM)] == "RUNNING":
+            break
+    assert env.phases()[("app", APP_VM)] == "RUNNING"
