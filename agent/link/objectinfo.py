@@ -113,6 +113,9 @@ class ObjectDetails:
     phase: str = ""
     progress: int | None = None
     boot_time: float = 0.0
+    version: str = ""
+    refs: tuple[str, ...] = ()
+    generation: int = 0
 
     @classmethod
     def of(cls, owner: object) -> ObjectDetails:
@@ -122,6 +125,9 @@ class ObjectDetails:
             phase=str(getattr(owner, "phase", "") or ""),
             progress=int(progress) if isinstance(progress, int) else None,
             boot_time=float(getattr(owner, "boot_time", 0.0) or 0.0),
+            version=str(getattr(owner, "version", "") or "")[:256],
+            refs=tuple(str(r)[:256] for r in (getattr(owner, "refs", ()) or ())[:64]),
+            generation=int(getattr(owner, "generation", 0) or 0),
         )
 
     def state(self, fallback: info_pb2.ZSwState) -> info_pb2.ZSwState:
@@ -211,6 +217,8 @@ def object_info(
             app.state = details.state(SW_STATES[kind].get(state, info_pb2.INITIAL))
             if details.boot_time > 0:
                 app.bootTime.CopyFrom(timestamp(details.boot_time))
+            app.appVersion = details.version
+            app.volumeRefs.extend(details.refs)
             for error in errors:
                 _error_info(app.appErr.add(), error)
     elif kind == "networkinstance":
@@ -230,6 +238,7 @@ def object_info(
             vol.state = details.state(SW_STATES[kind].get(state, info_pb2.INITIAL))
             if details.progress is not None:
                 vol.progressPercentage = max(0, min(100, details.progress))
+            vol.generation_count = details.generation
             if errors:
                 _error_info(vol.volumeErr, _combined(errors))
     else:
@@ -240,6 +249,9 @@ def object_info(
             tree.state = details.state(SW_STATES[kind].get(state, info_pb2.INITIAL))
             if details.progress is not None:
                 tree.progressPercentage = max(0, min(100, details.progress))
+            tree.generation_count = details.generation
+            if details.refs:
+                tree.sha256 = details.refs[0]
             if errors:
                 _error_info(tree.err, _combined(errors))
     return msg

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.model.config import NodeConfig, ObjectError, diff_configs
 from agent.reconcile import configitems
@@ -74,6 +75,12 @@ class OwnerReport:
     progress: int | None = None
     #: Wall-clock time an app's container or domain last started (0 when not running).
     boot_time: float = 0.0
+    #: The object's version as configured (an app's ``uuidandversion.version``).
+    version: str = ""
+    #: What it refers to: an app's volumes; a content tree's SHA-256 (one entry).
+    refs: tuple[str, ...] = ()
+    #: A volume's or content tree's generation counter.
+    generation: int = 0
 
 
 class NodeReconciler:
@@ -282,9 +289,24 @@ class NodeReconciler:
                     phase=phase or "",
                     progress=progress,
                     boot_time=boot,
+                    **self._config_facts(owner),
                 )
             )
         return out
+
+    def _config_facts(self, owner: OwnerRef) -> dict[str, Any]:
+        """Version, references and generation of a configured object, for its report."""
+        cfg = self.current
+        if cfg is None:
+            return {}
+        kind, obj_id = owner
+        if kind == "app" and (app := cfg.apps.get(obj_id)) is not None:
+            return {"version": app.version, "refs": tuple(v.id for v in app.volumes)}
+        if kind == "volume" and (vol := cfg.volumes.get(obj_id)) is not None:
+            return {"generation": vol.generation}
+        if kind == "contenttree" and (tree := cfg.content_trees.get(obj_id)) is not None:
+            return {"generation": tree.generation, "refs": (tree.sha256,) if tree.sha256 else ()}
+        return {}
 
     def _path_errors(self, app_id: str) -> list[tuple[str, float]]:
         """The errors of the content trees and volumes an app stands on: EVE shows them on

@@ -247,3 +247,22 @@ async def test_dead_datastore_and_full_disk_fail_only_their_app(env: Env) -> Non
         if env.phases()[("app", APP_VM)] == "RUNNING":
             break
     assert env.phases()[("app", APP_VM)] == "RUNNING"
+
+
+async def test_object_info_carries_eve_states_and_facts(env: Env) -> None:
+    from agent.link.objectinfo import ObjectDetails, object_info
+    from agent.wire.pb.info import info_pb2
+
+    assert await env.apply()
+    owners = {o.id: o for o in env.reconciler.owners()}  # type: ignore[union-attr]
+    app = owners[APP_CT]
+    msg = object_info("dev", "app", APP_CT, app.state, name=app.name,
+                      details=ObjectDetails.of(app))  # fmt: skip
+    assert msg.ainfo.state == info_pb2.RUNNING
+    assert msg.ainfo.appVersion == "1"
+    assert list(msg.ainfo.volumeRefs) == [VOL_ROOT, VOL_DATA]
+    assert msg.ainfo.bootTime.seconds > 0
+    tree = owners[TREE_DISK]
+    msg = object_info("dev", "contenttree", TREE_DISK, tree.state, details=ObjectDetails.of(tree))
+    assert msg.cinfo.state == info_pb2.DELIVERED
+    assert msg.cinfo.sha256 == sha(env.disk)
