@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from agent.model.config import NodeConfig, ObjectError
+from agent.model.config import NodeConfig
 from agent.reconcile import apps, appstate, content, volumes
+from agent.reconcile.apptelemetry import AppTarget
 from agent.reconcile.containerapps import ContainerAppConfigurator
 from agent.reconcile.engine import Engine
 from agent.reconcile.items import Configurator, ItemRef, OwnerRef
@@ -26,15 +26,6 @@ log = logging.getLogger(__name__)
 
 #: How often unused blobs are looked for (each removed after ``timer.gc.download``).
 GC_INTERVAL = 60.0
-
-
-@dataclass(frozen=True)
-class AppTarget:
-    """A running app, for telemetry: its UUID, name and runtime (``container`` or ``vm``)."""
-
-    app_uuid: str
-    name: str
-    runtime: str
 
 
 class Workloads:
@@ -109,8 +100,11 @@ class Workloads:
                 else self.vms.boot_times
             )
             if app_id in running:
-                runtime = "container" if plan.runtime == apps.CONTAINER else "vm"
-                out.append(AppTarget(app_id, self.names.get(app_id, ""), runtime))
+                name = self.names.get(app_id, "")
+                if plan.runtime == apps.CONTAINER:
+                    out.append(AppTarget(app_id, name, "container"))
+                else:
+                    out.append(AppTarget(app_id, name, "vm"))
         return out
 
     # ---- housekeeping -------------------------------------------------------------------
@@ -137,4 +131,4 @@ class Workloads:
         await self.ws.close()
 
 
-__all__ = ["AppTarget", "ObjectError", "Workloads"]
+__all__ = ["AppTarget", "Workloads"]
