@@ -29,7 +29,6 @@ from tests.e2e.sample_apps import (
     apps_config,
     build_images,
     open_path_for_qemu,
-    purge_host_objects,
 )
 
 NETWORK = {
@@ -133,8 +132,7 @@ def main() -> int:
     finally:
         # Stop first, print after: output may be gone (a closed pipe) and must not stop cleanup.
         if node is not None:
-            node.shutdown()
-            purge_host_objects(node.root)
+            node.shutdown()  # and removes the node's apps
         ctl.stop()
         disks.close()
         with contextlib.suppress(OSError):

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from tests.e2e.sample_apps import purge_host_objects
+
 BIN = Path(sys.executable).parent
 
 
@@ -198,10 +200,12 @@ class Node:
         )
 
     def shutdown(self) -> None:
-        """Stop the agent and, for a TPM node, power it off.  For fixtures' teardown."""
+        """Stop the agent and, for a TPM node, power it off; remove the apps it left running
+        (apps outlive their agent by design).  For fixtures' teardown."""
         self.stop()
         if self.swtpm:
             self.poweroff()
+        purge_host_objects(self.root)
 
     def status(self) -> dict[str, Any]:
         proc = subprocess.run(

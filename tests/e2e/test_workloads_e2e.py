@@ -13,7 +13,6 @@ vault); teardown removes the node's containers and domains, also when a test fai
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import subprocess
@@ -40,7 +39,6 @@ from tests.e2e.sample_apps import (
     build_images,
     host_name,
     open_path_for_qemu,
-    purge_host_objects,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,8 +110,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     try:
         yield Site(ctl, node, images, base)
     finally:
-        node.shutdown()
-        purge_host_objects(node.root)
+        node.shutdown()  # removes the node's containers and domains too
         ctl.stop()
         shutil.rmtree(base, ignore_errors=True)
 
