@@ -31,6 +31,9 @@ from agent.reconcile.items import VAULT_READY, Item, ItemRef, OwnerRef
 CONTAINER, DOMAIN = "container", "domain"
 ISO_FORMAT = 9
 MIN_VM_MEMORY_KIB = 32 * 1024
+#: Bounds on what one app may ask for (a hostile or mistyped config must not reach the runtime).
+MAX_VCPUS = 256
+MAX_MEMORY_KIB = 1024 * 1024 * 1024
 
 
 def start_condition(app_id: str) -> ItemRef:
@@ -138,6 +141,10 @@ def render(config: NodeConfig, *, halt_all: bool = False, delayed: Iterable[str]
         kind = runtime[app.id]
         try:
             app_vols, mounts = _app_volumes(app, kind, vols)
+            if app.vcpus > MAX_VCPUS or app.vcpus < 0:
+                raise PermanentError(f"vcpus {app.vcpus} outside 0..{MAX_VCPUS}")
+            if app.memory_kib > MAX_MEMORY_KIB or app.memory_kib < 0:
+                raise PermanentError(f"memory {app.memory_kib} KiB outside 0..1 TiB")
             if kind == DOMAIN and app.memory_kib < MIN_VM_MEMORY_KIB:
                 raise PermanentError(f"a VM needs at least {MIN_VM_MEMORY_KIB // 1024} MiB memory")
         except PermanentError as exc:

@@ -113,6 +113,9 @@ def location(tree: ContentTree, ds: Datastore) -> tuple[str, bool]:
         base = ds.fqdn.strip().rstrip("/")
         if "://" not in base:
             base = ("https://" if ds.ds_type == DS_HTTPS else "http://") + base
+        scheme = base.split("://", 1)[0].lower()
+        if scheme not in ("http", "https") or not base.split("://", 1)[1]:
+            raise PermanentError(f"datastore fqdn {ds.fqdn[:80]!r} is not an http(s) address")
         parts = [p.strip("/") for p in (ds.dpath, tree.url) if p.strip("/")]
         return "/".join([base, *parts]), False
     raise PermanentError(f"datastore type {ds.ds_type} is not supported (HTTP, HTTPS, OCI only)")

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import os
 import uuid
 
+import pytest
+
+from agent.drivers import download as dl
 from agent.drivers.domainxml import parse as parse_domain
 from agent.reconcile.node import VAULT_READY
 from tests.unit.blob_server import Blob
@@ -219,7 +221,9 @@ async def test_content_failures_are_errors_of_their_app_while_others_run(env: En
     assert any("maximum size" in m for m, _ in owners[APP_VM].errors)
 
 
-async def test_dead_datastore_and_full_disk_fail_only_their_app(env: Env) -> None:
+async def test_dead_datastore_and_full_disk_fail_only_their_app(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     doc = env.document()
     doc["datastores"][0]["fqdn"] = "https://127.0.0.1:9"  # nothing listens there
     assert not await env.apply(doc)
@@ -231,14 +235,13 @@ async def test_dead_datastore_and_full_disk_fail_only_their_app(env: Env) -> Non
     # A disk too full for the download: a clear temporary error, retried when space returns.
     env.new_reconciler()
     assert env.workloads is not None
-    blobs = await env.workloads.ws.blobs()
-    free = os.statvfs(env.vault).f_bavail * os.statvfs(env.vault).f_frsize
-    blobs.reserve = free - 50_000  # the disk (128 KiB) fits the file system, not its free space
+    # The disk (128 KiB) fits the file system but not the space left on it.
+    monkeypatch.setattr(dl, "_free_space", lambda directory: (50_000, 1 << 40))
     assert not await env.apply(env.document())
     owners = {o.id: o for o in env.reconciler.owners()}  # type: ignore[union-attr]
     assert owners[APP_VM].phase == "ERROR"
     assert any("space" in m for m, _ in owners[APP_VM].errors), owners[APP_VM].errors
-    blobs.reserve = 0
+    monkeypatch.undo()
     rec = env.reconciler
     assert rec is not None
     for _ in range(100):  # the retry comes after its backoff (about a second)
@@ -266,3 +269,22 @@ async def test_object_info_carries_eve_states_and_facts(env: Env) -> None:
     msg = object_info("dev", "contenttree", TREE_DISK, tree.state, details=ObjectDetails.of(tree))
     assert msg.cinfo.state == info_pb2.DELIVERED
     assert msg.cinfo.sha256 == sha(env.disk)
+
+
+async def test_hostile_fields_are_errors_of_their_object(env: Env) -> None:
+    doc = env.document()
+    doc["datastores"][0]["fqdn"] = "file:///etc"
+    env.app(doc, APP_CT)["fixedresources"]["vcpus"] = 100000
+    assert not await env.apply(doc)
+    errors = {(e.kind, e.id): e.message for e in env.reconciler.report.object_errors}  # type: ignore[union-attr]
+    assert "not an http(s) address" in errors[("contenttree", TREE_DISK)]
+    assert "vcpus 100000" in errors[("app", APP_CT)]
+    assert ("app", APP_VM) in errors  # its disk's tree cannot be downloaded
+    assert not env.containers.dockerd.containers and not env.hypervisor.domains
+
+    doc = env.document()
+    env.app(doc, APP_CT)["volumeRefList"][1]["mountDir"] = "../../etc"
+    assert not await env.apply(doc)
+    errors = {(e.kind, e.id): e.message for e in env.reconciler.report.object_errors}  # type: ignore[union-attr]
+    assert "not an absolute path" in errors[("app", APP_CT)]
+    assert env.phases()[("app", APP_VM)] == "RUNNING"
