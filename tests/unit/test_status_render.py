@@ -52,3 +52,17 @@ def test_old_snapshots_without_the_new_fields_still_render() -> None:
         del data[key]
     text = render(data)
     assert "reconciler:" not in text and "HUNG" not in text
+
+
+def test_apps_show_their_eve_state() -> None:
+    now = time.time()
+    data = snapshot(apps=["web", "vm"])
+    data["owners"] += [
+        {"kind": "app", "id": "a2", "name": "vm", "state": "in-progress", "errors": [],
+         "pending": [], "phase": "DOWNLOAD_STARTED", "progress": 42, "boot_time": 0.0},
+        {"kind": "app", "id": "a3", "name": "db", "state": "ok", "errors": [], "pending": [],
+         "phase": "RUNNING", "progress": None, "boot_time": now - 30},
+    ]  # fmt: skip
+    text = render(data, now=now)
+    assert "  vm                   DOWNLOAD_STARTED 42%" in text
+    assert "  db                   RUNNING, started 30 s ago" in text
