@@ -11,6 +11,17 @@
 4. Longest event-loop stall while the agent runs attestation, config apply and report uploads on
    swtpm, with vault seal/unseal loops in threads on the same TPM (goal: under 20 ms), beside
    the same watch over an idle loop in the same run.
+5. Workloads on the real runtimes (tools/bench_workloads.py, tools/bench_appload.py; about
+   3 min, root, starts the services with tools/services.sh): config received -> container
+   running, image loaded and cold (goal: within 0.3 s of ``docker run``), beside ``docker
+   run`` / ``docker pull`` + run of the same image; config received -> VM domain running,
+   beside ``virDomainCreateXML`` of the agent's own XML; agent RSS with 20 and 50 container
+   apps (goal: 50 apps within 100 MB) and CPU with 20 apps, app watch and metrics every 10 s
+   (goal: under 1 % of a core), beside the same agent process with no apps.  A missing
+   service is an ERROR row and exit status 1.
+
+``--no-workloads`` leaves out 5, ``--workloads-only`` runs only 5, ``--quick`` makes 5 shorter
+(fewer runs, 15 s CPU windows), ``--workload-window`` sets its CPU windows (default 60 s).
 """
 
 from __future__ import annotations
@@ -33,6 +44,8 @@ from agent.wire import envelope, pki
 from agent.wire.envelope import SoftwareSigner, pem_cert_hash
 from agent.wire.pb.config import devconfig_pb2
 from tools.bench_engine import bench_engine
+from tools.bench_workload_env import ServiceMissing
+from tools.bench_workloads import bench_workloads
 
 
 def big_config(
@@ -343,14 +356,32 @@ def main() -> int:
     parser.add_argument(
         "--stall-seconds", type=float, default=5.0, help="length of the loaded phase (swtpm)"
     )
+    workloads = parser.add_mutually_exclusive_group()
+    workloads.add_argument(
+        "--no-workloads", action="store_true", help="no container/VM figures (5; root, services)"
+    )
+    workloads.add_argument("--workloads-only", action="store_true", help="only those (5)")
+    parser.add_argument(
+        "--quick", action="store_true", help="workload figures: fewer runs, 15 s CPU windows"
+    )
+    parser.add_argument("--workload-window", type=float, help="workload CPU windows, seconds")
     args = parser.parse_args()
-    rows = bench_config(args.repeat)
-    rows += bench_engine(args.repeat)
-    if not args.skip_rss:
-        rows += bench_rss()
-    if not args.skip_tpm:
-        rows += bench_tpm(args.repeat)
-        rows += bench_loop_stall(args.stall_seconds)
+    rows: list[tuple[str, str, str, str]] = []
+    if not args.workloads_only:
+        rows += bench_config(args.repeat)
+        rows += bench_engine(args.repeat)
+        if not args.skip_rss:
+            rows += bench_rss()
+        if not args.skip_tpm:
+            rows += bench_tpm(args.repeat)
+            rows += bench_loop_stall(args.stall_seconds)
+    failed = False
+    if not args.no_workloads:
+        try:
+            rows += bench_workloads(quick=args.quick, window=args.workload_window)
+        except ServiceMissing as exc:
+            rows.append(("workloads (containers, VMs, agent RSS and CPU)", "ERROR", str(exc), ""))
+            failed = True
     header = ("figure", "eve-agent", "reference (same run)", "ratio")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
@@ -358,7 +389,7 @@ def main() -> int:
     print("-+-".join("-" * w for w in widths))
     for row in rows:
         print(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
