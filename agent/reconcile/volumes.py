@@ -108,6 +108,9 @@ class MadeVolume:
     path: Path | None = None
     image_id: str = ""
     created: float = 0.0
+    #: Whether this volume put the image into dockerd (one that was there before, pulled by
+    #: someone else, is never removed by us).
+    owns_image: bool = False
 
 
 class VolumeConfigurator(BaseConfigurator):
@@ -147,6 +150,7 @@ class VolumeConfigurator(BaseConfigurator):
             try:
                 item = VolumeItem.from_record(rec)
                 image_id = str(rec.get("image_id", ""))
+                owns_image = bool(rec.get("owns_image", False))
                 done = bool(rec.get("done", False))
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("volume record %s unusable (%s)", key, exc)
@@ -169,6 +173,7 @@ class VolumeConfigurator(BaseConfigurator):
                     path=made.path if made is not None else None,
                     image_id=image_id,
                     created=made.created if made is not None else 0.0,
+                    owns_image=owns_image,
                 ),
             )
             out[item.ref] = item
@@ -185,6 +190,7 @@ class VolumeConfigurator(BaseConfigurator):
         if item.vkind == IMAGE:
             made = await self._load_image(item)
             rec["image_id"] = made.image_id
+            rec["owns_image"] = made.owns_image
         else:
             made = await self._make_file(item)
         rec["done"] = True
@@ -203,9 +209,15 @@ class VolumeConfigurator(BaseConfigurator):
             layers=tuple(blobs.path(d) for d in result.layers),
             tag=None,
         )
+        records = await (await self.ws.records()).load(KIND)
+        ours = any(
+            r.get("owns_image") and r.get("image_id") == result.config for r in records.values()
+        )
+        # An image dockerd had before (pulled by someone else) stays theirs: never removed.
+        owns = ours or not await self.containers.has_image(result.config)
         image_id = await self.containers.load_image(image)
         log.info("volume %s: image %s loaded", item.name or item.id, image_id)
-        return MadeVolume(item, image_id=image_id, created=time.time())
+        return MadeVolume(item, image_id=image_id, created=time.time(), owns_image=owns)
 
     def _content(self, item: VolumeItem) -> content.ContentResult:
         result = self.contents.results.get(item.tree)
@@ -252,10 +264,13 @@ class VolumeConfigurator(BaseConfigurator):
         rec = new.record()
         made = self.made.get(new.id)
         rec["image_id"] = made.image_id if made else ""
+        rec["owns_image"] = made.owns_image if made else False
         rec["done"] = True
         await records.save(KIND, new.id, rec)
         if made is not None:
-            self.made[new.id] = MadeVolume(new, made.path, made.image_id, made.created)
+            self.made[new.id] = MadeVolume(
+                new, made.path, made.image_id, made.created, made.owns_image
+            )
 
     async def _remove_image(self, item: VolumeItem, image_id: str) -> None:
         """Remove a loaded image unless something that is not ours still uses it.
@@ -278,11 +293,13 @@ class VolumeConfigurator(BaseConfigurator):
         made = self.made.get(item.id)
         if item.vkind == IMAGE:
             image_id = made.image_id if made else ""
+            owns = made.owns_image if made else False
             if not image_id:
                 rec = (await records.load(KIND)).get(item.id, {})
                 image_id = str(rec.get("image_id", ""))
+                owns = bool(rec.get("owns_image", False))
             shared = any(m.image_id == image_id for k, m in self.made.items() if k != item.id)
-            if image_id and not shared:
+            if image_id and owns and not shared:
                 await self._remove_image(item, image_id)
         else:
             store = await self.ws.volumes()

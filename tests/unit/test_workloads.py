@@ -288,3 +288,13 @@ async def test_hostile_fields_are_errors_of_their_object(env: Env) -> None:
     errors = {(e.kind, e.id): e.message for e in env.reconciler.report.object_errors}  # type: ignore[union-attr]
     assert "not an absolute path" in errors[("app", APP_CT)]
     assert env.phases()[("app", APP_VM)] == "RUNNING"
+
+
+async def test_an_image_dockerd_had_before_is_never_removed(env: Env) -> None:
+    from agent.drivers.docker_fake import FakeImage
+
+    config_digest = next(d for d, (body, _) in env.registry.objects.items() if b'"rootfs"' in body)
+    env.containers.dockerd.image_ids[config_digest] = FakeImage()  # pulled by someone else
+    assert await env.apply()
+    assert await env.apply(env.document(contentInfo=[], volumes=[], apps=[], datastores=[]))
+    assert config_digest in env.containers.dockerd.image_ids
