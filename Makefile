@@ -91,6 +91,7 @@ demo: deps
 	$(PY) tools/demo.py $(ARGS)
 
 bench: deps
+	@$(start_services)
 	$(PY) tools/bench.py $(ARGS)
 
 proto: deps
