@@ -16,6 +16,10 @@ What happens:
 * ``eve-agent --root NODE_DIR run --swtpm`` (its own swtpm; needs root): Adam verifies its real TPM
   quotes (checked with a PCR template Adam enforces, first refusing, then accepting), stores its
   escrowed vault key, and attests it again after a power cycle, when the vault opens locally.
+* the sample apps of tests/e2e/sample_apps.py (the test VM and the test container, side by side;
+  needs root, dockerd, libvirtd and the local registry) deployed through Adam: they run on the
+  node, Adam receives their ZInfoApp RUNNING and their logs, and a config without them removes
+  them. Adam reads the admin config as Go ``encoding/json``, not protojson (see ``_go_json``).
 
 Adam answers 404 to ``/config`` until a config has been set for the device (its file driver makes
 none at registration), so the config checks come after ``PUT /admin/device/{uuid}/config``.
@@ -26,6 +30,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import http.client
 import ipaddress
 import json
 import os
@@ -36,6 +41,8 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -49,10 +56,28 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from agent.settings import AgentSettings, NodePaths
 from agent.wire.pb.attest import attest_pb2
 from agent.wire.pb.certs import certs_pb2
+from agent.wire.pb.config import devconfig_pb2
+from tests.e2e.sample_apps import (
+    APP_CT,
+    APP_VM,
+    CT_GREETING,
+    CT_NAME,
+    VM_MARKER,
+    VM_NAME,
+    FileServer,
+    SampleImages,
+    apps_config,
+    build_images,
+    host_name,
+    open_path_for_qemu,
+    purge_host_objects,
+)
 
 ADAM_BIN_ENV = "EVE_ADAM_BIN"
 
@@ -75,6 +100,11 @@ FIRST_CONFIG_S = 150.0
 NEXT_CONFIG_S = 45.0
 REPORTS_S = 180.0
 STOP_GRACE_S = 15.0
+# apps: the container image comes from the local registry, the VM disk from an HTTP datastore,
+# and the VM boots under TCG
+APPS_RUNNING_S = 300.0
+APP_LOGS_S = 120.0
+APPS_GONE_S = 120.0
 
 T = TypeVar("T")
 
@@ -273,11 +303,18 @@ class Adam:
         return ssl.create_default_context(cafile=str(self.pki.root_cert))
 
     def request(
-        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        accept: str | None = None,
     ) -> tuple[int, bytes]:
         req = urllib.request.Request(self.url + path, data=body, method=method)
         if content_type:
             req.add_header("Content-Type", content_type)
+        if accept:
+            req.add_header("Accept", accept)
         try:
             with urllib.request.urlopen(req, context=self._ssl(), timeout=10) as resp:
                 return int(resp.status), resp.read()
@@ -567,6 +604,51 @@ def adam_tpm_node(adam: Adam, agent_bin: Path, tmp_path: Path) -> Iterator[Agent
             node.stop()
         finally:
             node.poweroff()
+
+
+def _require(what: str, reason: str) -> None:
+    """A missing service or image fails under EVE_AGENT_REQUIRE_SERVICES or CI, else skips."""
+    if os.environ.get("EVE_AGENT_REQUIRE_SERVICES") or os.environ.get("CI"):
+        pytest.fail(f"{what}: {reason}")
+    pytest.skip(f"{what}: {reason}")
+
+
+@dataclass
+class AppsNode:
+    node: AgentNode
+    images: SampleImages
+
+
+@pytest.fixture
+def adam_apps_node(adam: Adam, agent_bin: Path, tmp_path: Path) -> Iterator[AppsNode]:
+    """A ``--no-tpm`` node that can run the sample apps, started; its apps removed at the end.
+
+    The node lives under /var/tmp in directories QEMU's user can pass (the VM disk is in the
+    node's vault); its log stays in the test's tmp dir. Teardown stops the agent and removes the
+    node's containers and domains (apps outlive their agent by design), also on failure.
+    """
+    if os.geteuid() != 0:
+        _require("apps through Adam", "need root (dockerd, libvirtd)")
+    try:
+        images = build_images()
+    except (RuntimeError, StopIteration, subprocess.TimeoutExpired) as exc:
+        _require("test images", str(exc))
+    base = Path(tempfile.mkdtemp(prefix="eve-e2e-adam-apps-", dir="/var/tmp"))
+    open_path_for_qemu(base)
+    soft_serial = f"e2e-apps-{secrets.token_hex(6)}"
+    root = base / "node"
+    node = AgentNode(root, soft_serial, agent_bin, tmp_path / "agent.log")
+    try:
+        _prepare_node(root, adam, soft_serial)
+        _onboard_in_adam(adam, soft_serial)
+        node.start()
+        yield AppsNode(node, images)
+    finally:
+        try:
+            node.stop()
+        finally:
+            purge_host_objects(root)
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def _wait(
@@ -940,3 +1022,278 @@ def test_tpm_node_quote_verified_by_adam(adam: Adam, adam_tpm_node: AgentNode) -
     assert "vault after attestation" not in run_log, run_log[-3000:]
     assert _config_items(status).get("timer.config.interval") == "10", status
     assert adam.unrouted() == [], f"agent used paths Adam does not route: {adam.unrouted()}"
+
+
+# --------------------------------------------------------------------------------------------
+# apps through Adam
+# --------------------------------------------------------------------------------------------
+
+
+def _go_json(message: Message) -> dict[str, Any]:
+    """``message`` as JSON that Adam's ``PUT /admin/device/{uuid}/config`` reads.
+
+    Adam decodes that body with Go's ``encoding/json`` into eve-api's generated structs, not
+    with protojson: keys are the *proto* field names of the struct tags (``ds_ids_list``, not
+    protojson's ``dsIdsList``; unknown keys are silently dropped, and a case-insensitive match
+    is all ``encoding/json`` adds), enums must be numbers (eve-api's Go enums have no
+    ``UnmarshalJSON``), 64-bit integers numbers, ``Timestamp`` ``{"seconds", "nanos"}`` and
+    bytes base64. Real oneofs cannot be expressed at all (an interface field).
+    """
+    out: dict[str, Any] = {}
+    for field, value in message.ListFields():
+        oneof = field.containing_oneof
+        if oneof is not None and oneof.name != f"_{field.name}":  # "_x": proto3 optional
+            raise ValueError(f"{field.full_name}: oneofs cannot go through Adam's JSON")
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            out[field.name] = {str(k): _go_value(value_field, v) for k, v in value.items()}
+        elif field.is_repeated:
+            out[field.name] = [_go_value(field, v) for v in value]
+        else:
+            out[field.name] = _go_value(field, value)
+    return out
+
+
+def _go_value(field: Any, value: Any) -> Any:
+    if field.message_type is not None:
+        return _go_json(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return value  # enums and integers stay numbers, strings and bools as they are
+
+
+def _apps_edge_config(
+    device: str, version: str, doc: dict[str, Any]
+) -> devconfig_pb2.EdgeDevConfig:
+    """The EdgeDevConfig of the protojson fragment ``doc`` (as our controller reads it)."""
+    full = {
+        "id": {"uuid": device, "version": version},
+        "configItems": [{"key": "timer.config.interval", "value": "5"}],
+        **doc,
+    }
+    return json_format.ParseDict(full, devconfig_pb2.EdgeDevConfig())
+
+
+def _set_and_check_config(adam: Adam, device: str, config: devconfig_pb2.EdgeDevConfig) -> None:
+    """PUT the config as Adam's JSON, and read back what Adam stored (the binary protobuf it
+    serves): it must be the message we meant, nothing dropped on the way."""
+    adam.set_config(device, _go_json(config))
+    status, body = adam.request(
+        "GET", f"/admin/device/{device}/config", accept="application/x-proto-binary"
+    )
+    assert status == 200, f"GET config: {status} {body[:200]!r}\n{adam.diag()}"
+    stored = devconfig_pb2.EdgeDevConfig()
+    stored.ParseFromString(body)
+    assert stored == config, (
+        f"Adam stored another config than was set:\n{stored}\n--- set ---\n{config}"
+    )
+
+
+class _AdamStream:
+    """Adam's live feed of one admin data route (``X-Stream: true``): one JSON object a line,
+    collected by a thread until :meth:`close` (or until Adam stops)."""
+
+    def __init__(self, adam: Adam, path: str) -> None:
+        self._conn = http.client.HTTPSConnection(
+            "127.0.0.1", adam.port, context=adam._ssl(), timeout=10
+        )
+        self._conn.request("GET", path, headers={"X-Stream": "true"})
+        resp = self._conn.getresponse()
+        assert resp.status == 200, f"GET {path} (stream): {resp.status}"
+        assert self._conn.sock is not None
+        self._sock = self._conn.sock
+        self._sock.settimeout(None)  # the feed is quiet until something arrives
+        self._records: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._read, args=(resp,), daemon=True, name=f"adam-stream {path}"
+        )
+        self._thread.start()
+
+    def _read(self, resp: http.client.HTTPResponse) -> None:
+        with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
+            for line in resp:
+                with contextlib.suppress(json.JSONDecodeError):
+                    record = json.loads(line)
+                    if isinstance(record, dict):
+                        with self._lock:
+                            self._records.append(record)
+
+    def records(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._records)
+
+    def close(self) -> None:
+        """End the feed: Adam's graceful shutdown waits for open streams otherwise."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=5)
+        self._conn.close()
+
+
+def _app_phases(node: AgentNode) -> dict[str, str] | None:
+    """Phase of each app in the running agent's status (``owners`` of kind "app"); None while
+    there is no status of the running agent."""
+    status = node.status()
+    if not status or node.proc is None or status.get("pid") != node.proc.pid:
+        return None
+    return {
+        str(o.get("name", "")): str(o.get("phase", ""))
+        for o in status.get("owners", [])
+        if isinstance(o, dict) and o.get("kind") == "app"
+    }
+
+
+def _phases_are(node: AgentNode, want: dict[str, str]) -> Callable[[], bool]:
+    def probe() -> bool:
+        return _app_phases(node) == want
+
+    return probe
+
+
+def _host_objects(root: Path) -> list[str]:
+    """The node's containers and libvirt domains on this host."""
+    from agent.drivers.containers import container_prefix
+    from agent.drivers.hypervisor import domain_prefix
+
+    name = host_name(root)
+    names = subprocess.run(
+        ["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True,
+        timeout=60, check=False,
+    ).stdout.split()  # fmt: skip
+    names += subprocess.run(
+        ["virsh", "-c", "qemu:///system", "list", "--all", "--name"], capture_output=True,
+        text=True, timeout=60, check=False,
+    ).stdout.split()  # fmt: skip
+    return [n for n in names if n.startswith((container_prefix(name), domain_prefix(name)))]
+
+
+def _adam_app_states(adam: Adam, device: str) -> dict[str, set[str]]:
+    """App UUID -> the states of the ZInfoApp messages Adam stored (info files, protojson)."""
+    states: dict[str, set[str]] = {}
+    for record in _json_records(adam.device_dir(device) / "info"):
+        ainfo = record.get("ainfo")
+        if record.get("ztype") == "ZiApp" and isinstance(ainfo, dict):
+            states.setdefault(str(ainfo.get("AppID")), set()).add(str(ainfo.get("state")))
+    return states
+
+
+def _adam_last_app_info(adam: Adam, device: str) -> dict[str, dict[str, Any]]:
+    """App UUID -> the ``ainfo`` of the last ZInfoApp Adam stored for it."""
+    last: dict[str, dict[str, Any]] = {}
+    for record in _json_records(adam.device_dir(device) / "info"):
+        ainfo = record.get("ainfo")
+        if record.get("ztype") == "ZiApp" and isinstance(ainfo, dict):
+            last[str(ainfo.get("AppID"))] = ainfo
+    return last
+
+
+def _adam_app_names(adam: Adam, device: str) -> dict[str, str]:
+    return {
+        str(r["ainfo"].get("AppID")): str(r["ainfo"].get("AppName"))
+        for r in _json_records(adam.device_dir(device) / "info")
+        if r.get("ztype") == "ZiApp" and isinstance(r.get("ainfo"), dict)
+    }
+
+
+def _adam_app_log(adam: Adam, device: str, app: str) -> str:
+    """The app's log lines as Adam's file driver stored them: ``device/<uuid>/<app-uuid>/``,
+    protojson LogEntry objects back to back."""
+    return "\n".join(
+        str(entry.get("content", "")) for entry in _json_records(adam.device_dir(device) / app)
+    )
+
+
+def _app_log_has(adam: Adam, device: str, app: str, text: str) -> Callable[[], bool]:
+    def probe() -> bool:
+        return text in _adam_app_log(adam, device, app)
+
+    return probe
+
+
+@pytest.mark.timeout(1200)
+def test_apps_through_adam(adam: Adam, adam_apps_node: AppsNode) -> None:
+    """The sample apps of our controller's end-to-end test (the test VM and the test container,
+    side by side), deployed through Adam: they run on the node, Adam receives their
+    ZInfoApp RUNNING and their logs; a config without them removes them again."""
+    node, images = adam_apps_node.node, adam_apps_node.images
+
+    def stored_uuid() -> str | None:
+        try:
+            return node.uuid_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    device = _wait("persist/status/uuid", ONBOARD_S, stored_uuid, node, adam)
+    assert device in adam.devices(), f"{device} not in Adam's device list {adam.devices()}"
+
+    # Adam's live app-log feeds, subscribed before any app exists
+    streams: dict[str, _AdamStream] = {}
+    disks = FileServer(images.disk.parent)
+    try:
+        for app in (APP_VM, APP_CT):
+            streams[app] = _AdamStream(adam, f"/admin/device/{device}/app/{app}/logs")
+        config = _apps_edge_config(device, "1", apps_config(images, disks.port))
+        _set_and_check_config(adam, device, config)
+
+        # 1. the node runs both
+        want = {VM_NAME: "RUNNING", CT_NAME: "RUNNING"}
+        _wait(f"apps {want} in the node's status", APPS_RUNNING_S, _phases_are(node, want),
+              node, adam)  # fmt: skip
+        assert len(_host_objects(node.root)) == 2, _host_objects(node.root)
+
+        # 2. Adam has ZInfoApp RUNNING for both
+        def running_in_adam() -> dict[str, set[str]] | None:
+            states = _adam_app_states(adam, device)
+            ok = all("RUNNING" in states.get(app, set()) for app in (APP_VM, APP_CT))
+            return states if ok else None
+
+        states = _wait("ZInfoApp RUNNING for both apps in Adam", REPORTS_S, running_in_adam,
+                       node, adam)  # fmt: skip
+        names = _adam_app_names(adam, device)
+        assert names.get(APP_VM) == VM_NAME and names.get(APP_CT) == CT_NAME, (names, states)
+
+        # 3. Adam has each app's logs: the VM's console shows its user data, the container
+        # prints its environment (from its user data)
+        markers = {APP_VM: VM_MARKER, APP_CT: f"GREETING={CT_GREETING}"}
+        for app, marker in markers.items():
+            _wait(f"{marker!r} in Adam's logs of app {app}", APP_LOGS_S,
+                  _app_log_has(adam, device, app, marker), node, adam)  # fmt: skip
+        # ... and its admin API streamed them live (a stream drops entries for a slow reader
+        # beyond 100 queued, so only the container's few lines are checked to the marker)
+        ct_streamed = _wait(
+            "the container's output on Adam's app-log stream",
+            APP_LOGS_S,
+            lambda: (
+                [e for e in streams[APP_CT].records() if markers[APP_CT] in str(e.get("content"))]
+                or None
+            ),  # _wait takes any value but None and False
+            node,
+            adam,
+        )
+        assert all("timestamp" in e for e in ct_streamed), ct_streamed
+        _wait("the VM's console on Adam's app-log stream", APP_LOGS_S,
+              lambda: streams[APP_VM].records() or None, node, adam)  # fmt: skip
+
+        # 4. a config without the apps: both go, from the node and the host
+        _set_and_check_config(adam, device, _apps_edge_config(device, "2", {}))
+        _wait("the apps to be deleted from the node", APPS_GONE_S, _phases_are(node, {}),
+              node, adam)  # fmt: skip
+        _wait("the apps' containers and domains to go", APPS_GONE_S,
+              lambda: not _host_objects(node.root), node, adam)  # fmt: skip
+
+        # Adam's last ZInfoApp of each is EVE's "deleted" message: only the AppID
+        def deleted_in_adam() -> dict[str, dict[str, Any]] | None:
+            last = _adam_last_app_info(adam, device)
+            gone = all(set(last.get(app, {"x": 1})) == {"AppID"} for app in (APP_VM, APP_CT))
+            return last if gone else None
+
+        _wait("Adam to see both apps deleted", REPORTS_S, deleted_in_adam, node, adam)
+        assert node.proc is not None and node.proc.poll() is None
+        final = node.status()
+        assert final is not None and final.get("controller_reachable") is True, final
+        assert adam.unrouted() == [], f"agent used paths Adam does not route: {adam.unrouted()}"
+    finally:
+        disks.close()
+        for stream in streams.values():
+            stream.close()
