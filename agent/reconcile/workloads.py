@@ -65,7 +65,8 @@ class Workloads:
         if kind == "app":
             plan = self.plans.get(obj_id)
             if plan is None:
-                return None
+                # No longer configured: its container or domain is on its way out.
+                return appstate.Phase("HALTING")
             percents = {t: self.contents.percent(t) for t in plan.trees}
             return appstate.app_phase(engine, plan, percents)
         if kind == content.KIND:

@@ -298,3 +298,14 @@ async def test_an_image_dockerd_had_before_is_never_removed(env: Env) -> None:
     assert await env.apply()
     assert await env.apply(env.document(contentInfo=[], volumes=[], apps=[], datastores=[]))
     assert config_digest in env.containers.dockerd.image_ids
+
+
+async def test_an_app_being_deleted_is_halting(env: Env) -> None:
+    assert await env.apply()
+    rec = env.reconciler
+    assert rec is not None
+    await rec.accept(env.config(env.document(apps=[])))
+    owners = {o.id: o for o in rec.owners()}
+    assert owners[APP_CT].phase == "HALTING"
+    await rec.engine.settle(10)
+    assert APP_CT not in {o.id for o in rec.owners()}
