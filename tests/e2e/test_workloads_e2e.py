@@ -73,8 +73,13 @@ class Site:
         from agent.drivers.hypervisor import domain_prefix
 
         prefix = domain_prefix(host_name(self.node.root))
-        out = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
-                             capture_output=True, text=True, timeout=60, check=False).stdout
+        out = subprocess.run(
+            ["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        ).stdout
         return [n for n in out.split() if n.startswith(prefix)]  # fmt: skip
 
     def phases(self) -> dict[str, str]:
@@ -254,5 +259,3 @@ def test_runtimes_restart_under_running_apps(site: Site) -> None:
         assert site.domains() == [domain] and len(site.containers()) == 1
     finally:
         disks.close()
-
-
