@@ -125,13 +125,7 @@ class LibvirtHypervisor(LayoutNaming):
             "VIR_ERR_INVALID_DOMAIN",
         )
         self._not_running = _codes(lv, "VIR_ERR_OPERATION_INVALID")
-        self._connection_codes = _codes(
-            lv,
-            "VIR_ERR_NO_CONNECT",
-            "VIR_ERR_SYSTEM_ERROR",
-            "VIR_ERR_RPC",
-            "VIR_ERR_INVALID_CONN",
-        )
+        self._connection_codes = _codes(lv, "VIR_ERR_NO_CONNECT", "VIR_ERR_INVALID_CONN")
 
     # --- connection and errors (worker threads)
     def _connection(self) -> Any:
@@ -162,15 +156,16 @@ class LibvirtHypervisor(LayoutNaming):
                 conn.close()
 
     def _is_dead(self, exc: Any) -> bool:
-        if exc.get_error_code() in self._connection_codes:
-            return True
+        # VIR_ERR_SYSTEM_ERROR also reports local failures (QEMU refused a disk file): only a
+        # connection that libvirt itself says is gone counts as lost.
         conn = self._conn.handle
         if conn is None:
             return True
         try:
-            return not conn.isAlive()
+            alive = bool(conn.isAlive())
         except self._lv.libvirtError:
             return True
+        return not alive or exc.get_error_code() in self._connection_codes
 
     def _translate(self, exc: Any, what: str) -> DriverError:
         code = exc.get_error_code()
