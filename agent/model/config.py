@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from agent.model.acl import Ace, parse_ace
 from agent.model.configitems import ConfigItems, parse_items
+from agent.model.ports import Port, PortError, instance_addressing, parse_ports, resolve
 from agent.model.secret import Secret
 from agent.util.ids import parse_uuid
 from agent.wire.objcipher import CipherError
@@ -35,6 +36,8 @@ MAX_NAME = 256
 MAX_USERDATA = 256 * 1024
 MAX_CREDENTIAL = 64 * 1024
 MAX_OBJECTS = 10_000
+#: netinst.proto ZNetworkInstType values this agent runs.
+NI_SWITCH, NI_LOCAL = 1, 2
 
 #: Opens a CipherBlock with the config's cipher contexts (by context id); raises CipherError.
 #: The link layer makes one from :mod:`agent.vault.cipher` and the node's ECDH key.
@@ -179,6 +182,8 @@ class NodeConfig:
     volumes: Mapping[str, Volume] = field(default_factory=dict)
     network_instances: Mapping[str, NetworkInstance] = field(default_factory=dict)
     apps: Mapping[str, AppInstance] = field(default_factory=dict)
+    #: The node's ports by logical name (:mod:`agent.model.ports`).
+    ports: Mapping[str, Port] = field(default_factory=dict)
     cluster: ClusterConfig | None = None
     reboot: OpsCounter = OpsCounter()
     shutdown: OpsCounter = OpsCounter()
@@ -353,6 +358,15 @@ def _network_instance(msg: Any) -> NetworkInstance:
         (_name(e.HostName, "dns host name"), tuple(_name(a, "dns address") for a in e.Address))
         for e in msg.dns
     )
+    if int(msg.instType) not in (NI_SWITCH, NI_LOCAL):
+        raise _Invalid(
+            f"network instance type {int(msg.instType)} is not supported (local, switch)"
+        )
+    if int(msg.instType) == NI_LOCAL and (ip.subnet or ip.gateway):
+        try:
+            instance_addressing(ip.subnet, ip.gateway, ip.dhcpRange.start, ip.dhcpRange.end)
+        except PortError as exc:
+            raise _Invalid(str(exc)) from None
     return NetworkInstance(
         id=_uuid(msg.uuidandversion.uuid, "network instance id"),
         version=_name(msg.uuidandversion.version, "version"),
@@ -505,6 +519,8 @@ def from_proto(msg: devconfig_pb2.EdgeDevConfig, *, decrypt: Decrypt | None = No
         "contenttree", msg.contentInfo, lambda m: (m.uuid, m.displayName), _content_tree, errors
     )
     volumes = _collect("volume", msg.volumes, lambda m: (m.uuid, m.displayName), _volume, errors)
+    ports, port_errors = parse_ports(msg.systemAdapterList, msg.deviceIoList, msg.networks)
+    errors += [ObjectError("port", name, name, message) for name, message in port_errors]
     nis = _collect(
         "networkinstance",
         msg.networkInstances,
@@ -512,6 +528,13 @@ def from_proto(msg: devconfig_pb2.EdgeDevConfig, *, decrypt: Decrypt | None = No
         _network_instance,
         errors,
     )
+    # A config without ports leaves the node's ports as they are (EVE keeps its last port
+    # config); one with ports must name an existing port or label.
+    for ni_id, ni in list(nis.items()):
+        if ports and ni.port and not resolve(ports, ni.port):
+            message = f"no port named or labelled {ni.port!r}"
+            errors.append(ObjectError("networkinstance", ni_id, ni.name, message))
+            del nis[ni_id]
     apps = _collect(
         "app",
         msg.apps,
@@ -565,6 +588,7 @@ def from_proto(msg: devconfig_pb2.EdgeDevConfig, *, decrypt: Decrypt | None = No
         volumes=volumes,
         network_instances=nis,
         apps=apps,
+        ports=ports,
         cluster=cluster,
         reboot=OpsCounter(int(msg.reboot.counter), bool(msg.reboot.desiredState)),
         shutdown=OpsCounter(int(msg.shutdown.counter), bool(msg.shutdown.desiredState)),
