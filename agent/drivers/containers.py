@@ -135,6 +135,9 @@ class ContainerState:
     nano_cpus: int | None = None
     network_mode: str = ""
     restart_policy: str = ""
+    #: The init process's PID while it runs (its network namespace is /proc/<pid>/ns/net,
+    #: where the network reconciler moves the app's interfaces); None when not running.
+    pid: int | None = None
 
 
 @dataclass(frozen=True)

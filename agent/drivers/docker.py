@@ -270,6 +270,7 @@ class DockerRuntime:
             nano_cpus=host.get("NanoCpus") or None,
             network_mode=str(host.get("NetworkMode", "")),
             restart_policy=str((host.get("RestartPolicy") or {}).get("Name", "")),
+            pid=int(state["Pid"]) if running and state.get("Pid") else None,
         )
 
     # -- images

@@ -89,6 +89,8 @@ class _Container:
     memory_bytes: int | None = None
     nano_cpus: int | None = None
     running: bool = False
+    #: A made-up PID while running (the fake has no processes).
+    pid: int | None = None
     exit_code: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -197,6 +199,7 @@ class FakeContainerRuntime:
             nano_cpus=c.nano_cpus,
             network_mode="none",
             restart_policy="no",
+            pid=c.pid if c.running else None,
         )
 
     # -- images
@@ -306,6 +309,7 @@ class FakeContainerRuntime:
             return
         now = datetime.now(UTC)
         c.running, c.exit_code, c.started_at, c.finished_at = True, None, now, None
+        c.pid = 100_000 + next(self.dockerd._ids)  # made up: a new one for each start
         env = dict(c.image_env)
         env.update(c.env)
         lines = [f"HOSTNAME={c.id[:12]}", "HOME=/root"]

@@ -500,6 +500,10 @@ async def test_lifecycle(env: Env, loop_watch: None) -> None:
 
     state = await rt.inspect("app")
     assert state.running and state.exit_code is None and state.started_at is not None
+    assert state.pid is not None and state.pid > 0
+    if env.kind == "real":  # the network reconciler moves interfaces into this namespace
+        assert await asyncio.to_thread(os.path.exists, f"/proc/{state.pid}/ns/net")
+    first_pid = state.pid
     stats = await rt.stats("app")
     assert stats.cpu_ns >= 0 and stats.memory_bytes >= 0
 
@@ -508,10 +512,11 @@ async def test_lifecycle(env: Env, loop_watch: None) -> None:
     state = await rt.inspect("app")
     assert state.exists and not state.running
     assert state.exit_code == 137  # PID 1 `sleep` ignores SIGTERM: killed after the grace
-    assert state.finished_at is not None
+    assert state.finished_at is not None and state.pid is None
 
     await rt.start("app")  # a stopped container starts again
-    assert (await rt.inspect("app")).running
+    state = await rt.inspect("app")
+    assert state.running and state.pid is not None and state.pid != first_pid
 
     await rt.remove("app")  # force: running is fine
     assert not (await rt.inspect("app")).exists
