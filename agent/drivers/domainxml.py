@@ -21,6 +21,7 @@ network layer adds its own); no graphics.
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -52,6 +53,10 @@ class SeedBus(enum.StrEnum):
     VIRTIO = "virtio"
 
 
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+
+
 class DiskFormat(enum.StrEnum):
     QCOW2 = "qcow2"
     RAW = "raw"
@@ -78,6 +83,26 @@ class Disk:
 
 
 @dataclass(frozen=True)
+class Nic:
+    """A network interface on a bridge the network reconciler made: libvirt creates the tap
+    (named ``target`` when given, so the agent can find it) and enslaves it."""
+
+    bridge: str
+    mac: str
+    target: str | None = None
+    model: str = "virtio"
+
+    def __post_init__(self) -> None:
+        if not _MAC.match(self.mac) or int(self.mac[:2], 16) & 1:
+            raise ValueError(f"bad unicast MAC address {self.mac!r}")
+        for name in (self.bridge, self.target or "x"):
+            if not _IFNAME.match(name):
+                raise ValueError(f"bad interface name {name!r}")
+        if self.model not in ("virtio", "e1000", "rtl8139"):
+            raise ValueError(f"unknown NIC model {self.model!r}")
+
+
+@dataclass(frozen=True)
 class KernelBoot:
     """Direct kernel boot: QEMU loads the kernel and initrd itself."""
 
@@ -98,6 +123,7 @@ class DomainConfig:
     accel: Accel
     console_log: Path
     disks: tuple[Disk, ...] = ()
+    nics: tuple[Nic, ...] = ()
     kernel: KernelBoot | None = None
     seed: Path | None = None
     seed_bus: SeedBus = SeedBus.CDROM
@@ -118,6 +144,8 @@ class DomainConfig:
             raise ValueError("nothing to boot: no kernel and no disk")
         if len(self.disks) > 20:
             raise ValueError(f"too many disks: {len(self.disks)}")
+        if len(self.nics) > 16:
+            raise ValueError(f"too many network interfaces: {len(self.nics)}")
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -> ET.Element:
@@ -197,6 +225,13 @@ def build(config: DomainConfig) -> str:
             else:
                 _sub(el, "target", dev="hdc", bus="ide")
         _sub(el, "readonly")
+    for nic in config.nics:
+        el = _sub(devices, "interface", type="bridge")
+        _sub(el, "mac", address=nic.mac)
+        _sub(el, "source", bridge=nic.bridge)
+        if nic.target:
+            _sub(el, "target", dev=nic.target)
+        _sub(el, "model", type=nic.model)
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "log", file=str(config.console_log), append="on")
     _sub(serial, "target", port="0")
@@ -299,6 +334,23 @@ def parse(xml: str) -> DomainConfig:
             seed, seed_bus = path, SeedBus.VIRTIO
         else:
             disks.append(Disk(path=path, format=fmt, readonly=readonly))
+    nics: list[Nic] = []
+    for iface in root.iterfind("devices/interface"):
+        mac, source = iface.find("mac"), iface.find("source")
+        if iface.get("type") != "bridge" or mac is None or source is None:
+            continue
+        target, model = iface.find("target"), iface.find("model")
+        try:
+            nics.append(
+                Nic(
+                    bridge=source.get("bridge", ""),
+                    mac=mac.get("address", "").lower(),
+                    target=target.get("dev") if target is not None else None,
+                    model=model.get("type", "virtio") if model is not None else "virtio",
+                )
+            )
+        except ValueError as exc:
+            raise DomainXmlError(f"malformed interface: {exc}") from exc
     log = root.find("devices/serial/log")
     if log is None or not log.get("file"):
         raise DomainXmlError("domain without a serial console log")
@@ -315,6 +367,7 @@ def parse(xml: str) -> DomainConfig:
         accel=accel,
         console_log=Path(log.get("file", "")),
         disks=tuple(disks),
+        nics=tuple(nics),
         kernel=kernel,
         seed=seed,
         seed_bus=seed_bus,

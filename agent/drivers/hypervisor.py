@@ -17,7 +17,7 @@ from typing import Protocol
 
 from agent.drivers import domainxml
 from agent.drivers.cloudinit import NoCloud
-from agent.drivers.domainxml import Accel, Disk, DomainConfig, KernelBoot, Mark, SeedBus
+from agent.drivers.domainxml import Accel, Disk, DomainConfig, KernelBoot, Mark, Nic, SeedBus
 from agent.drivers.errors import PermanentError
 
 CONSOLE_LOG = "console.log"
@@ -74,6 +74,8 @@ class VmSpec:
     memory_mib: int
     vcpus: int
     disks: tuple[Disk, ...] = ()
+    #: Interfaces on the network instances' bridges (the bridges must exist).
+    nics: tuple[Nic, ...] = ()
     kernel: KernelBoot | None = None
     cloud_init: NoCloud | None = None
     seed_bus: SeedBus = SeedBus.CDROM
@@ -223,6 +225,7 @@ class Layout:
                 accel=accel,
                 console_log=self.console_log(name),
                 disks=spec.disks,
+                nics=spec.nics,
                 kernel=spec.kernel,
                 seed=self.domain_dir(name) / SEED if spec.cloud_init is not None else None,
                 seed_bus=spec.seed_bus,

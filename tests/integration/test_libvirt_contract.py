@@ -14,6 +14,8 @@ services are required (CI, ``make test``) and skips otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -29,7 +31,7 @@ import pytest
 
 from agent.drivers import domainxml
 from agent.drivers.cloudinit import NoCloud
-from agent.drivers.domainxml import Disk, DiskFormat, KernelBoot, Mark
+from agent.drivers.domainxml import Disk, DiskFormat, KernelBoot, Mark, Nic
 from agent.drivers.errors import NotFoundError, PermanentError
 from agent.drivers.libvirt import (
     DomainState,
@@ -340,3 +342,57 @@ async def test_reconnects_after_the_connection_is_lost(env: Env) -> None:
     env.break_connection()
     assert await hv.list_owned() == []
     assert str(domain_uuid(env.node, uuid.UUID(int=1))) != str(domain_uuid("x", uuid.UUID(int=1)))
+
+
+def _links(*calls: tuple[str, str]) -> list[tuple[int | None, str | None] | None]:
+    """In a thread (pyroute2's IPRoute runs an event loop of its own): ``("add"|"del"|"get",
+    name)`` on the root namespace's bridges and links; "get" gives (master index, MAC)."""
+    from pyroute2 import IPRoute
+
+    out: list[tuple[int | None, str | None] | None] = []
+    with IPRoute() as ipr:
+        for op, name in calls:
+            if op == "add":
+                ipr.link("add", ifname=name, kind="bridge")
+            elif op == "del":
+                with contextlib.suppress(Exception):
+                    ipr.link("del", ifname=name)
+            elif op == "index":
+                found = ipr.link_lookup(ifname=name)
+                out.append((found[0], None) if found else None)
+            else:
+                found = ipr.link_lookup(ifname=name)
+                if not found:
+                    out.append(None)
+                    continue
+                (link,) = ipr.get_links(*found)
+                out.append((link.get_attr("IFLA_MASTER"), link.get_attr("IFLA_ADDRESS")))
+    return out
+
+
+async def test_a_nic_on_a_bridge(env: Env) -> None:
+    """A NIC is a tap libvirt makes under the name asked and enslaves to the bridge.  The real
+    half makes its own bridge in the root namespace (libvirt's QEMU runs there), named with
+    this test's prefix, and deletes it after."""
+    hv = env.hv
+    app = uuid.uuid4()
+    bridge, tap = f"evt{uuid.uuid4().hex[:8]}", f"evt{uuid.uuid4().hex[:8]}"
+    real = env.kind == "real"
+    if real:
+        await asyncio.to_thread(_links, ("add", bridge))
+    try:
+        base = spec(env, app, kernel=True)
+        nic = Nic(bridge, "02:00:00:aa:bb:cc", tap)
+        info = await hv.define_and_start(dataclasses.replace(base, nics=(nic,)))
+        assert info.state is DomainState.RUNNING
+        if real:
+            got, index = await asyncio.to_thread(_links, ("get", tap), ("index", bridge))
+            assert got is not None and index is not None
+            assert got[0] == index[0]  # enslaved to our bridge
+            assert got[1] == "fe:00:00:aa:bb:cc"  # libvirt gives the tap this MAC
+        await hv.undefine(app)
+        if real:
+            assert await asyncio.to_thread(_links, ("get", tap)) == [None]  # gone with it
+    finally:
+        if real:
+            await asyncio.to_thread(_links, ("del", bridge))

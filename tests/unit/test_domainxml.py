@@ -19,6 +19,7 @@ from agent.drivers.domainxml import (
     DomainXmlError,
     KernelBoot,
     Mark,
+    Nic,
     SeedBus,
 )
 
@@ -115,6 +116,12 @@ def test_values_are_escaped_not_templated() -> None:
             seed=Path("/d/seed.iso"),
         ),
         config(uefi=True, machine="q35"),
+        config(
+            nics=(
+                Nic("eabcdefb1", "02:11:22:33:44:55", "eabcdefv7"),
+                Nic("br-x", "02:11:22:33:44:56", None, "e1000"),
+            )
+        ),
     ],
 )
 def test_parse_round_trips(cfg: DomainConfig) -> None:
@@ -192,3 +199,22 @@ def test_nocloud_meta_data_is_yaml() -> None:
     }
     with pytest.raises(ValueError):
         NoCloud("", "h")
+
+
+def test_nics_are_bridge_interfaces_and_checked() -> None:
+    xml = domainxml.build(config(nics=(Nic("eabcdefb1", "02:11:22:33:44:55", "eabcdefv7"),)))
+    iface = ET.fromstring(xml).find("devices/interface")
+    assert iface is not None and iface.get("type") == "bridge"
+    assert iface.find("source").get("bridge") == "eabcdefb1"  # type: ignore[union-attr]
+    assert iface.find("target").get("dev") == "eabcdefv7"  # type: ignore[union-attr]
+    assert iface.find("model").get("type") == "virtio"  # type: ignore[union-attr]
+    for bad in (
+        {"mac": "01:00:5e:00:00:01"},  # multicast
+        {"mac": "02:11:22:33:44"},
+        {"bridge": "br0; reboot"},
+        {"bridge": "a-name-far-too-long"},
+        {"model": "ne2k"},
+    ):
+        args = {"bridge": "br0", "mac": "02:11:22:33:44:55", **bad}
+        with pytest.raises(ValueError):
+            Nic(**args)
