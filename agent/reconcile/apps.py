@@ -27,6 +27,7 @@ from agent.drivers.errors import PermanentError
 from agent.model.config import AppInstance, NodeConfig, ObjectError
 from agent.reconcile import content, volumes
 from agent.reconcile.items import VAULT_READY, Item, ItemRef, OwnerRef
+from agent.reconcile.netplan import NetPlan
 
 CONTAINER, DOMAIN = "container", "domain"
 ISO_FORMAT = 9
@@ -56,6 +57,10 @@ class AppItem:
     #: Per volume, where a container mounts it ("" for the root image / VM disks).
     mounts: tuple[str, ...] = field(default=(), compare=False)
     delayed: bool = field(default=False, compare=False)
+    #: A VM's interfaces: (bridge, MAC, tap name) each; the bridges are dependencies.
+    nics: tuple[tuple[str, str, str], ...] = field(default=(), compare=False)
+    #: The network instances whose bridges it needs.
+    networks: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def ref(self) -> ItemRef:
@@ -70,6 +75,7 @@ class AppItem:
         deps += [v.ref for v in self.volumes]
         if self.delayed:
             deps.append(start_condition(self.app_id))
+        deps += [("bridge", ni) for ni in self.networks]
         return deps
 
     def needs_recreate(self, old: Any) -> bool:
@@ -94,22 +100,35 @@ class Rendered:
     plans: dict[str, AppPlan] = field(default_factory=dict)
 
 
-def _digest(app: AppInstance, vols: tuple[volumes.VolumeItem, ...], mounts: tuple[str, ...]) -> str:
+def _digest(
+    app: AppInstance,
+    vols: tuple[volumes.VolumeItem, ...],
+    mounts: tuple[str, ...],
+    nics: tuple[tuple[str, str, str], ...] = (),
+) -> str:
     doc = [
         app.memory_kib, app.vcpus, app.virtualization_mode, app.runtime_type,
         app.restart_counter, app.purge_counter, app.cloud_init_version,
         hashlib.sha256(app.user_data.reveal().encode()).hexdigest(),
         [[v.id, v.generation, v.purge, v.vkind, v.tree_content, v.readonly] for v in vols],
         list(mounts),
+        [list(n) for n in nics],
     ]  # fmt: skip
     return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
-def render(config: NodeConfig, *, halt_all: bool = False, delayed: Iterable[str] = ()) -> Rendered:
+def render(
+    config: NodeConfig,
+    *,
+    halt_all: bool = False,
+    delayed: Iterable[str] = (),
+    netplan: NetPlan | None = None,
+) -> Rendered:
     """Every workload item of ``config``.  Pure.
 
     ``halt_all`` (maintenance mode) renders no running app; ``delayed`` names apps still held
-    by their start delay.
+    by their start delay; ``netplan`` (when the node runs networks) gives VMs their interfaces
+    and keeps apps whose interfaces cannot be made from running.
     """
     out = Rendered()
     delayed_ids = set(delayed)
@@ -151,14 +170,26 @@ def render(config: NodeConfig, *, halt_all: bool = False, delayed: Iterable[str]
             out.errors.append(ObjectError("app", app.id, app.name, str(exc)))
             continue
         runs = app.activate and not halt_all
+        nics: tuple[tuple[str, str, str], ...] = ()
+        networks: tuple[str, ...] = ()
+        if netplan is not None:
+            if any(e.kind == "app" and e.id == app.id for e in netplan.errors):
+                continue  # the plan's error on the app says why
+            vifs = sorted((v for v in netplan.vifs.values() if v.app_id == app.id),
+                          key=lambda v: v.index)  # fmt: skip
+            networks = tuple(dict.fromkeys(v.ni_id for v in vifs))
+            if kind == DOMAIN:
+                nics = tuple((netplan.instances[v.ni_id].bridge, v.mac, v.host_name)
+                             for v in vifs)  # fmt: skip
         out.plans[app.id] = AppPlan(
             app.id, kind, tuple(v.id for v in app_vols),
             tuple(dict.fromkeys(v.tree for v in app_vols if v.tree)), runs,
         )  # fmt: skip
         if runs:
             app_item = AppItem(
-                kind, app.id, _digest(app, app_vols, mounts), app=app, volumes=app_vols,
-                mounts=mounts, delayed=app.id in delayed_ids,
+                kind, app.id, _digest(app, app_vols, mounts, nics), app=app, volumes=app_vols,
+                mounts=mounts, delayed=app.id in delayed_ids, nics=nics,
+                networks=networks if kind == DOMAIN else (),
             )  # fmt: skip
             out.items[app_item.ref] = app_item
     return out

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.model.config import NodeConfig, ObjectError, diff_configs
-from agent.reconcile import configitems
+from agent.reconcile import configitems, netplan
+from agent.reconcile import networks as networks_mod
 from agent.reconcile.apps import start_condition
 from agent.reconcile.engine import Engine, EngineSettings
 from agent.reconcile.items import (
@@ -36,6 +37,7 @@ from agent.reconcile.items import (
     ItemRef,
     OwnerRef,
 )
+from agent.reconcile.networks import VIF, Networks
 from agent.reconcile.state import ItemState, OwnerStatus
 from agent.reconcile.workloads import Workloads
 
@@ -93,14 +95,20 @@ class NodeReconciler:
         settings: EngineSettings | None = None,
         configurators: dict[str, Configurator] | None = None,
         workloads: Workloads | None = None,
+        networks: Networks | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runtime = runtime
         self._items_cfg = configitems.ConfigItemConfigurator(runtime)
         kinds: dict[str, Configurator] = {configitems.KIND: self._items_cfg}
         self.workloads = workloads
+        self.networks = networks
         if workloads is not None:
             kinds.update(workloads.configurators())
+        if networks is not None:
+            kinds.update(networks.configurators())
+            if workloads is not None:
+                workloads.watch_kinds += (VIF,)
         kinds.update(configurators or {})
         self.engine = Engine(kinds, settings=settings)
         self.current: NodeConfig | None = None
@@ -121,12 +129,22 @@ class NodeReconciler:
         desired: dict[ItemRef, Item] = {}
         desired.update(configitems.render(config.items))
         self._render_errors = []
+        layout = None
+        if self.networks is not None:
+            layout = netplan.plan(config, self.networks.node)
+            self._render_errors += layout.errors
         if self.workloads is not None:
             rendered = self.workloads.render(
-                config, halt_all=self.maintenance(config), delayed=self._delayed(config)
+                config,
+                halt_all=self.maintenance(config),
+                delayed=self._delayed(config),
+                netplan=layout,
             )
             desired.update(rendered.items)
-            self._render_errors = rendered.errors
+            self._render_errors += rendered.errors
+        if self.networks is not None and layout is not None:
+            containers = [ref[1] for ref in desired if ref[0] == "container"]
+            desired.update(networks_mod.render(layout, self.networks.node, containers))
         return desired
 
     def maintenance(self, config: NodeConfig | None = None) -> bool:

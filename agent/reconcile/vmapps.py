@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Mapping
 
 from agent.drivers.cloudinit import NoCloud
-from agent.drivers.domainxml import Disk, DiskFormat
+from agent.drivers.domainxml import Disk, DiskFormat, Nic
 from agent.drivers.errors import PermanentError, TemporaryError
 from agent.drivers.hypervisor import Hypervisor, VmSpec
 from agent.reconcile import userdata
@@ -96,6 +96,7 @@ class VmAppConfigurator(BaseConfigurator):
             memory_mib=max(1, app.memory_kib // 1024),
             vcpus=max(1, app.vcpus),
             disks=tuple(disks),
+            nics=tuple(Nic(bridge, mac, tap) for bridge, mac, tap in item.nics),
             cloud_init=seed,
         )
 

@@ -19,6 +19,7 @@ from agent.reconcile.apptelemetry import AppTarget
 from agent.reconcile.containerapps import ContainerAppConfigurator
 from agent.reconcile.engine import Engine
 from agent.reconcile.items import Configurator, ItemRef, OwnerRef
+from agent.reconcile.netplan import NetPlan
 from agent.reconcile.vmapps import VmAppConfigurator
 from agent.reconcile.workspace import WorkloadDrivers, Workspace
 
@@ -38,6 +39,8 @@ class Workloads:
         self.vms = VmAppConfigurator(workspace, drivers.hypervisor, self.vols)
         self.plans: dict[str, apps.AppPlan] = {}
         self.names: dict[str, str] = {}
+        #: Kinds observed again every watch round (the network kinds add the app interfaces).
+        self.watch_kinds: tuple[str, ...] = (apps.CONTAINER, apps.DOMAIN)
 
     def configurators(self) -> dict[str, Configurator]:
         return {
@@ -48,10 +51,15 @@ class Workloads:
         }
 
     def render(
-        self, config: NodeConfig, *, halt_all: bool, delayed: Iterable[str]
+        self,
+        config: NodeConfig,
+        *,
+        halt_all: bool,
+        delayed: Iterable[str],
+        netplan: NetPlan | None = None,
     ) -> apps.Rendered:
         """The workload items of ``config`` (pure but for remembering the plans)."""
-        rendered = apps.render(config, halt_all=halt_all, delayed=delayed)
+        rendered = apps.render(config, halt_all=halt_all, delayed=delayed, netplan=netplan)
         self.plans = rendered.plans
         self.names = {a.id: a.name for a in config.apps.values()}
         self.vols.claim(config.volumes)
@@ -122,7 +130,7 @@ class Workloads:
             if stop.is_set():
                 break
             if any(p.runs for p in self.plans.values()):
-                engine.request_resync((apps.CONTAINER, apps.DOMAIN))
+                engine.request_resync(self.watch_kinds)
             since_gc += interval
             if since_gc >= GC_INTERVAL:
                 since_gc = 0.0

@@ -1,0 +1,274 @@
+"""Network instances (EVE's zedrouter, links part): bridges and app interfaces.
+
+Two kinds of item, both rendered from :mod:`agent.reconcile.netplan`:
+
+- ``bridge`` (one per active network instance): the instance's bridge, with a stable MAC of
+  its own (so the gateway's address never moves with the ports that come and go) and, for a
+  local instance, the gateway address with the subnet's prefix and IPv4 forwarding on; a
+  switch instance enslaves its port instead.  Address, MTU or port changes apply in place.
+- ``vif`` (one per container app interface): a veth pair whose host side is enslaved to the
+  instance's bridge and whose peer is moved into the container's network namespace (found by
+  its init PID) as ``eth<n>``, with the app's MAC, address and, on the first interface, the
+  default route through the gateway.  It depends on the app's container: a recreated
+  container recreates it, and a container that restarted by itself (a new namespace, the old
+  pair gone with it) is seen as a vanished VIF and attached again.  VM interfaces are libvirt
+  bridge NICs on the domain (:mod:`agent.reconcile.vmapps`); they depend on the bridge.
+
+What was made is recorded (``net/<kind>/<key>.json``, not secret, outside the vault: networks do
+not wait for it), so a restarted agent adopts bridges and VIFs instead of rebuilding them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.drivers.containers import ContainerRuntime
+from agent.drivers.errors import NotFoundError, TemporaryError
+from agent.drivers.netlink_api import LinkKind, Netlink, parse_name
+from agent.reconcile.items import BaseConfigurator, Configurator, Item, ItemRef, OwnerRef
+from agent.reconcile.netplan import LOCAL, NetPlan, stable_mac
+from agent.reconcile.records import RecordBook
+
+log = logging.getLogger(__name__)
+
+BRIDGE, VIF = "bridge", "vif"
+
+
+@dataclass(frozen=True)
+class BridgeItem:
+    ni_id: str
+    name: str
+    kind: str
+    #: ``gateway/prefix`` of a local instance ("" for a switch).
+    address: str
+    mac: str
+    mtu: int = 0
+    #: The port a switch instance bridges ("" none).
+    port: str = ""
+    display: str = field(default="", compare=False)
+
+    @property
+    def ref(self) -> ItemRef:
+        return (BRIDGE, self.ni_id)
+
+    @property
+    def owner(self) -> OwnerRef:
+        return ("networkinstance", self.ni_id)
+
+    def deps(self) -> Iterable[ItemRef]:
+        return ()
+
+    def needs_recreate(self, old: Any) -> bool:
+        return not isinstance(old, BridgeItem) or (old.name, old.kind) != (self.name, self.kind)
+
+    def record(self) -> dict[str, Any]:
+        return {"ni_id": self.ni_id, "name": self.name, "kind": self.kind,
+                "address": self.address, "mac": self.mac, "mtu": self.mtu, "port": self.port,
+                "display": self.display}  # fmt: skip
+
+    @classmethod
+    def from_record(cls, rec: Mapping[str, Any]) -> BridgeItem:
+        return cls(str(rec["ni_id"]), str(rec["name"]), str(rec["kind"]), str(rec["address"]),
+                   str(rec["mac"]), int(rec["mtu"]), str(rec["port"]),
+                   str(rec.get("display", "")))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VifItem:
+    app_id: str
+    index: int
+    ni_id: str
+    host_name: str
+    mac: str
+    #: ``address/prefix`` in the app ("" on a switch instance: the outside network's DHCP).
+    address: str
+    gateway: str
+    bridge: str
+
+    @property
+    def ref(self) -> ItemRef:
+        return (VIF, f"{self.app_id}.{self.index}")
+
+    @property
+    def owner(self) -> OwnerRef:
+        return ("app", self.app_id)
+
+    def deps(self) -> Iterable[ItemRef]:
+        return ((BRIDGE, self.ni_id), ("container", self.app_id))
+
+    def needs_recreate(self, old: Any) -> bool:
+        return True
+
+    def record(self) -> dict[str, Any]:
+        return {"app_id": self.app_id, "index": self.index, "ni_id": self.ni_id,
+                "host_name": self.host_name, "mac": self.mac, "address": self.address,
+                "gateway": self.gateway, "bridge": self.bridge}  # fmt: skip
+
+    @classmethod
+    def from_record(cls, rec: Mapping[str, Any]) -> VifItem:
+        return cls(str(rec["app_id"]), int(rec["index"]), str(rec["ni_id"]),
+                   str(rec["host_name"]), str(rec["mac"]), str(rec["address"]),
+                   str(rec["gateway"]), str(rec["bridge"]))  # fmt: skip
+
+
+def bridge_mac(node: str, ni_id: str) -> str:
+    return stable_mac(node, f"bridge:{ni_id}", 0)
+
+
+def render(netplan: NetPlan, node: str, container_apps: Iterable[str]) -> dict[ItemRef, Item]:
+    """Bridge items of every planned instance, VIF items of the container apps' interfaces."""
+    out: dict[ItemRef, Item] = {}
+    for ni in netplan.instances.values():
+        address = ""
+        if ni.kind == LOCAL and ni.addressing is not None:
+            address = f"{ni.addressing.gateway}/{ni.addressing.subnet.prefixlen}"
+        port = ni.ports[0].ifname if ni.kind != LOCAL and ni.ports else ""
+        item = BridgeItem(ni.id, ni.bridge, ni.kind, address, bridge_mac(node, ni.id), ni.mtu,
+                          port, ni.name)  # fmt: skip
+        out[item.ref] = item
+    containers = set(container_apps)
+    for vif in netplan.vifs.values():
+        if vif.app_id not in containers:
+            continue
+        ni = netplan.instances[vif.ni_id]
+        address = gateway = ""
+        if vif.ip and ni.addressing is not None:
+            address = f"{vif.ip}/{ni.addressing.subnet.prefixlen}"
+            gateway = str(ni.addressing.gateway)
+        vif_item = VifItem(vif.app_id, vif.index, vif.ni_id, vif.host_name, vif.mac, address,
+                           gateway, ni.bridge)  # fmt: skip
+        out[vif_item.ref] = vif_item
+    return out
+
+
+class _Recorded(BaseConfigurator):
+    kind = ""
+
+    def __init__(self, netlink: Netlink, records: RecordBook) -> None:
+        self.netlink = netlink
+        self.records = records
+
+    async def _recorded(self) -> dict[str, dict[str, Any]]:
+        return await self.records.load(self.kind)
+
+
+class BridgeConfigurator(_Recorded):
+    kind = BRIDGE
+
+    async def observe(self) -> Mapping[ItemRef, Item] | None:
+        links = {link.name: link for link in await self.netlink.list_owned()}
+        out: dict[ItemRef, Item] = {}
+        for key, rec in (await self._recorded()).items():
+            try:
+                item = BridgeItem.from_record(rec)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("bridge record %s unusable (%s)", key, exc)
+                continue
+            link = links.get(item.name)
+            if link is None or link.kind != "bridge":
+                continue
+            have = {str(a) for a in link.addresses}
+            if item.address and item.address not in have:
+                item = BridgeItem(item.ni_id, item.name, item.kind, "", item.mac, item.mtu,
+                                  item.port, item.display)  # fmt: skip
+            out[item.ref] = item
+        return out
+
+    async def _apply(self, item: BridgeItem, old: BridgeItem | None) -> None:
+        addresses = [ipaddress.ip_interface(item.address)] if item.address else []
+        await self.netlink.ensure_bridge(
+            item.name, mtu=item.mtu or None, mac=item.mac, addresses=addresses
+        )
+        if item.kind == LOCAL:
+            await self.netlink.set_forwarding(item.name, True)
+        if old is not None and old.port and old.port != item.port:
+            await self._release(old.port)
+        if item.port:
+            await self.netlink.set_master(item.port, item.name)
+
+    async def _release(self, port: str) -> None:
+        with contextlib.suppress(NotFoundError):
+            await self.netlink.set_master(port, None)
+
+    async def create(self, item: BridgeItem) -> None:
+        await self.records.save(BRIDGE, item.ni_id, item.record())
+        await self._apply(item, None)
+        log.info("network instance %s: bridge %s up", item.display or item.ni_id, item.name)
+
+    async def modify(self, old: BridgeItem, new: BridgeItem) -> None:
+        await self.records.save(BRIDGE, new.ni_id, new.record())
+        await self._apply(new, old)
+
+    async def delete(self, item: BridgeItem) -> None:
+        if item.port:
+            await self._release(item.port)
+        await self.netlink.delete_link(item.name)
+        await self.records.remove(BRIDGE, item.ni_id)
+
+
+class VifConfigurator(_Recorded):
+    kind = VIF
+
+    def __init__(self, netlink: Netlink, records: RecordBook, containers: ContainerRuntime) -> None:
+        super().__init__(netlink, records)
+        self.containers = containers
+
+    async def observe(self) -> Mapping[ItemRef, Item] | None:
+        names = {link.name for link in await self.netlink.list_owned()}
+        out: dict[ItemRef, Item] = {}
+        for key, rec in (await self._recorded()).items():
+            try:
+                item = VifItem.from_record(rec)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("vif record %s unusable (%s)", key, exc)
+                continue
+            if item.host_name in names:
+                out[item.ref] = item
+        return out
+
+    async def create(self, item: VifItem) -> None:
+        state = await self.containers.inspect(item.app_id)
+        if not state.exists or state.pid is None:
+            raise TemporaryError(f"container of app {item.app_id} is not running", retry_after=2)
+        await self.records.save(VIF, f"{item.app_id}.{item.index}", item.record())
+        parsed = parse_name(self.netlink.node, item.host_name)
+        peer = self.netlink.name(LinkKind.PEER, parsed[1] if parsed else 0)
+        routes: list[tuple[Any, Any]] = []
+        if item.gateway and item.index == 0:
+            routes.append((ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address(item.gateway)))
+        await self.netlink.ensure_veth(
+            item.host_name, peer, bridge=item.bridge, mac=item.mac,
+            peer_netns=f"/proc/{state.pid}/ns/net", peer_ifname=f"eth{item.index}",
+            peer_addresses=[ipaddress.ip_interface(item.address)] if item.address else [],
+            peer_routes=routes,
+        )  # fmt: skip
+        log.info("app %s: eth%d on %s (%s)", item.app_id, item.index, item.bridge,
+                 item.address or "outside DHCP")  # fmt: skip
+
+    async def modify(self, old: VifItem, new: VifItem) -> None:
+        await self.create(new)  # needs_recreate: not reached
+
+    async def delete(self, item: VifItem) -> None:
+        await self.netlink.delete_link(item.host_name)
+        await self.records.remove(VIF, f"{item.app_id}.{item.index}")
+
+
+class Networks:
+    """The network kinds of one node: its plan and the bridge and VIF configurators."""
+
+    def __init__(self, netlink: Netlink, containers: ContainerRuntime, records: RecordBook) -> None:
+        self.netlink = netlink
+        self.bridges = BridgeConfigurator(netlink, records)
+        self.vifs = VifConfigurator(netlink, records, containers)
+
+    @property
+    def node(self) -> str:
+        return self.netlink.node
+
+    def configurators(self) -> dict[str, Configurator]:
+        return {BRIDGE: self.bridges, VIF: self.vifs}

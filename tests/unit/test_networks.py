@@ -1,0 +1,164 @@
+"""Network instances and app interfaces through the engine, with the netlink, docker and
+libvirt fakes (bridges, veths into containers' namespaces, VM NICs; adoption, restarts)."""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.drivers.domainxml import parse as parse_domain
+from agent.drivers.netlink_fake import FakeNetlink, FakeNetworkHost
+from agent.reconcile.engine import EngineSettings
+from agent.reconcile.networks import Networks
+from agent.reconcile.node import VAULT_READY, NodeReconciler
+from agent.reconcile.records import RecordBook
+from agent.reconcile.workloads import Workloads
+from agent.reconcile.workspace import WorkloadDrivers, WorkloadSettings, Workspace
+from tests.unit.workload_env import APP_CT, APP_VM, Env, env
+
+__all__ = ["env"]
+
+NI = "6d3b3b4e-8a3c-4c47-9d41-0000000000e1"
+NODE = "wl-node"
+
+
+class NetEnv:
+    def __init__(self, e: Env) -> None:
+        self.e = e
+        self.host = FakeNetworkHost()
+        self.netlink = FakeNetlink(NODE, host=self.host)
+        start = e.containers.start
+
+        async def start_with_netns(name: str) -> None:
+            await start(name)
+            state = await e.containers.inspect(name)
+            if state.pid is not None:
+                path = f"/proc/{state.pid}/ns/net"
+                if path not in self.host.namespaces:
+                    self.host.add_netns(path)
+
+        e.containers.start = start_with_netns
+
+    def reconciler(self) -> NodeReconciler:
+        e = self.e
+        ws = Workspace(
+            root=lambda: e.vault, items=lambda: e.runtime.current,
+            settings=WorkloadSettings(vm_halt_grace=0.2, container_halt_grace=0.2, reserve=0),
+        )  # fmt: skip
+        e.workloads = Workloads(WorkloadDrivers(e.containers, e.hypervisor), ws)
+        e.made.append(e.workloads)
+        nets = Networks(self.netlink, e.containers, RecordBook(e.root / "net"))
+        e.reconciler = NodeReconciler(
+            e.runtime, workloads=e.workloads, networks=nets,
+            settings=EngineSettings(resync_interval=3600),
+        )  # fmt: skip
+        e.reconciler.set_condition(VAULT_READY, None)
+        return e.reconciler
+
+    def document(self, **ni: Any) -> dict[str, Any]:
+        doc = self.e.document()
+        doc["networkInstances"] = [{
+            "uuidandversion": {"uuid": NI, "version": "1"}, "displayname": "lan",
+            "instType": "ZnetInstLocal", "activate": True,
+            "ip": {"subnet": "10.7.0.0/24", "gateway": "10.7.0.1",
+                   "dhcpRange": {"start": "10.7.0.10", "end": "10.7.0.50"}}, **ni,
+        }]  # fmt: skip
+        for app in doc["apps"]:
+            app["interfaces"] = [{"name": "eth0", "networkId": NI}]
+        return doc
+
+    async def apply(self, doc: dict[str, Any]) -> bool:
+        rec = self.e.reconciler or self.reconciler()
+        return await rec.apply(self.e.config(doc), 20)
+
+    def links(self) -> dict[str, Any]:
+        return {link.name: link for link in self.host.namespace(None).links}
+
+
+@pytest.fixture
+def net(env: Env) -> NetEnv:
+    return NetEnv(env)
+
+
+async def test_apps_get_interfaces_on_the_instance(net: NetEnv) -> None:
+    assert await net.apply(net.document())
+    links = {link.name: link for link in await net.netlink.list_owned()}
+    (bridge,) = [link for link in links.values() if link.kind == "bridge"]
+    assert [str(a) for a in bridge.addresses] == ["10.7.0.1/24"]
+    assert await net.netlink.forwarding(bridge.name)
+    (vif,) = [link for link in links.values() if link.kind == "veth"]
+    assert vif.master == bridge.name
+    # The peer is eth0 in the container's namespace, with its address and default route.
+    state = await net.e.containers.inspect(APP_CT)
+    peer_ns = FakeNetlink(NODE, f"/proc/{state.pid}/ns/net", host=net.host)
+    eth0 = await peer_ns.link("eth0")
+    assert eth0 is not None and eth0.mac.startswith("02:")
+    (address,) = eth0.addresses
+    assert address in ipaddress.ip_network("10.7.0.0/24") and address.ip != ipaddress.ip_address(
+        "10.7.0.1"
+    )
+    routes = await peer_ns.routes()
+    assert any(str(r.dst) == "0.0.0.0/0" and str(r.gateway) == "10.7.0.1" for r in routes)
+    # The VM has a NIC on the same bridge.
+    info = await net.e.hypervisor.state(uuid.UUID(APP_VM))
+    nics = parse_domain(net.e.hypervisor.domains[info.name].xml).nics
+    assert [n.bridge for n in nics] == [bridge.name]
+    phases = {(o.kind, o.id): o.phase for o in net.e.reconciler.owners()}  # type: ignore[union-attr]
+    assert phases[("app", APP_CT)] == "RUNNING"
+
+
+async def test_a_restarted_container_is_attached_again(net: NetEnv) -> None:
+    assert await net.apply(net.document())
+    rec = net.e.reconciler
+    assert rec is not None
+    old = await net.e.containers.inspect(APP_CT)
+    # The container stops by itself: its namespace goes, and the veth pair with it.
+    await net.e.containers.stop(APP_CT)
+    net.host.remove_netns(f"/proc/{old.pid}/ns/net")
+    await rec.engine.resync(["container", "domain", "vif"])
+    await rec.engine.settle(10)
+    new = await net.e.containers.inspect(APP_CT)
+    assert new.running and new.pid != old.pid
+    peer_ns = FakeNetlink(NODE, f"/proc/{new.pid}/ns/net", host=net.host)
+    assert await peer_ns.link("eth0") is not None
+
+
+async def test_restart_adopts_and_delete_leaves_nothing(net: NetEnv, tmp_path: Path) -> None:
+    assert await net.apply(net.document())
+    before = {link.name for link in await net.netlink.list_owned()}
+    net.e.reconciler = None
+    rec = net.reconciler()
+    assert await rec.apply(net.e.config(net.document()), 20)
+    assert {link.name for link in await net.netlink.list_owned()} == before
+    assert rec.engine.started_ops < 6  # adopted, not rebuilt
+
+    doc = net.e.document(networkInstances=[], apps=[], volumes=[], contentInfo=[])
+    assert await rec.apply(net.e.config(doc), 20)
+    assert await net.netlink.list_owned() == []
+    assert not list((net.e.root / "net").rglob("*.json"))
+
+
+async def test_an_address_change_applies_in_place(net: NetEnv) -> None:
+    assert await net.apply(net.document())
+    (bridge,) = [link for link in await net.netlink.list_owned() if link.kind == "bridge"]
+    doc = net.document(ip={"subnet": "10.8.0.0/24", "gateway": "10.8.0.1"})
+    assert await net.apply(doc)
+    again = await net.netlink.link(bridge.name)
+    assert again is not None and again.ifindex == bridge.ifindex  # the same bridge
+    assert [str(a) for a in again.addresses] == ["10.8.0.1/24"]
+
+
+async def test_an_interface_on_a_missing_instance_is_an_error_of_its_app(net: NetEnv) -> None:
+    doc = net.document()
+    doc["apps"][1]["interfaces"] = [{"name": "eth0", "networkId": NI, "addr": "10.9.9.9"}]
+    assert not await net.apply(doc)
+    errors = {e.id: e.message for e in net.e.reconciler.report.object_errors}  # type: ignore[union-attr]
+    assert "not free in 10.7.0.0/24" in errors[APP_CT]
+    assert await net.e.containers.inspect(APP_CT) is not None
+    assert not (await net.e.containers.inspect(APP_CT)).exists  # it does not run
+    phases = {(o.kind, o.id): o.phase for o in net.e.reconciler.owners()}  # type: ignore[union-attr]
+    assert phases[("app", APP_VM)] == "RUNNING"
