@@ -28,8 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.drivers.containers import ContainerRuntime
+from agent.drivers.dnsmasq import Dnsmasq
 from agent.drivers.errors import NotFoundError, TemporaryError
 from agent.drivers.netlink_api import LinkKind, Netlink, parse_name
+from agent.model.config import ObjectError
+from agent.reconcile import dnsdhcp
 from agent.reconcile.items import BaseConfigurator, Configurator, Item, ItemRef, OwnerRef
 from agent.reconcile.netplan import LOCAL, NetPlan, stable_mac
 from agent.reconcile.records import RecordBook
@@ -261,14 +264,40 @@ class VifConfigurator(_Recorded):
 class Networks:
     """The network kinds of one node: its plan and the bridge and VIF configurators."""
 
-    def __init__(self, netlink: Netlink, containers: ContainerRuntime, records: RecordBook) -> None:
+    def __init__(
+        self,
+        netlink: Netlink,
+        containers: ContainerRuntime,
+        records: RecordBook,
+        dnsmasq: Dnsmasq | None = None,
+    ) -> None:
         self.netlink = netlink
         self.bridges = BridgeConfigurator(netlink, records)
         self.vifs = VifConfigurator(netlink, records, containers)
+        self.dnsmasq = dnsdhcp.DnsmasqConfigurator(dnsmasq) if dnsmasq is not None else None
 
     @property
     def node(self) -> str:
         return self.netlink.node
 
     def configurators(self) -> dict[str, Configurator]:
-        return {BRIDGE: self.bridges, VIF: self.vifs}
+        kinds: dict[str, Configurator] = {BRIDGE: self.bridges, VIF: self.vifs}
+        if self.dnsmasq is not None:
+            kinds[dnsdhcp.KIND] = self.dnsmasq
+        return kinds
+
+    def render(
+        self, layout: NetPlan, container_apps: Iterable[str]
+    ) -> tuple[dict[ItemRef, Item], list[ObjectError]]:
+        """Every network item of ``layout``, and the instances' problems."""
+        items = render(layout, self.node, container_apps)
+        errors: list[ObjectError] = []
+        if self.dnsmasq is not None:
+            hosts = {v.app_id: v.hostname for v in layout.vifs.values()}
+            dhcp, problems = dnsdhcp.render(layout, hosts)
+            items.update(dhcp)
+            for problem in problems:
+                ni_id, _, message = problem.partition(": ")
+                name = layout.instances[ni_id].name if ni_id in layout.instances else ""
+                errors.append(ObjectError("networkinstance", ni_id, name, message))
+        return items, errors

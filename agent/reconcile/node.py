@@ -26,7 +26,6 @@ from typing import Any
 
 from agent.model.config import NodeConfig, ObjectError, diff_configs
 from agent.reconcile import configitems, netplan
-from agent.reconcile import networks as networks_mod
 from agent.reconcile.apps import start_condition
 from agent.reconcile.engine import Engine, EngineSettings
 from agent.reconcile.items import (
@@ -144,7 +143,9 @@ class NodeReconciler:
             self._render_errors += rendered.errors
         if self.networks is not None and layout is not None:
             containers = [ref[1] for ref in desired if ref[0] == "container"]
-            desired.update(networks_mod.render(layout, self.networks.node, containers))
+            items, problems = self.networks.render(layout, containers)
+            desired.update(items)
+            self._render_errors += problems
         return desired
 
     def maintenance(self, config: NodeConfig | None = None) -> bool:

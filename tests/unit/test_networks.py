@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from agent.drivers.dnsmasq_fake import FakeDnsmasq, FakeDnsmasqHost
 from agent.drivers.domainxml import parse as parse_domain
 from agent.drivers.netlink_fake import FakeNetlink, FakeNetworkHost
 from agent.reconcile.engine import EngineSettings
@@ -31,6 +32,8 @@ class NetEnv:
         self.e = e
         self.host = FakeNetworkHost()
         self.netlink = FakeNetlink(NODE, host=self.host)
+        self.dns_host = FakeDnsmasqHost()
+        self.dnsmasq = FakeDnsmasq(self.dns_host, NODE, e.root / "dnsmasq")
         start = e.containers.start
 
         async def start_with_netns(name: str) -> None:
@@ -51,7 +54,9 @@ class NetEnv:
         )  # fmt: skip
         e.workloads = Workloads(WorkloadDrivers(e.containers, e.hypervisor), ws)
         e.made.append(e.workloads)
-        nets = Networks(self.netlink, e.containers, RecordBook(e.root / "net"))
+        nets = Networks(
+            self.netlink, e.containers, RecordBook(e.root / "net"), dnsmasq=self.dnsmasq
+        )
         e.reconciler = NodeReconciler(
             e.runtime, workloads=e.workloads, networks=nets,
             settings=EngineSettings(resync_interval=3600),
@@ -162,3 +167,33 @@ async def test_an_interface_on_a_missing_instance_is_an_error_of_its_app(net: Ne
     assert not (await net.e.containers.inspect(APP_CT)).exists  # it does not run
     phases = {(o.kind, o.id): o.phase for o in net.e.reconciler.owners()}  # type: ignore[union-attr]
     assert phases[("app", APP_VM)] == "RUNNING"
+
+
+async def test_dhcp_and_dns_follow_the_apps(net: NetEnv) -> None:
+    doc = net.document(dns=[{"HostName": "printer", "Address": ["10.7.0.200"]}])
+    assert await net.apply(doc)
+    inst = net.dnsmasq.instance(uuid.UUID(NI))
+    config = inst.config
+    assert str(config.gateway) == "10.7.0.1"
+    assert (str(config.dhcp_range[0]), str(config.dhcp_range[1])) == ("10.7.0.10", "10.7.0.50")
+    hosts = {h.hostname: str(h.ip) for h in config.static_hosts}
+    assert set(hosts) == {"vm-app", "ct-app"}
+    records = {r.name: [str(a) for a in r.addresses] for r in config.dns_records}
+    assert records["vm-app"] == [hosts["vm-app"]] and records["printer"] == ["10.7.0.200"]
+    assert config.upstreams == () and not config.default_route  # no port: air-gapped
+    # The container is configured with the address dnsmasq reserves for it.
+    state = await net.e.containers.inspect(APP_CT)
+    peer = await FakeNetlink(NODE, f"/proc/{state.pid}/ns/net", host=net.host).link("eth0")
+    assert peer is not None and str(peer.addresses[0].ip) == hosts["ct-app"]
+
+    # An app leaves: a reload (SIGHUP), not a restart.
+    doc["apps"] = [a for a in doc["apps"] if a["uuidandversion"]["uuid"] != APP_VM]
+    assert await net.apply(doc)
+    inst = net.dnsmasq.instance(uuid.UUID(NI))
+    assert inst.reloads == 1 and inst.restarts == 0
+    assert {h.hostname for h in inst.config.static_hosts} == {"ct-app"}
+
+    # The instance goes: dnsmasq stops.
+    doc = net.e.document(networkInstances=[], apps=[], volumes=[], contentInfo=[])
+    assert await net.apply(doc)
+    assert not await net.dnsmasq.list_owned()
