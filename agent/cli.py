@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
                          help="run no apps (no dockerd or libvirtd needed)")  # fmt: skip
         cmd.add_argument("--node-name", default="",
                          help="names this node's containers and domains on the host")  # fmt: skip
+        cmd.add_argument("--netns", default=None,
+                         help="run the node's network instances in this network namespace "
+                              "(an emulated node's own; it must exist)")  # fmt: skip
+        cmd.add_argument("--no-networks", action="store_true",
+                         help="run no network instances (the default for an emulated node "
+                              "under --root without --netns: the host's namespace is not "
+                              "the node's)")  # fmt: skip
     st = sub.add_parser("status", help="show the node's state")
     st.add_argument("--json", action="store_true", help="print the raw status as JSON")
     sub.add_parser("poweroff", help="emulated node: stop its swtpm (PCRs reset at next start)")
@@ -89,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = AgentSettings(
         paths=paths, tpm=mode.value, tcti=args.tcti, workloads=not args.no_workloads,
-        node_name=args.node_name,
+        node_name=args.node_name, netns=args.netns,
+        networks=not args.no_networks and (args.root is None or args.netns is not None),
     )  # fmt: skip
     if args.command == "boot":
         if mode is TpmMode.NONE:

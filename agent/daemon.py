@@ -32,9 +32,11 @@ from typing import Any
 
 from agent import status as status_mod
 from agent.boot import BootResult, TpmMode, boot
+from agent.drivers.dnsmasq import DnsmasqDriver
 from agent.drivers.docker import DockerRuntime
 from agent.drivers.hypervisor import HypervisorSettings
 from agent.drivers.libvirt import LibvirtHypervisor
+from agent.drivers.netlink import NetlinkDriver
 from agent.drivers.systemd import sd_notify, watchdog_interval
 from agent.link.applogs import AppLogSpool, AppLogUploader
 from agent.link.attestation import Attestor, NoTpmQuotes, QuoteSource
@@ -51,7 +53,9 @@ from agent.link.transport import ControllerClient, TransportError
 from agent.model.configitems import ConfigItems
 from agent.reconcile.apptelemetry import AppTelemetry
 from agent.reconcile.configitems import RuntimeItems
+from agent.reconcile.networks import Networks
 from agent.reconcile.node import VAULT_READY, NodeReconciler
+from agent.reconcile.records import RecordBook
 from agent.reconcile.workloads import Workloads
 from agent.reconcile.workspace import WorkloadDrivers, Workspace
 from agent.settings import AgentSettings
@@ -77,7 +81,14 @@ class Node:
         self.runtime = RuntimeItems()
         self.vault: VaultManager | None = None
         self.workloads = self._make_workloads() if settings.workloads else None
-        self.reconciler = NodeReconciler(self.runtime, workloads=self.workloads)
+        self.networks = (
+            self._make_networks(self.workloads)
+            if self.workloads is not None and settings.networks
+            else None
+        )
+        self.reconciler = NodeReconciler(
+            self.runtime, workloads=self.workloads, networks=self.networks
+        )
         self.identity: NodeIdentity | None = None
         self.client: ControllerClient | None = None
         self.certs: ControllerCertStore | None = None
@@ -111,6 +122,16 @@ class Node:
             ),
         )
         return Workloads(drivers, Workspace(root=self.vault_root, items=self.items))
+
+    def _make_networks(self, workloads: Workloads) -> Networks:
+        """Bridges, app interfaces and dnsmasq in the node's namespace (root, or ``--netns``)."""
+        name, netns = self.settings.host_name, self.settings.netns
+        return Networks(
+            NetlinkDriver(name, netns),
+            workloads.drivers.containers,
+            RecordBook(self.paths.persist / "status" / "net"),
+            dnsmasq=DnsmasqDriver(name, self.paths.run / "dnsmasq", netns=netns),
+        )
 
     def vault_root(self) -> Path | None:
         """The open vault's directory, None while it is locked (nothing at rest goes there)."""
@@ -357,6 +378,8 @@ class Node:
                 await self.workloads.close()
                 await self.workloads.drivers.containers.close()
                 await self.workloads.drivers.hypervisor.close()
+            if self.networks is not None:
+                await self.networks.netlink.close()
 
     async def _link(self, stop: asyncio.Event) -> None:
         """The saved config first, onboarding if the node has none, then the link tasks."""

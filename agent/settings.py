@@ -122,6 +122,10 @@ class AgentSettings:
     workloads: bool = True
     #: Names this node's containers, domains and other host objects ("" derives one).
     node_name: str = ""
+    #: Run the network instances the controller asks for (bridges, dnsmasq), in ``netns`` (a
+    #: named network namespace: an emulated node's own) or the root namespace (None).
+    networks: bool = True
+    netns: str | None = None
 
     @property
     def host_name(self) -> str:
