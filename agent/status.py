@@ -81,6 +81,7 @@ def snapshot(node: Node) -> dict[str, Any]:
                 "phase": o.phase,
                 "progress": o.progress,
                 "boot_time": o.boot_time,
+                "interfaces": list(o.interfaces),
             }
             for o in node.reconciler.owners()
         ],
@@ -204,6 +205,7 @@ def render(data: dict[str, Any], now: float | None = None) -> str:
         if owner.get("boot_time"):
             line += f", started {_age(owner['boot_time'], now)}"
         lines.append(line)
+        lines += [f"    {iface}" for iface in owner.get("interfaces", [])]
     lines.append(f"networks:     {', '.join(data.get('network_instances', [])) or 'none'}")
     rep = data.get("reports", {})
     lines.append(

@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +32,8 @@ from tests.e2e.sample_apps import (
     open_path_for_qemu,
 )
 
-NETWORK = {
+NI_UUID = "9b3a6a35-1bd6-4d8e-9f00-2f9c6f4a0004"
+NETWORK: dict[str, Any] = {
     "networkInstances": [{"uuidandversion": {"uuid": "9b3a6a35-1bd6-4d8e-9f00-2f9c6f4a0004",
                                              "version": "1"},
                           "displayname": "demo-local", "instType": "ZnetInstLocal",
@@ -46,8 +48,29 @@ CONFIG_ITEMS = [
 
 
 def sample(images: SampleImages, disk_port: int) -> dict[str, Any]:
-    """The demo's config: the test VM and the test container side by side."""
-    return {"configItems": CONFIG_ITEMS, **NETWORK, **apps_config(images, disk_port)}
+    """The demo's config: the test VM and the test container side by side, the container on
+    the local network instance (a VM's NIC needs a bridge in the host's own namespace, where
+    libvirt makes its taps; the demo node's networks live in a namespace of its own)."""
+    doc = {"configItems": CONFIG_ITEMS, **NETWORK, **apps_config(images, disk_port)}
+    for app in doc["apps"]:
+        if app["displayname"] == CT_NAME:
+            app["interfaces"] = [{"name": "eth0", "networkId": NI_UUID}]
+    return doc
+
+
+def show_reachable(node: Node, netns: str) -> None:
+    """Ping each app address the node reports, from the node's own namespace."""
+    for owner in node.status().get("owners", []):
+        for iface in owner.get("interfaces", []):
+            address = iface.split()[1]
+            if address.count(".") != 3:
+                continue
+            done = subprocess.run(
+                ["ip", "netns", "exec", netns, "ping", "-c", "1", "-W", "2", address],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            result = "answers" if done.returncode == 0 else "does not answer"
+            print(f"{owner.get('name')} {iface}: {result} a ping from the node's namespace")
 
 
 def wait_running(node: Node, seconds: float) -> dict[str, str]:
@@ -95,13 +118,18 @@ def main() -> int:
 
     ctl = Controller(base / "controller")
     node: Node | None = None
+    made_netns = ""
     try:
         print(f"state in {base}")
         ctl.init()
         # New devices start polling every 10 s (the project default), so the demo moves quickly.
         ctl.set_default_config({"configItems": CONFIG_ITEMS})
         swtpm = not args.no_tpm and os.geteuid() == 0 and shutil.which("swtpm") is not None
-        node = Node(base / "node", ctl, serial="demo-node-1", swtpm=swtpm)
+        # The node's network instances live in a namespace of its own, never the host's.
+        netns = f"evedemo{os.getpid()}"
+        subprocess.run(["ip", "netns", "add", netns], check=True, capture_output=True)
+        made_netns = netns
+        node = Node(base / "node", ctl, serial="demo-node-1", swtpm=swtpm, netns=netns)
         print("node: emulated, with its own swtpm" if swtpm else "node: software keys (no TPM)")
         ctl.start()
         print(f"controller listening on https://{ctl.address}, log in {ctl.state.parent}")
@@ -115,8 +143,6 @@ def main() -> int:
         print(f"both apps running {time.monotonic() - started:.1f} s after the config was pushed")
         time.sleep(3)  # the next info report carries the running state to the controller
         print()
-        import subprocess
-
         subprocess.run(
             [str(Path(sys.executable).parent / "eve-agent"), "--root", str(node.root), "status"],
             check=False,
@@ -125,6 +151,7 @@ def main() -> int:
         print("controller view:")
         print(ctl.cli("device", "show", uuid).stdout)
         print(ctl.cli("device", "objects", uuid).stdout)
+        show_reachable(node, netns)
         print("running; Ctrl-C stops the node and the controller")
         deadline = time.monotonic() + args.seconds if args.seconds else None
         while not stopping and (deadline is None or time.monotonic() < deadline):
@@ -135,6 +162,8 @@ def main() -> int:
             node.shutdown()  # and removes the node's apps
         ctl.stop()
         disks.close()
+        if made_netns:
+            subprocess.run(["ip", "netns", "del", made_netns], check=False, capture_output=True)
         with contextlib.suppress(OSError):
             print("stopped node and controller")
     return 0

@@ -82,6 +82,8 @@ class OwnerReport:
     refs: tuple[str, ...] = ()
     #: A volume's or content tree's generation counter.
     generation: int = 0
+    #: An app's interfaces: ``eth<n> <address or MAC> on <instance>`` each.
+    interfaces: tuple[str, ...] = ()
 
 
 class NodeReconciler:
@@ -113,6 +115,7 @@ class NodeReconciler:
         self.current: NodeConfig | None = None
         self._object_errors: list[ObjectError] = []
         self._render_errors: list[ObjectError] = []
+        self._layout: netplan.NetPlan | None = None
         self._observed = False
         self._clock = clock
         self._started = clock()
@@ -132,6 +135,7 @@ class NodeReconciler:
         if self.networks is not None:
             layout = netplan.plan(config, self.networks.node)
             self._render_errors += layout.errors
+        self._layout = layout
         if self.workloads is not None:
             rendered = self.workloads.render(
                 config,
@@ -320,7 +324,18 @@ class NodeReconciler:
             return {}
         kind, obj_id = owner
         if kind == "app" and (app := cfg.apps.get(obj_id)) is not None:
-            return {"version": app.version, "refs": tuple(v.id for v in app.volumes)}
+            facts: dict[str, Any] = {
+                "version": app.version,
+                "refs": tuple(v.id for v in app.volumes),
+            }
+            if self._layout is not None:
+                facts["interfaces"] = tuple(
+                    f"{v.guest_ifname} {v.ip or v.mac} on "
+                    f"{self._layout.instances[v.ni_id].name or v.ni_id}"
+                    for v in sorted(self._layout.vifs.values(), key=lambda v: v.index)
+                    if v.app_id == obj_id
+                )
+            return facts
         if kind == "volume" and (vol := cfg.volumes.get(obj_id)) is not None:
             return {"generation": vol.generation}
         if kind == "contenttree" and (tree := cfg.content_trees.get(obj_id)) is not None:

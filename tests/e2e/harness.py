@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.sample_apps import purge_host_objects
+from tests.e2e.sample_apps import purge_host_objects, stop_dnsmasqs
 
 BIN = Path(sys.executable).parent
 
@@ -158,10 +158,18 @@ class Node:
     """An emulated node: a root dir provisioned like EVE's /config, and its agent process."""
 
     def __init__(
-        self, root: Path, controller: Controller, serial: str, *, swtpm: bool = False
+        self,
+        root: Path,
+        controller: Controller,
+        serial: str,
+        *,
+        swtpm: bool = False,
+        netns: str | None = None,
     ) -> None:
         self.root = root
         self.swtpm = swtpm
+        #: The node's own network namespace (its network instances run there), or None.
+        self.netns = netns
         self.controller = controller
         self.agent: Process | None = None
         config = root / "config"
@@ -183,6 +191,7 @@ class Node:
                 "--swtpm" if self.swtpm else "--no-tpm",
                 "--log-level",
                 "debug",
+                *(["--netns", self.netns] if self.netns else []),
             ],
             self.root / "agent.log",
         )
@@ -206,6 +215,7 @@ class Node:
         if self.swtpm:
             self.poweroff()
         purge_host_objects(self.root)
+        stop_dnsmasqs(self.root)
 
     def status(self) -> dict[str, Any]:
         proc = subprocess.run(

@@ -9,8 +9,10 @@ images/container/build.sh); the VM disk is served over HTTP on loopback by :clas
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -172,6 +174,22 @@ def purge_host_objects(node_root: Path) -> None:
                                timeout=60, check=False)  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
         pass
+
+
+def stop_dnsmasqs(node_root: Path) -> None:
+    """Stop the dnsmasq processes of the node at ``node_root`` (they outlive their agent by
+    design, as apps do).  Best effort; never raises."""
+    marker = f"--conf-file={(node_root / 'run' / 'dnsmasq').absolute()}/"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.decode(errors="replace").startswith(marker) for arg in argv):
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.name), signal.SIGTERM)
 
 
 def open_path_for_qemu(path: Path) -> None:
