@@ -116,6 +116,10 @@ class ObjectDetails:
     version: str = ""
     refs: tuple[str, ...] = ()
     generation: int = 0
+    #: (vif, ifname, mac, ip, gateway, app id) of an app's interfaces, or an instance's.
+    vifs: tuple[tuple[str, str, str, str, str, str], ...] = ()
+    bridge: str = ""
+    bridge_ip: str = ""
 
     @classmethod
     def of(cls, owner: object) -> ObjectDetails:
@@ -128,6 +132,12 @@ class ObjectDetails:
             version=str(getattr(owner, "version", "") or "")[:256],
             refs=tuple(str(r)[:256] for r in (getattr(owner, "refs", ()) or ())[:64]),
             generation=int(getattr(owner, "generation", 0) or 0),
+            vifs=tuple(
+                (str(v.vif), str(v.ifname), str(v.mac), str(v.ip), str(v.gateway), str(v.app_id))
+                for v in (getattr(owner, "vifs", ()) or ())[:64]
+            ),
+            bridge=str(getattr(owner, "bridge", "") or "")[:16],
+            bridge_ip=str(getattr(owner, "bridge_ip", "") or "")[:64],
         )
 
     def state(self, fallback: info_pb2.ZSwState) -> info_pb2.ZSwState:
@@ -219,6 +229,12 @@ def object_info(
                 app.bootTime.CopyFrom(timestamp(details.boot_time))
             app.appVersion = details.version
             app.volumeRefs.extend(details.refs)
+            for vif, _ifname, mac, ip, gateway, _app in details.vifs:
+                net = app.network.add(macAddr=mac, devName=vif, ipv4_up=bool(ip))
+                if ip:
+                    net.IPAddrs.append(ip)
+                if gateway:
+                    net.defaultRouters.append(gateway)
             for error in errors:
                 _error_info(app.appErr.add(), error)
     elif kind == "networkinstance":
@@ -228,6 +244,12 @@ def object_info(
             ni.displayname = name
             ni.state = NI_STATES.get(state, info_pb2.ZNETINST_STATE_INIT)
             ni.activated = state == "ok"
+            ni.bridgeName = details.bridge
+            ni.bridgeIPAddr = details.bridge_ip
+            for vif, _ifname, mac, ip, _gateway, app_id in details.vifs:
+                ni.vifs.add(vifName=vif, macAddress=mac, appID=app_id)
+                if ip:
+                    ni.ipAssignments.add(macAddress=mac, ipAddress=[ip])
             for error in errors:
                 _error_info(ni.networkErr.add(), error)
     elif kind == "volume":

@@ -57,6 +57,19 @@ class ApplyReport:
 
 
 @dataclass(frozen=True)
+class VifReport:
+    """One app interface, for the app's and its network instance's info."""
+
+    vif: str
+    ifname: str
+    mac: str
+    ip: str
+    gateway: str
+    ni_id: str
+    app_id: str
+
+
+@dataclass(frozen=True)
 class OwnerReport:
     """What the node tells about one app, network instance, volume or the device itself."""
 
@@ -84,6 +97,11 @@ class OwnerReport:
     generation: int = 0
     #: An app's interfaces: ``eth<n> <address or MAC> on <instance>`` each.
     interfaces: tuple[str, ...] = ()
+    #: An app's interfaces, or those on a network instance.
+    vifs: tuple[VifReport, ...] = ()
+    #: A network instance's bridge and its address.
+    bridge: str = ""
+    bridge_ip: str = ""
 
 
 class NodeReconciler:
@@ -335,12 +353,37 @@ class NodeReconciler:
                     for v in sorted(self._layout.vifs.values(), key=lambda v: v.index)
                     if v.app_id == obj_id
                 )
+                facts["vifs"] = self._vifs(lambda v: v.app_id == obj_id)
             return facts
+        if kind == "networkinstance" and self._layout is not None:
+            ni = self._layout.instances.get(obj_id)
+            if ni is None:
+                return {}
+            gateway = str(ni.addressing.gateway) if ni.addressing is not None else ""
+            return {
+                "bridge": ni.bridge,
+                "bridge_ip": gateway,
+                "vifs": self._vifs(lambda v: v.ni_id == obj_id),
+            }
         if kind == "volume" and (vol := cfg.volumes.get(obj_id)) is not None:
             return {"generation": vol.generation}
         if kind == "contenttree" and (tree := cfg.content_trees.get(obj_id)) is not None:
             return {"generation": tree.generation, "refs": (tree.sha256,) if tree.sha256 else ()}
         return {}
+
+    def _vifs(self, which: Callable[[netplan.VifPlan], bool]) -> tuple[VifReport, ...]:
+        layout = self._layout
+        if layout is None:
+            return ()
+        out = []
+        for v in sorted(layout.vifs.values(), key=lambda v: (v.app_id, v.index)):
+            if not which(v):
+                continue
+            ni = layout.instances[v.ni_id]
+            gateway = str(ni.addressing.gateway) if ni.addressing is not None and v.ip else ""
+            out.append(VifReport(v.host_name, v.guest_ifname, v.mac, v.ip, gateway, v.ni_id,
+                                 v.app_id))  # fmt: skip
+        return tuple(out)
 
     def _path_errors(self, app_id: str) -> list[tuple[str, float]]:
         """The errors of the content trees and volumes an app stands on: EVE shows them on

@@ -197,3 +197,22 @@ async def test_dhcp_and_dns_follow_the_apps(net: NetEnv) -> None:
     doc = net.e.document(networkInstances=[], apps=[], volumes=[], contentInfo=[])
     assert await net.apply(doc)
     assert not await net.dnsmasq.list_owned()
+
+
+async def test_app_and_instance_info_carry_the_addresses(net: NetEnv) -> None:
+    from agent.link.objectinfo import ObjectDetails, object_info
+
+    assert await net.apply(net.document())
+    owners = {o.id: o for o in net.e.reconciler.owners()}  # type: ignore[union-attr]
+    app = owners[APP_CT]
+    msg = object_info("dev", "app", APP_CT, app.state, details=ObjectDetails.of(app))
+    (iface,) = msg.ainfo.network
+    assert iface.IPAddrs[0].startswith("10.7.0.") and iface.defaultRouters == ["10.7.0.1"]
+    assert iface.macAddr.startswith("02:") and iface.ipv4_up
+    ni = owners[NI]
+    msg = object_info("dev", "networkinstance", NI, ni.state, details=ObjectDetails.of(ni))
+    info = msg.niinfo
+    assert info.bridgeIPAddr == "10.7.0.1" and info.bridgeName == ni.bridge
+    assert {v.appID for v in info.vifs} == {APP_CT, APP_VM}
+    assert {a.ipAddress[0] for a in info.ipAssignments} >= {iface.IPAddrs[0]}
+    assert "eth0 10.7.0." in app.interfaces[0]
