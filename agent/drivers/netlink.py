@@ -546,8 +546,11 @@ class NetlinkDriver(Naming):
 
         return await self._ns.run(work)
 
-    async def set_forwarding(self, ifname: str, on: bool) -> None:
-        check_ours(self._node, ifname)
+    async def set_forwarding(self, ifname: str, on: bool, *, port: bool = False) -> None:
+        if port:
+            check_ifname(ifname)
+        else:
+            check_ours(self._node, ifname)
         await self._ns.run(lambda _: _write_forwarding(ifname, on))
 
     async def forwarding(self, ifname: str) -> bool:

@@ -301,9 +301,11 @@ class Netlink(Protocol):
         """Our routes (protocol :data:`RTPROT_AGENT`), of one table or all."""
         ...
 
-    async def set_forwarding(self, ifname: str, on: bool) -> None:
-        """IPv4 forwarding on our link (``net.ipv4.conf.<if>.forwarding`` in this namespace).
-        Idempotent.  NotFoundError when the link is missing."""
+    async def set_forwarding(self, ifname: str, on: bool, *, port: bool = False) -> None:
+        """IPv4 forwarding on our link (``net.ipv4.conf.<if>.forwarding`` in this namespace),
+        or, with ``port``, on a port the config names explicitly (a local instance NATs out of
+        it: the replies come in there).  Idempotent.  NotFoundError when the link is
+        missing."""
         ...
 
     async def forwarding(self, ifname: str) -> bool:

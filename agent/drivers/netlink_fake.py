@@ -399,9 +399,9 @@ class FakeNetlink(Naming):
         ns = self._enter("routes")
         return [r for r, p in ns.routes if p == RTPROT_AGENT and table in (None, r.table)]
 
-    async def set_forwarding(self, ifname: str, on: bool) -> None:
+    async def set_forwarding(self, ifname: str, on: bool, *, port: bool = False) -> None:
         ns = self._enter("set_forwarding")
-        link = self._ours(ns, ifname)
+        link = ns.get(check_ifname(ifname)) if port else self._ours(ns, ifname)
         if link is None:
             raise driver_error(errno.ENOENT, f"forwarding of {ifname}")
         link.forwarding = on

@@ -31,8 +31,9 @@ from agent.drivers.containers import ContainerRuntime
 from agent.drivers.dnsmasq import Dnsmasq
 from agent.drivers.errors import NotFoundError, TemporaryError
 from agent.drivers.netlink_api import LinkKind, Netlink, parse_name
+from agent.drivers.nft_api import Nft
 from agent.model.config import ObjectError
-from agent.reconcile import dnsdhcp
+from agent.reconcile import dnsdhcp, firewall
 from agent.reconcile.items import BaseConfigurator, Configurator, Item, ItemRef, OwnerRef
 from agent.reconcile.netplan import LOCAL, NetPlan, stable_mac
 from agent.reconcile.records import RecordBook
@@ -53,6 +54,8 @@ class BridgeItem:
     mtu: int = 0
     #: The port a switch instance bridges ("" none).
     port: str = ""
+    #: The ports a local instance NATs out of (forwarding on: the replies come in there).
+    nat_ports: tuple[str, ...] = ()
     display: str = field(default="", compare=False)
 
     @property
@@ -72,12 +75,13 @@ class BridgeItem:
     def record(self) -> dict[str, Any]:
         return {"ni_id": self.ni_id, "name": self.name, "kind": self.kind,
                 "address": self.address, "mac": self.mac, "mtu": self.mtu, "port": self.port,
-                "display": self.display}  # fmt: skip
+                "nat_ports": list(self.nat_ports), "display": self.display}  # fmt: skip
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> BridgeItem:
         return cls(str(rec["ni_id"]), str(rec["name"]), str(rec["kind"]), str(rec["address"]),
                    str(rec["mac"]), int(rec["mtu"]), str(rec["port"]),
+                   tuple(str(p) for p in rec.get("nat_ports", ())),
                    str(rec.get("display", "")))  # fmt: skip
 
 
@@ -131,8 +135,9 @@ def render(netplan: NetPlan, node: str, container_apps: Iterable[str]) -> dict[I
         if ni.kind == LOCAL and ni.addressing is not None:
             address = f"{ni.addressing.gateway}/{ni.addressing.subnet.prefixlen}"
         port = ni.ports[0].ifname if ni.kind != LOCAL and ni.ports else ""
+        nat = tuple(p.ifname for p in ni.ports) if ni.kind == LOCAL else ()
         item = BridgeItem(ni.id, ni.bridge, ni.kind, address, bridge_mac(node, ni.id), ni.mtu,
-                          port, ni.name)  # fmt: skip
+                          port, nat, ni.name)  # fmt: skip
         out[item.ref] = item
     containers = set(container_apps)
     for vif in netplan.vifs.values():
@@ -178,7 +183,7 @@ class BridgeConfigurator(_Recorded):
             have = {str(a) for a in link.addresses}
             if item.address and item.address not in have:
                 item = BridgeItem(item.ni_id, item.name, item.kind, "", item.mac, item.mtu,
-                                  item.port, item.display)  # fmt: skip
+                                  item.port, item.nat_ports, item.display)  # fmt: skip
             out[item.ref] = item
         return out
 
@@ -189,6 +194,8 @@ class BridgeConfigurator(_Recorded):
         )
         if item.kind == LOCAL:
             await self.netlink.set_forwarding(item.name, True)
+            for port in item.nat_ports:
+                await self.netlink.set_forwarding(port, True, port=True)
         if old is not None and old.port and old.port != item.port:
             await self._release(old.port)
         if item.port:
@@ -270,11 +277,13 @@ class Networks:
         containers: ContainerRuntime,
         records: RecordBook,
         dnsmasq: Dnsmasq | None = None,
+        nft: Nft | None = None,
     ) -> None:
         self.netlink = netlink
         self.bridges = BridgeConfigurator(netlink, records)
         self.vifs = VifConfigurator(netlink, records, containers)
         self.dnsmasq = dnsdhcp.DnsmasqConfigurator(dnsmasq) if dnsmasq is not None else None
+        self.firewall = firewall.FirewallConfigurator(nft) if nft is not None else None
 
     @property
     def node(self) -> str:
@@ -284,6 +293,8 @@ class Networks:
         kinds: dict[str, Configurator] = {BRIDGE: self.bridges, VIF: self.vifs}
         if self.dnsmasq is not None:
             kinds[dnsdhcp.KIND] = self.dnsmasq
+        if self.firewall is not None:
+            kinds[firewall.KIND] = self.firewall
         return kinds
 
     def render(
@@ -300,4 +311,10 @@ class Networks:
                 ni_id, _, message = problem.partition(": ")
                 name = layout.instances[ni_id].name if ni_id in layout.instances else ""
                 errors.append(ObjectError("networkinstance", ni_id, name, message))
+        if self.firewall is not None:
+            fw, problems_by_app = firewall.render(layout)
+            items[fw.ref] = fw
+            hostnames = {v.app_id: v.hostname for v in layout.vifs.values()}
+            for app_id, message in problems_by_app:
+                errors.append(ObjectError("app", app_id, hostnames.get(app_id, ""), message))
         return items, errors

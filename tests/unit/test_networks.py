@@ -13,6 +13,8 @@ import pytest
 from agent.drivers.dnsmasq_fake import FakeDnsmasq, FakeDnsmasqHost
 from agent.drivers.domainxml import parse as parse_domain
 from agent.drivers.netlink_fake import FakeNetlink, FakeNetworkHost
+from agent.drivers.nft_api import NftSettings
+from agent.drivers.nft_fake import FakeNft
 from agent.reconcile.engine import EngineSettings
 from agent.reconcile.networks import Networks
 from agent.reconcile.node import VAULT_READY, NodeReconciler
@@ -32,6 +34,7 @@ class NetEnv:
         self.e = e
         self.host = FakeNetworkHost()
         self.netlink = FakeNetlink(NODE, host=self.host)
+        self.nft = FakeNft(NftSettings(NODE))
         self.dns_host = FakeDnsmasqHost()
         self.dnsmasq = FakeDnsmasq(self.dns_host, NODE, e.root / "dnsmasq")
         start = e.containers.start
@@ -55,7 +58,11 @@ class NetEnv:
         e.workloads = Workloads(WorkloadDrivers(e.containers, e.hypervisor), ws)
         e.made.append(e.workloads)
         nets = Networks(
-            self.netlink, e.containers, RecordBook(e.root / "net"), dnsmasq=self.dnsmasq
+            self.netlink,
+            e.containers,
+            RecordBook(e.root / "net"),
+            dnsmasq=self.dnsmasq,
+            nft=self.nft,
         )
         e.reconciler = NodeReconciler(
             e.runtime, workloads=e.workloads, networks=nets,
@@ -216,3 +223,61 @@ async def test_app_and_instance_info_carry_the_addresses(net: NetEnv) -> None:
     assert {v.appID for v in info.vifs} == {APP_CT, APP_VM}
     assert {a.ipAddress[0] for a in info.ipAssignments} >= {iface.IPAddrs[0]}
     assert "eth0 10.7.0." in app.interfaces[0]
+
+
+def with_uplink(doc: dict[str, Any], acls: list[dict[str, Any]]) -> dict[str, Any]:
+    doc["deviceIoList"] = [
+        {
+            "ptype": "PhyIoNetEth",
+            "phylabel": "up0",
+            "logicallabel": "up0",
+            "phyaddrs": {"ifname": "up0"},
+            "usage": "PhyIoUsageMgmtAndApps",
+        }
+    ]
+    doc["systemAdapterList"] = [{"name": "up0"}]
+    doc["networkInstances"][0]["port"] = {"name": "uplink"}
+    for app in doc["apps"]:
+        if app["uuidandversion"]["uuid"] == APP_CT:
+            app["interfaces"][0]["acls"] = acls
+    return doc  # fmt: skip
+
+
+async def test_nat_acls_and_portmaps_become_nft_rules(net: NetEnv) -> None:
+    net.host.add_link(None, "up0")
+    acls = [
+        {"id": 1, "matches": [{"type": "ip", "value": "192.0.2.0/24"},
+                              {"type": "protocol", "value": "tcp"},
+                              {"type": "fport", "value": "8080"}]},
+        {"id": 2, "matches": [{"type": "ip", "value": "198.51.100.7"}],
+         "actions": [{"drop": True}]},
+        {"id": 3, "matches": [{"type": "protocol", "value": "tcp"},
+                              {"type": "lport", "value": "8022"}],
+         "actions": [{"portmap": True, "appPort": 22}]},
+    ]  # fmt: skip
+    assert await net.apply(with_uplink(net.document(), acls))
+    tables = {t.name.rsplit("_", 1)[1]: t for t in await net.nft.list_owned()}
+    nat, filt = tables["nat"], tables["filter"]
+    post = nat.chain("postrouting")
+    assert post is not None and len(post.rules) == 1 and post.rules[0].comment.startswith("nat:")
+    pre = nat.chain("prerouting")
+    assert pre is not None and "dnat" in str(pre.rules[0].expr)
+    comments = [r.comment for c in filt.chains for r in c.rules if r.comment]
+    assert any(c.endswith(":1") for c in comments) and any(c.endswith(":2") for c in comments)
+    assert any(c.endswith(":0") for c in comments)  # the implicit drop
+    assert await net.netlink.forwarding("up0")  # replies come in on the port
+    # An ACL edit changes the rules, not the app.
+    before = (await net.e.containers.inspect(APP_CT)).id
+    acls[0]["matches"][2]["value"] = "9090"
+    assert await net.apply(with_uplink(net.document(), acls))
+    filt = {t.name.rsplit("_", 1)[1]: t for t in await net.nft.list_owned()}["filter"]
+    assert "9090" in str([c.rules for c in filt.chains])
+    assert (await net.e.containers.inspect(APP_CT)).id == before
+
+
+async def test_acls_this_agent_cannot_render_are_errors_of_their_app(net: NetEnv) -> None:
+    net.host.add_link(None, "up0")
+    acls = [{"id": 1, "matches": [{"type": "host", "value": "example.com"}]}]
+    assert not await net.apply(with_uplink(net.document(), acls))
+    errors = {e.id: e.message for e in net.e.reconciler.report.object_errors}  # type: ignore[union-attr]
+    assert "host matches are not supported yet" in errors[APP_CT]
