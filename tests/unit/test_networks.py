@@ -245,7 +245,7 @@ def with_uplink(doc: dict[str, Any], acls: list[dict[str, Any]]) -> dict[str, An
 
 async def test_nat_acls_and_portmaps_become_nft_rules(net: NetEnv) -> None:
     net.host.add_link(None, "up0")
-    acls = [
+    acls: list[dict[str, Any]] = [
         {"id": 1, "matches": [{"type": "ip", "value": "192.0.2.0/24"},
                               {"type": "protocol", "value": "tcp"},
                               {"type": "fport", "value": "8080"}]},
@@ -259,7 +259,8 @@ async def test_nat_acls_and_portmaps_become_nft_rules(net: NetEnv) -> None:
     tables = {t.name.rsplit("_", 1)[1]: t for t in await net.nft.list_owned()}
     nat, filt = tables["nat"], tables["filter"]
     post = nat.chain("postrouting")
-    assert post is not None and len(post.rules) == 1 and post.rules[0].comment.startswith("nat:")
+    assert post is not None and len(post.rules) == 1
+    assert (post.rules[0].comment or "").startswith("nat:")
     pre = nat.chain("prerouting")
     assert pre is not None and "dnat" in str(pre.rules[0].expr)
     comments = [r.comment for c in filt.chains for r in c.rules if r.comment]
