@@ -245,7 +245,21 @@ class FirewallConfigurator(BaseConfigurator):
         await self.nft.apply(self._ours(item))
 
     async def modify(self, old: FirewallItem, new: FirewallItem) -> None:
-        await self.nft.apply(self._ours(new))
+        # Only the chains that changed are flushed and refilled (an ACL edit: one chain, a few
+        # ms at thousands of rules); the driver syncs map elements and falls back to a whole
+        # table where the structure changed.
+        before = {(t.family, t.name): t for t in old.tables}
+        changed: set[tuple[str, str]] = set()
+        for table in new.tables:
+            prev = before.get((table.family, table.name))
+            if prev is None:
+                await self.nft.apply(self._ours(new))
+                return
+            names = {c.name for c in table.chains} | {c.name for c in prev.chains}
+            for name in names:
+                if table.chain(name) != prev.chain(name):
+                    changed.add((self.nft.table_name(table.name), name))
+        await self.nft.apply(self._ours(new), replace_chains=changed)
 
     async def delete(self, item: FirewallItem) -> None:
         for table in self._ours(item):

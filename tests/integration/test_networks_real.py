@@ -19,6 +19,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,7 @@ from agent.drivers.docker import DockerRuntime
 from agent.drivers.hypervisor import HypervisorSettings
 from agent.drivers.libvirt_fake import FakeHypervisor
 from agent.drivers.netlink import NetlinkDriver
+from agent.drivers.nft import LibNft, NftSettings
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.engine import EngineSettings
 from agent.reconcile.networks import Networks
@@ -88,8 +90,9 @@ async def site(tmp_path: Path) -> AsyncIterator[tuple[Env, NodeReconciler, str]]
             env.workloads = Workloads(WorkloadDrivers(containers, hv), ws)
             env.made.append(env.workloads)
             dnsmasq = DnsmasqDriver(node, base / "dnsmasq", netns=netns)
+            nft = LibNft(NftSettings(node, netns=netns))
             nets = Networks(NetlinkDriver(node, netns), containers, RecordBook(base / "net"),
-                            dnsmasq=dnsmasq)  # fmt: skip
+                            dnsmasq=dnsmasq, nft=nft)  # fmt: skip
             rec = NodeReconciler(env.runtime, workloads=env.workloads, networks=nets,
                                  settings=EngineSettings(resync_interval=3600))  # fmt: skip
             rec.set_condition(VAULT_READY, None)
@@ -103,14 +106,15 @@ async def site(tmp_path: Path) -> AsyncIterator[tuple[Env, NodeReconciler, str]]
                     await dnsmasq.stop(inst.instance_id)
                 for made in env.made:
                     await made.close()
+                await nft.close()
     finally:
         await containers.close()
         await asyncio.to_thread(_netns, "del", netns)
         shutil.rmtree(base, ignore_errors=True)
 
 
-async def test_a_container_on_a_local_instance(site: tuple[Env, NodeReconciler, str]) -> None:
-    env, rec, _netns_name = site
+def _container_doc(env: Env) -> dict[str, Any]:
+    """The container app alone, on a local instance (10.77.0.0/24)."""
     doc = env.document()
     doc["apps"] = [a for a in doc["apps"] if a["uuidandversion"]["uuid"] == APP_CT]
     doc["volumes"] = [v for v in doc["volumes"] if v["displayName"] != "vm-disk"]
@@ -123,6 +127,12 @@ async def test_a_container_on_a_local_instance(site: tuple[Env, NodeReconciler, 
                "dhcpRange": {"start": "10.77.0.10", "end": "10.77.0.50"}},
     }]  # fmt: skip
     doc["apps"][0]["interfaces"] = [{"name": "eth0", "networkId": NI}]
+    return doc
+
+
+async def test_a_container_on_a_local_instance(site: tuple[Env, NodeReconciler, str]) -> None:
+    env, rec, _netns_name = site
+    doc = _container_doc(env)
     assert await rec.apply(env.config(doc), 120), rec.report
 
     state = await env.containers.inspect(APP_CT)
@@ -145,3 +155,124 @@ async def test_a_container_on_a_local_instance(site: tuple[Env, NodeReconciler, 
     assert await rec.networks.netlink.list_owned() == []
     assert rec.networks.dnsmasq is not None
     assert await rec.networks.dnsmasq.driver.list_owned() == []
+
+
+def _outside(node_ns: str, outside: str, up: str) -> None:
+    """An "outside" namespace joined to the node's by a veth pair (``up`` is the node's port),
+    192.0.2.1 (node) - 192.0.2.2 (outside), with web servers on 8080 and 9090 outside."""
+    _netns("add", outside)
+    run = ["ip", "-n", node_ns]
+    subprocess.run([*run, "link", "add", up, "type", "veth", "peer", "name", "o0", "netns",
+                    outside], check=True, capture_output=True)  # fmt: skip
+    subprocess.run([*run, "addr", "add", "192.0.2.1/24", "dev", up], check=True)
+    subprocess.run([*run, "link", "set", up, "up"], check=True)
+    out = ["ip", "-n", outside]
+    subprocess.run([*out, "addr", "add", "192.0.2.2/24", "dev", "o0"], check=True)
+    subprocess.run([*out, "link", "set", "o0", "up"], check=True)
+    subprocess.run([*out, "link", "set", "lo", "up"], check=True)
+
+
+def _diagnose(node_ns: str, pid: int) -> str:
+    """What a failed packet test shows of the node's namespace and the app's."""
+    out = []
+    for argv in (
+        ["ip", "netns", "exec", node_ns, "nft", "list", "ruleset"],
+        ["ip", "-n", node_ns, "-br", "addr"],
+        ["ip", "netns", "exec", node_ns, "sh", "-c",
+         "grep -H . /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv4/ip_forward"],
+        ["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "route"],
+        ["ip", "-n", node_ns, "neigh"],
+    ):  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        out.append(f"$ {' '.join(argv)}\n{done.stdout}{done.stderr}")
+    return "\n".join(out)
+
+
+_GET = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).read())"
+
+
+def _wget(pid: int, url: str) -> bool:
+    """An HTTP GET from the app's namespace (Python's client: busybox's wget crashes here)."""
+    done = _in_ns(pid, "python3", "-c", _GET, url)
+    return done.returncode == 0
+
+
+async def test_nat_acls_and_a_portmap_with_real_packets(
+    site: tuple[Env, NodeReconciler, str], tmp_path: Path
+) -> None:
+    env, rec, node_ns = site
+    outside = f"{node_ns}o"
+    up = f"up{node_ns[-6:]}"
+    servers: list[subprocess.Popen[bytes]] = []
+    await asyncio.to_thread(_outside, node_ns, outside, up)
+    try:
+        for port in (8080, 9090):
+            root = tmp_path / str(port)
+            root.mkdir()
+            (root / "index.html").write_text(f"outside {port}\n")
+            servers.append(await asyncio.to_thread(
+                subprocess.Popen,
+                ["ip", "netns", "exec", outside, "python3", "-m", "http.server", str(port),
+                 "--bind", "192.0.2.2", "--directory", str(root)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))  # fmt: skip
+        acls: list[dict[str, object]] = [
+            {"id": 1, "matches": [{"type": "ip", "value": "192.0.2.0/24"},
+                                  {"type": "protocol", "value": "tcp"},
+                                  {"type": "fport", "value": "8080"}]},
+            {"id": 2, "matches": [{"type": "protocol", "value": "tcp"},
+                                  {"type": "lport", "value": "8022"}],
+             "actions": [{"portmap": True, "appPort": 8000}]},
+        ]  # fmt: skip
+        doc = _container_doc(env)
+        doc["deviceIoList"] = [
+            {
+                "ptype": "PhyIoNetEth",
+                "phylabel": "up0",
+                "logicallabel": "up0",
+                "phyaddrs": {"ifname": up},
+                "usage": "PhyIoUsageMgmtAndApps",
+            }
+        ]
+        doc["systemAdapterList"] = [{"name": "up0"}]
+        doc["networkInstances"][0]["port"] = {"name": "uplink"}
+        doc["apps"][0]["interfaces"][0]["acls"] = acls  # fmt: skip
+        assert await rec.apply(env.config(doc), 120), rec.report
+        state = await env.containers.inspect(APP_CT)
+        assert state.pid is not None
+        await asyncio.sleep(1.0)  # the servers listening
+        ok = await asyncio.to_thread(_wget, state.pid, "http://192.0.2.2:8080/")  # via NAT
+        assert ok, await asyncio.to_thread(_diagnose, node_ns, state.pid)
+        assert not await asyncio.to_thread(_wget, state.pid, "http://192.0.2.2:9090/")  # ACL
+
+        # A portmap: the outside reaches the app's port 8000 through the node's port 8022.
+        app_httpd = await asyncio.to_thread(
+            subprocess.Popen,
+            ["nsenter", f"--net=/proc/{state.pid}/ns/net", "python3", "-m", "http.server",
+             "8000", "--directory", str(tmp_path / "8080")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        servers.append(app_httpd)
+        await asyncio.sleep(1.0)
+        got = await asyncio.to_thread(
+            subprocess.run,
+            ["ip", "netns", "exec", outside, "python3", "-c", _GET, "http://192.0.2.1:8022/"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert got.returncode == 0 and "outside 8080" in got.stdout, got.stderr
+
+        # Editing the ACL changes what passes, without touching the app.
+        acls[0]["matches"][2]["value"] = "9090"  # type: ignore[index]
+        assert await rec.apply(env.config(doc), 60), rec.report
+        assert (await env.containers.inspect(APP_CT)).id == state.id
+        assert await asyncio.to_thread(_wget, state.pid, "http://192.0.2.2:9090/")
+        assert not await asyncio.to_thread(_wget, state.pid, "http://192.0.2.2:8080/")
+        assert rec.networks is not None and rec.networks.firewall is not None
+        counters = await rec.networks.firewall.counters()
+        assert counters[f"ace:{APP_CT}:0:1"][0] > 0  # the allow counted the packets
+        assert counters[f"ace:{APP_CT}:0:0"][0] > 0  # and the implicit drop its own
+    finally:
+        for proc in servers:
+            proc.kill()
+            proc.wait()
+        await asyncio.to_thread(_netns, "del", outside)
