@@ -19,6 +19,9 @@
    apps (goal: 50 apps within 100 MB) and CPU with 20 apps, app watch and metrics every 10 s
    (goal: under 1 % of a core), beside the same agent process with no apps.  A missing
    service is an ERROR row and exit status 1.
+6. Firewall (tools/bench_nft.py; root, a scratch network namespace): 5,000 ACE-like rules over
+   100 per-interface chains behind a verdict map, applied whole and one ACE changed
+   (replace_chains; goal: under 50 ms), beside ``nft -f`` of the same ruleset.
 
 ``--no-workloads`` leaves out 5, ``--workloads-only`` runs only 5, ``--quick`` makes 5 shorter
 (fewer runs, 15 s CPU windows), ``--workload-window`` sets its CPU windows (default 60 s).
@@ -44,6 +47,7 @@ from agent.wire import envelope, pki
 from agent.wire.envelope import SoftwareSigner, pem_cert_hash
 from agent.wire.pb.config import devconfig_pb2
 from tools.bench_engine import bench_engine
+from tools.bench_nft import bench_apply
 from tools.bench_workload_env import ServiceMissing
 from tools.bench_workloads import bench_workloads
 
@@ -376,6 +380,12 @@ def main() -> int:
             rows += bench_tpm(args.repeat)
             rows += bench_loop_stall(args.stall_seconds)
     failed = False
+    if not args.workloads_only:
+        try:
+            rows += bench_apply(5000, repeat=args.repeat)
+        except RuntimeError as exc:
+            rows.append(("firewall: 5,000 ACEs over 100 chains (nft)", "ERROR", str(exc), ""))
+            failed = True
     if not args.no_workloads:
         try:
             rows += bench_workloads(quick=args.quick, window=args.workload_window)
