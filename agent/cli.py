@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # pyroute2 logs every netlink message at debug level: far too much for the node's log.
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
     mode = _tpm_mode(args)
     if mode is None:
         # Never a silent fallback to software keys: the operator must say so.

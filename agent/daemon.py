@@ -36,7 +36,9 @@ from agent.drivers.dnsmasq import DnsmasqDriver
 from agent.drivers.docker import DockerRuntime
 from agent.drivers.hypervisor import HypervisorSettings
 from agent.drivers.libvirt import LibvirtHypervisor
+from agent.drivers.metadata import MetadataServer
 from agent.drivers.netlink import NetlinkDriver
+from agent.drivers.nft import LibNft, NftSettings
 from agent.drivers.systemd import sd_notify, watchdog_interval
 from agent.link.applogs import AppLogSpool, AppLogUploader
 from agent.link.attestation import Attestor, NoTpmQuotes, QuoteSource
@@ -53,6 +55,7 @@ from agent.link.transport import ControllerClient, TransportError
 from agent.model.configitems import ConfigItems
 from agent.reconcile.apptelemetry import AppTelemetry
 from agent.reconcile.configitems import RuntimeItems
+from agent.reconcile.metadata import MetadataAnswers
 from agent.reconcile.networks import Networks
 from agent.reconcile.node import VAULT_READY, NodeReconciler
 from agent.reconcile.records import RecordBook
@@ -126,11 +129,18 @@ class Node:
     def _make_networks(self, workloads: Workloads) -> Networks:
         """Bridges, app interfaces and dnsmasq in the node's namespace (root, or ``--netns``)."""
         name, netns = self.settings.host_name, self.settings.netns
+        netlink = NetlinkDriver(name, netns)
+        # The server answers from the reconciler's current config and plan (made just after).
+        answers = MetadataAnswers(
+            lambda: self.reconciler.current, lambda: self.reconciler.layout, netlink
+        )
         return Networks(
-            NetlinkDriver(name, netns),
+            netlink,
             workloads.drivers.containers,
             RecordBook(self.paths.persist / "status" / "net"),
             dnsmasq=DnsmasqDriver(name, self.paths.run / "dnsmasq", netns=netns),
+            nft=LibNft(NftSettings(name, netns=netns)),
+            metadata=MetadataServer(answers, netns=netns),
         )
 
     def vault_root(self) -> Path | None:
@@ -380,6 +390,10 @@ class Node:
                 await self.workloads.drivers.hypervisor.close()
             if self.networks is not None:
                 await self.networks.netlink.close()
+                if self.networks.firewall is not None:
+                    await self.networks.firewall.nft.close()
+                if self.networks.metadata is not None:
+                    await self.networks.metadata.server.stop()
 
     async def _link(self, stop: asyncio.Event) -> None:
         """The saved config first, onboarding if the node has none, then the link tasks."""

@@ -30,10 +30,12 @@ from typing import Any
 from agent.drivers.containers import ContainerRuntime
 from agent.drivers.dnsmasq import Dnsmasq
 from agent.drivers.errors import NotFoundError, TemporaryError
+from agent.drivers.metadata import METADATA_ADDRESS, MetadataServer
 from agent.drivers.netlink_api import LinkKind, Netlink, parse_name
 from agent.drivers.nft_api import Nft
 from agent.model.config import ObjectError
 from agent.reconcile import dnsdhcp, firewall
+from agent.reconcile import metadata as metadata_mod
 from agent.reconcile.items import BaseConfigurator, Configurator, Item, ItemRef, OwnerRef
 from agent.reconcile.netplan import LOCAL, NetPlan, stable_mac
 from agent.reconcile.records import RecordBook
@@ -189,6 +191,9 @@ class BridgeConfigurator(_Recorded):
 
     async def _apply(self, item: BridgeItem, old: BridgeItem | None) -> None:
         addresses = [ipaddress.ip_interface(item.address)] if item.address else []
+        if item.kind == LOCAL:
+            # Apps reach the metadata server here (the same /32 on every local instance).
+            addresses.append(ipaddress.ip_interface(f"{METADATA_ADDRESS}/32"))
         await self.netlink.ensure_bridge(
             item.name, mtu=item.mtu or None, mac=item.mac, addresses=addresses
         )
@@ -278,12 +283,16 @@ class Networks:
         records: RecordBook,
         dnsmasq: Dnsmasq | None = None,
         nft: Nft | None = None,
+        metadata: MetadataServer | None = None,
     ) -> None:
         self.netlink = netlink
         self.bridges = BridgeConfigurator(netlink, records)
         self.vifs = VifConfigurator(netlink, records, containers)
         self.dnsmasq = dnsdhcp.DnsmasqConfigurator(dnsmasq) if dnsmasq is not None else None
         self.firewall = firewall.FirewallConfigurator(nft) if nft is not None else None
+        self.metadata = (
+            metadata_mod.MetadataConfigurator(metadata) if metadata is not None else None
+        )
 
     @property
     def node(self) -> str:
@@ -295,6 +304,8 @@ class Networks:
             kinds[dnsdhcp.KIND] = self.dnsmasq
         if self.firewall is not None:
             kinds[firewall.KIND] = self.firewall
+        if self.metadata is not None:
+            kinds[metadata_mod.KIND] = self.metadata
         return kinds
 
     def render(
@@ -311,6 +322,9 @@ class Networks:
                 ni_id, _, message = problem.partition(": ")
                 name = layout.instances[ni_id].name if ni_id in layout.instances else ""
                 errors.append(ObjectError("networkinstance", ni_id, name, message))
+        if self.metadata is not None and any(ni.kind == LOCAL for ni in layout.instances.values()):
+            served = metadata_mod.MetadataItem()
+            items[served.ref] = served
         if self.firewall is not None:
             fw, problems_by_app = firewall.render(layout)
             items[fw.ref] = fw

@@ -170,6 +170,11 @@ class NodeReconciler:
             self._render_errors += problems
         return desired
 
+    @property
+    def layout(self) -> netplan.NetPlan | None:
+        """The network plan of the current config (None without networks)."""
+        return self._layout
+
     def maintenance(self, config: NodeConfig | None = None) -> bool:
         """Maintenance mode asked for (config or ``maintenance.mode``): apps stop, none start."""
         cfg = config or self.current

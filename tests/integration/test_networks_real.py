@@ -11,7 +11,9 @@ the files, also when the test fails.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -28,10 +30,12 @@ from agent.drivers.dnsmasq import DnsmasqDriver
 from agent.drivers.docker import DockerRuntime
 from agent.drivers.hypervisor import HypervisorSettings
 from agent.drivers.libvirt_fake import FakeHypervisor
+from agent.drivers.metadata import MetadataServer
 from agent.drivers.netlink import NetlinkDriver
 from agent.drivers.nft import LibNft, NftSettings
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.engine import EngineSettings
+from agent.reconcile.metadata import MetadataAnswers
 from agent.reconcile.networks import Networks
 from agent.reconcile.node import VAULT_READY, NodeReconciler
 from agent.reconcile.records import RecordBook
@@ -68,6 +72,9 @@ async def site(tmp_path: Path) -> AsyncIterator[tuple[Env, NodeReconciler, str]]
     base = Path(tempfile.mkdtemp(prefix="eve-nw-", dir="/var/tmp"))
     os.chmod(base, 0o711)  # dnsmasq (its own user) re-reads its hosts files below it
     await asyncio.to_thread(_netns, "add", netns)
+    await asyncio.to_thread(  # as on a real node, loopback is up
+        subprocess.run, ["ip", "-n", netns, "link", "set", "lo", "up"], check=True
+    )
     containers = DockerRuntime(node, DockerSettings())
     hv = FakeHypervisor(HypervisorSettings(node, tmp_path / "domains"))
     try:
@@ -91,10 +98,16 @@ async def site(tmp_path: Path) -> AsyncIterator[tuple[Env, NodeReconciler, str]]
             env.made.append(env.workloads)
             dnsmasq = DnsmasqDriver(node, base / "dnsmasq", netns=netns)
             nft = LibNft(NftSettings(node, netns=netns))
-            nets = Networks(NetlinkDriver(node, netns), containers, RecordBook(base / "net"),
-                            dnsmasq=dnsmasq, nft=nft)  # fmt: skip
+            netlink = NetlinkDriver(node, netns)
+            holder: list[NodeReconciler] = []
+            answers = MetadataAnswers(lambda: holder[0].current, lambda: holder[0].layout,
+                                      netlink)  # fmt: skip
+            md_server = MetadataServer(answers, netns=netns)
+            nets = Networks(netlink, containers, RecordBook(base / "net"),
+                            dnsmasq=dnsmasq, nft=nft, metadata=md_server)  # fmt: skip
             rec = NodeReconciler(env.runtime, workloads=env.workloads, networks=nets,
                                  settings=EngineSettings(resync_interval=3600))  # fmt: skip
+            holder.append(rec)
             rec.set_condition(VAULT_READY, None)
             env.reconciler = rec
             try:
@@ -107,6 +120,7 @@ async def site(tmp_path: Path) -> AsyncIterator[tuple[Env, NodeReconciler, str]]
                 for made in env.made:
                     await made.close()
                 await nft.close()
+                await md_server.stop()
     finally:
         await containers.close()
         await asyncio.to_thread(_netns, "del", netns)
@@ -147,6 +161,24 @@ async def test_a_container_on_a_local_instance(site: tuple[Env, NodeReconciler, 
     # dnsmasq answers the app's name with its address (busybox nslookup, from its namespace).
     lookup = _in_ns(state.pid, "busybox", "nslookup", "ct-app", "10.77.0.1")
     assert address in lookup.stdout, lookup.stdout + lookup.stderr
+
+    # The metadata server knows the app by its address and tells it its own data only.
+    # (in threads: the server answers on this test's event loop)
+    md = "http://169.254.169.254"
+    got = await asyncio.to_thread(
+        _in_ns, state.pid, "python3", "-c", _GET, f"{md}/eve/v1/network.json"
+    )
+    assert got.returncode == 0, got.stderr
+    doc_md = json.loads(ast.literal_eval(got.stdout.strip()).decode())
+    assert doc_md["app-instance-uuid"] == APP_CT and doc_md["caller-ip"].startswith(address)
+    got = await asyncio.to_thread(_in_ns, state.pid, "python3", "-c", _GET, f"{md}/user-data")
+    assert "GREETING=hello world" in got.stdout
+    stranger = await asyncio.to_thread(
+        subprocess.run,
+        ["ip", "netns", "exec", _netns_name, "python3", "-c", _GET, f"{md}/eve/v1/network.json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert stranger.returncode != 0 and "404" in stranger.stderr  # the node is no app
 
     # Delete: no bridge, veth or dnsmasq is left in the node's namespace.
     empty = env.document(networkInstances=[], apps=[], volumes=[], contentInfo=[], datastores=[])

@@ -100,7 +100,7 @@ async def test_apps_get_interfaces_on_the_instance(net: NetEnv) -> None:
     assert await net.apply(net.document())
     links = {link.name: link for link in await net.netlink.list_owned()}
     (bridge,) = [link for link in links.values() if link.kind == "bridge"]
-    assert [str(a) for a in bridge.addresses] == ["10.7.0.1/24"]
+    assert sorted(str(a) for a in bridge.addresses) == ["10.7.0.1/24", "169.254.169.254/32"]
     assert await net.netlink.forwarding(bridge.name)
     (vif,) = [link for link in links.values() if link.kind == "veth"]
     assert vif.master == bridge.name
@@ -161,7 +161,7 @@ async def test_an_address_change_applies_in_place(net: NetEnv) -> None:
     assert await net.apply(doc)
     again = await net.netlink.link(bridge.name)
     assert again is not None and again.ifindex == bridge.ifindex  # the same bridge
-    assert [str(a) for a in again.addresses] == ["10.8.0.1/24"]
+    assert sorted(str(a) for a in again.addresses) == ["10.8.0.1/24", "169.254.169.254/32"]
 
 
 async def test_an_interface_on_a_missing_instance_is_an_error_of_its_app(net: NetEnv) -> None:
