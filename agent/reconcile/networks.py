@@ -322,10 +322,12 @@ class Networks:
                 ni_id, _, message = problem.partition(": ")
                 name = layout.instances[ni_id].name if ni_id in layout.instances else ""
                 errors.append(ObjectError("networkinstance", ni_id, name, message))
-        if self.metadata is not None and any(ni.kind == LOCAL for ni in layout.instances.values()):
+        local = any(ni.kind == LOCAL for ni in layout.instances.values())
+        if self.metadata is not None and local:
             served = metadata_mod.MetadataItem()
             items[served.ref] = served
-        if self.firewall is not None:
+        # No local instance, no tables: a node without networks keeps no rules of ours.
+        if self.firewall is not None and local:
             fw, problems_by_app = firewall.render(layout)
             items[fw.ref] = fw
             hostnames = {v.app_id: v.hostname for v in layout.vifs.values()}

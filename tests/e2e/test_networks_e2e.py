@@ -1,0 +1,159 @@
+"""Network instances end to end: our controller, the agent process with its own network
+namespace (``--netns``), dockerd and the local registry.
+
+A container app on a local instance gets its address; the agent is killed (SIGKILL) in the
+middle of an ACL change and started again: the bridge, the app's interface, dnsmasq and the
+firewall tables are adopted (same names, same dnsmasq process, one of each), the change lands,
+and deleting the config leaves nothing in the namespace (no link but loopback, no nft table, no
+dnsmasq).  The namespace is the test's own; teardown removes it, the container and dnsmasq, also
+when the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import Controller, Node, wait_for
+from tests.e2e.sample_apps import CT_NAME, FileServer, apps_config, build_images
+
+FAST = [{"key": "timer.config.interval", "value": "5"}]
+NI = "7a1e5f0c-3b2d-4c8e-9f10-00000000e001"
+
+
+def _require(reason: str) -> None:
+    if os.environ.get("EVE_AGENT_REQUIRE_SERVICES") or os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _ns(netns: str, *argv: str) -> str:
+    done = subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True, text=True,
+                          timeout=30, check=False)  # fmt: skip
+    return done.stdout
+
+
+def _dnsmasq_pids(root: Path) -> list[int]:
+    marker = f"--conf-file={(root / 'run' / 'dnsmasq').absolute()}/"
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+                state = (proc / "stat").read_text().split()[2]
+            except OSError:
+                continue
+            if state != "Z" and any(a.startswith(marker) for a in argv):
+                pids.append(int(proc.name))
+    return pids
+
+
+@pytest.fixture
+def site() -> Iterator[tuple[Controller, Node, str, Any]]:
+    if os.geteuid() != 0:
+        _require("networks end to end: needs root")
+    try:
+        images = build_images()
+    except (RuntimeError, StopIteration, subprocess.TimeoutExpired) as exc:
+        _require(f"test images: {exc}")
+    base = Path(tempfile.mkdtemp(prefix="eve-e2e-net-", dir="/var/tmp"))
+    os.chmod(base, 0o711)
+    netns = f"e2enet{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+    ctl = Controller(base / "controller")
+    ctl.init()
+    ctl.set_default_config({"configItems": FAST})
+    ctl.start()
+    node = Node(base / "node", ctl, serial=f"e2e-net-{netns[-6:]}", netns=netns)
+    disks = FileServer(images.disk.parent)
+    try:
+        yield ctl, node, netns, (images, disks.port)
+    finally:
+        node.shutdown()  # stops the agent, removes its containers and dnsmasq
+        ctl.stop()
+        disks.close()
+        subprocess.run(["ip", "netns", "del", netns], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def config(images: Any, port: int, fport: str) -> dict[str, Any]:
+    doc = {"configItems": FAST, **apps_config(images, port)}
+    doc["apps"] = [a for a in doc["apps"] if a["displayname"] == CT_NAME]
+    doc["volumes"] = [v for v in doc["volumes"] if v["displayName"] == "hello-root"]
+    doc["contentInfo"] = [t for t in doc["contentInfo"] if t["displayName"] == "test-busybox"]
+    doc["networkInstances"] = [{
+        "uuidandversion": {"uuid": NI, "version": "1"}, "displayname": "lan",
+        "instType": "ZnetInstLocal", "activate": True,
+        "ip": {"subnet": "10.66.0.0/24", "gateway": "10.66.0.1",
+               "dhcpRange": {"start": "10.66.0.10", "end": "10.66.0.90"}},
+    }]  # fmt: skip
+    doc["apps"][0]["interfaces"] = [{"name": "eth0", "networkId": NI, "acls": [
+        {"id": 1, "matches": [{"type": "ip", "value": "0.0.0.0/0"},
+                              {"type": "protocol", "value": "tcp"},
+                              {"type": "fport", "value": fport}]},
+    ]}]  # fmt: skip
+    return doc
+
+
+def links(netns: str) -> list[str]:
+    out = _ns(netns, "ip", "-j", "link", "show")
+    return sorted(link["ifname"] for link in json.loads(out or "[]") if link["ifname"] != "lo")
+
+
+def tables(netns: str) -> list[str]:
+    out = json.loads(_ns(netns, "nft", "-j", "list", "tables") or '{"nftables": []}')
+    return sorted(e["table"]["name"] for e in out["nftables"] if "table" in e)
+
+
+def test_killed_mid_change_adopts_and_delete_leaves_nothing(
+    site: tuple[Controller, Node, str, Any],
+) -> None:
+    ctl, node, netns, (images, port) = site
+    node.start()
+    device = node.wait_onboarded()
+    ctl.set_config(device, config(images, port, "80"))
+
+    def running() -> bool:
+        status = node.status()
+        return any(o.get("kind") == "app" and o.get("phase") == "RUNNING"
+                   and o.get("interfaces") for o in status.get("owners", []))  # fmt: skip
+
+    wait_for(running, 240, "the app running with its interface")
+    before_links, before_tables = links(netns), tables(netns)
+    (dnsmasq,) = _dnsmasq_pids(node.root)
+    assert len(before_links) == 2 and len(before_tables) == 2  # bridge + vif; nat + filter
+    assert "dport 80" in _ns(netns, "nft", "list", "ruleset")
+
+    # An ACL change, and the agent killed while it applies it.
+    ctl.set_config(device, config(images, port, "8080"))
+    deadline = time.monotonic() + 60
+    while "dport 8080" not in _ns(netns, "nft", "list", "ruleset"):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert node.agent is not None
+    node.agent.kill()
+    node.start()
+    wait_for(lambda: "dport 8080" in _ns(netns, "nft", "list", "ruleset") and running(), 120,
+             "the change to land after the restart")  # fmt: skip
+    time.sleep(3)  # a settled agent: nothing more should change
+    assert links(netns) == before_links
+    assert tables(netns) == before_tables
+    assert _dnsmasq_pids(node.root) == [dnsmasq]  # adopted, not restarted
+
+    # Delete: nothing is left in the node's namespace.
+    ctl.set_config(device, {"configItems": FAST})
+    wait_for(lambda: not links(netns) and not _dnsmasq_pids(node.root), 120,
+             "the network instance to go")  # fmt: skip
+    wait_for(lambda: not tables(netns), 30, "the firewall tables to go")
