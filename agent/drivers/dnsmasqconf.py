@@ -41,7 +41,7 @@ _T = TypeVar("_T")
 MIN_LEASE_TIME = 120
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
-_NFT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_NFT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")  # as nft_api allows
 _MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 _PATH = re.compile(r"/[A-Za-z0-9_./+@-]*")
 

@@ -61,6 +61,8 @@ class AppItem:
     nics: tuple[tuple[str, str, str], ...] = field(default=(), compare=False)
     #: The network instances whose bridges it needs.
     networks: tuple[str, ...] = field(default=(), compare=False)
+    #: A container's DNS servers: its instances' gateways (their dnsmasq).
+    resolvers: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def ref(self) -> ItemRef:
@@ -105,6 +107,7 @@ def _digest(
     vols: tuple[volumes.VolumeItem, ...],
     mounts: tuple[str, ...],
     nics: tuple[tuple[str, str, str], ...] = (),
+    resolvers: tuple[str, ...] = (),
 ) -> str:
     doc = [
         app.memory_kib, app.vcpus, app.virtualization_mode, app.runtime_type,
@@ -113,6 +116,7 @@ def _digest(
         [[v.id, v.generation, v.purge, v.vkind, v.tree_content, v.readonly] for v in vols],
         list(mounts),
         [list(n) for n in nics],
+        list(resolvers),
     ]  # fmt: skip
     return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()[:32]
 
@@ -172,6 +176,7 @@ def render(
         runs = app.activate and not halt_all
         nics: tuple[tuple[str, str, str], ...] = ()
         networks: tuple[str, ...] = ()
+        resolvers: tuple[str, ...] = ()
         if netplan is not None:
             if any(e.kind == "app" and e.id == app.id for e in netplan.errors):
                 continue  # the plan's error on the app says why
@@ -181,15 +186,20 @@ def render(
             if kind == DOMAIN:
                 nics = tuple((netplan.instances[v.ni_id].bridge, v.mac, v.host_name)
                              for v in vifs)  # fmt: skip
+            else:
+                resolvers = tuple(dict.fromkeys(
+                    str(a.gateway) for v in vifs if v.ip
+                    and (a := netplan.instances[v.ni_id].addressing) is not None
+                ))  # fmt: skip
         out.plans[app.id] = AppPlan(
             app.id, kind, tuple(v.id for v in app_vols),
             tuple(dict.fromkeys(v.tree for v in app_vols if v.tree)), runs,
         )  # fmt: skip
         if runs:
             app_item = AppItem(
-                kind, app.id, _digest(app, app_vols, mounts, nics), app=app, volumes=app_vols,
-                mounts=mounts, delayed=app.id in delayed_ids, nics=nics,
-                networks=networks if kind == DOMAIN else (),
+                kind, app.id, _digest(app, app_vols, mounts, nics, resolvers), app=app,
+                volumes=app_vols, mounts=mounts, delayed=app.id in delayed_ids, nics=nics,
+                networks=networks if kind == DOMAIN else (), resolvers=resolvers,
             )  # fmt: skip
             out.items[app_item.ref] = app_item
     return out

@@ -83,8 +83,13 @@ class ContainerAppConfigurator(BaseConfigurator):
             if made is None or made.path is None:
                 raise TemporaryError(f"volume {vol.id} is not ready")
             mounts.append(BindMount(str(made.path), target, read_only=vol.readonly))
-        if data.files:
-            mounts += await asyncio.to_thread(self._write_files, app.id, data.files)
+        files = list(data.files)
+        if item.resolvers and not any(f.path == "/etc/resolv.conf" for f in files):
+            # The app resolves through its instances' dnsmasq (app names, host ACLs).
+            text = "".join(f"nameserver {r}\n" for r in item.resolvers)
+            files.append(userdata.InjectedFile("/etc/resolv.conf", text.encode(), 0o644))
+        if files:
+            mounts += await asyncio.to_thread(self._write_files, app.id, tuple(files))
         return ContainerSpec(
             name=app.id,
             image=root.image_id,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,8 @@ from agent.drivers.dnsmasq import (
     DnsmasqConfig,
     HostRecord,
     InvalidConfig,
+    NftSet,
+    NftsetRule,
     StaticHost,
 )
 from agent.reconcile.items import BaseConfigurator, Item, ItemRef, OwnerRef
@@ -62,10 +64,15 @@ class DnsmasqItem:
         return False  # ensure() restarts or reloads as the change needs
 
 
-def render(netplan: NetPlan, apps: Mapping[str, str]) -> tuple[dict[ItemRef, Item], list[str]]:
+def render(
+    netplan: NetPlan,
+    apps: Mapping[str, str],
+    nftsets: Mapping[str, Sequence[tuple[str, str, str]]] | None = None,
+) -> tuple[dict[ItemRef, Item], list[str]]:
     """The dnsmasq items of the plan's local instances, and the problems found (as
     ``ni_id: message``; the instance runs without dnsmasq then).  ``apps`` maps app ids to
-    their host names."""
+    their host names; ``nftsets`` per instance the (domain, table, set) whose resolved
+    addresses dnsmasq adds to the firewall's sets (``host`` ACL matches)."""
     out: dict[ItemRef, Item] = {}
     problems: list[str] = []
     for ni in netplan.instances.values():
@@ -101,6 +108,10 @@ def render(netplan: NetPlan, apps: Mapping[str, str]) -> tuple[dict[ItemRef, Ite
                 upstreams=tuple(ipaddress.ip_address(u) for u in dict.fromkeys(upstreams)),
                 mtu=ni.mtu or None,
                 default_route=bool(ni.ports),
+                nftsets=tuple(
+                    NftsetRule(domain, (NftSet(table, name),))
+                    for domain, table, name in sorted((nftsets or {}).get(ni.id, ()))
+                ),
             )
         except (InvalidConfig, ValueError) as exc:
             problems.append(f"{ni.id}: DHCP/DNS: {exc}")

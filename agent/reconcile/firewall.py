@@ -19,9 +19,12 @@ transaction by the ``firewall`` item, so no packet ever meets half of a change:
   (conntrack).  Traffic to the gateway itself (DNS, DHCP) is input, not forward: always
   allowed.
 
-Not yet here (written down in the closing note of the network issue): ``host`` matches (they
-need dnsmasq's nftset, the driver supports it), app-to-app traffic on one bridge (a bridge
-family table), switch instances, flow logs, the node firewall.
+A ``host`` match (an FQDN and its subdomains) is a set with a timeout that the instance's dnsmasq
+fills with the addresses it resolves for the app (``nftset``); the rule matches ``ip daddr``
+in it, so it follows the DNS answers.
+
+Not yet here (docs/networking.md): app-to-app traffic on one bridge (a bridge family table),
+switch instances, flow logs, the node firewall.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from agent.drivers.errors import NotFoundError, PermanentError
-from agent.drivers.nft_api import Chain, Family, Map, Nft, Rule, Table
+from agent.drivers.nft_api import Chain, Family, Map, Nft, Rule, Set, Table
 from agent.model.acl import PROTOCOLS, Ace
 from agent.reconcile.items import BaseConfigurator, ItemRef, OwnerRef
 from agent.reconcile.netplan import LOCAL, NetPlan, VifPlan
@@ -89,9 +92,23 @@ def chain_names(vif: VifPlan, number: int) -> tuple[str, str]:
     return f"out{number}", f"in{number}"
 
 
-def _ace_rule(app_id: str, vif: VifPlan, ace: Ace) -> list[Rule]:
+#: Seconds an address dnsmasq resolved for a ``host`` match stays in its set.
+HOST_TIMEOUT = 3600
+
+
+@dataclass(frozen=True)
+class HostSet:
+    """A ``host`` match's set: dnsmasq adds the addresses it resolves for ``domain`` (and its
+    subdomains) on the instance ``ni_id``."""
+
+    ni_id: str
+    domain: str
+    set_name: str
+
+
+def _ace_rule(app_id: str, vif: VifPlan, ace: Ace, number: int, hosts: list[HostSet]) -> list[Rule]:
     """The egress rule(s) of one ACE.  PermanentError for what EVE refuses or this agent does
-    not do yet."""
+    not do yet.  A ``host`` match adds its set to ``hosts``."""
     exprs: list[dict[str, Any]] = []
     protocol: str | None = None
     ports: dict[str, str] = {}
@@ -107,13 +124,17 @@ def _ace_rule(app_id: str, vif: VifPlan, ace: Ace) -> list[Rule]:
             ports[m.type] = m.value
         elif m.type == "adapter":
             continue  # meaningful for PORTMAP only
+        elif m.type == "host":
+            name = f"h{number}_{ace.id}"
+            hosts.append(HostSet(vif.ni_id, m.value.removeprefix("*."), name))
+            exprs.append(_match("daddr", f"@{name}"))
         else:
             raise PermanentError(f"ACE {ace.id}: {m.type} matches are not supported yet")
     if ports and protocol not in ("tcp", "udp", "sctp", "6", "17", "132"):
         raise PermanentError(f"ACE {ace.id}: ports need protocol tcp, udp or sctp")
     if protocol is not None:
-        number = PROTOCOLS.get(protocol, None)
-        exprs.append(_match("l4proto", int(number) if number is not None else int(protocol)))
+        proto = PROTOCOLS.get(protocol, None)
+        exprs.append(_match("l4proto", int(proto) if proto is not None else int(protocol)))
     if "lport" in ports:
         exprs.append(_match("sport", int(ports["lport"])))
     if "fport" in ports:
@@ -135,7 +156,7 @@ def _ace_rule(app_id: str, vif: VifPlan, ace: Ace) -> list[Rule]:
     return [Rule((*exprs, {"accept": None}), comment=comment, counter=True)]
 
 
-def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]]]:
+def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[HostSet]]:
     """The node's firewall for ``netplan``, and (app id, error) for ACLs it cannot render (that
     app interface then gets only the implicit rules: everything but replies dropped)."""
     errors: list[tuple[str, str]] = []
@@ -151,6 +172,7 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]]]:
                 {"masquerade": None},
             ), comment=f"nat:{ni.id}:{port.name}", counter=True))  # fmt: skip
     chains: list[Chain] = []
+    hosts: list[HostSet] = []
     out_map: list[tuple[Any, Any]] = []
     in_map: list[tuple[Any, Any]] = []
     vifs = sorted((v for v in netplan.vifs.values() if v.ip), key=lambda v: (v.app_id, v.index))
@@ -163,7 +185,7 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]]]:
         in_rules: list[Rule] = []
         try:
             for ace in vif.acls:
-                out_rules += _ace_rule(vif.app_id, vif, ace)
+                out_rules += _ace_rule(vif.app_id, vif, ace, number, hosts)
                 action = ace.actions[0] if ace.actions else None
                 if action is not None and action.portmap:
                     in_rules.append(_portmap_in(vif, ace))
@@ -187,7 +209,10 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]]]:
         Rule(({"vmap": {"key": {"payload": {"protocol": "ip", "field": "daddr"}},
                         "data": "@vif_in"}},)),
     ))  # fmt: skip
-    filter_table = Table(Family.INET, FILTER_TABLE, chains=(forward, *chains), maps=(
+    sets = tuple(
+        Set(h.set_name, "ipv4_addr", flags={"timeout"}, timeout=HOST_TIMEOUT) for h in hosts
+    )
+    filter_table = Table(Family.INET, FILTER_TABLE, chains=(forward, *chains), sets=sets, maps=(
         Map("vif_out", "ipv4_addr", "verdict", tuple(out_map)),
         Map("vif_in", "ipv4_addr", "verdict", tuple(in_map)),
     ))  # fmt: skip
@@ -197,7 +222,7 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]]]:
         Chain("prerouting", hook="prerouting", type="nat", priority=-100,
               rules=tuple(prerouting)),
     ))  # fmt: skip
-    return FirewallItem((nat_table, filter_table)), errors
+    return FirewallItem((nat_table, filter_table)), errors, hosts
 
 
 def _portmap_parts(ace: Ace) -> tuple[int, int, int]:

@@ -314,23 +314,28 @@ class Networks:
         """Every network item of ``layout``, and the instances' problems."""
         items = render(layout, self.node, container_apps)
         errors: list[ObjectError] = []
+        local = any(ni.kind == LOCAL for ni in layout.instances.values())
+        host_sets: list[firewall.HostSet] = []
+        if self.firewall is not None and local:
+            fw, problems_by_app, host_sets = firewall.render(layout)
+            items[fw.ref] = fw
+            hostnames = {v.app_id: v.hostname for v in layout.vifs.values()}
+            for app_id, message in problems_by_app:
+                errors.append(ObjectError("app", app_id, hostnames.get(app_id, ""), message))
         if self.dnsmasq is not None:
             hosts = {v.app_id: v.hostname for v in layout.vifs.values()}
-            dhcp, problems = dnsdhcp.render(layout, hosts)
+            nftsets: dict[str, list[tuple[str, str, str]]] = {}
+            if self.firewall is not None:
+                table = self.firewall.nft.table_name(firewall.FILTER_TABLE)
+                for h in host_sets:
+                    nftsets.setdefault(h.ni_id, []).append((h.domain, table, h.set_name))
+            dhcp, problems = dnsdhcp.render(layout, hosts, nftsets)
             items.update(dhcp)
             for problem in problems:
                 ni_id, _, message = problem.partition(": ")
                 name = layout.instances[ni_id].name if ni_id in layout.instances else ""
                 errors.append(ObjectError("networkinstance", ni_id, name, message))
-        local = any(ni.kind == LOCAL for ni in layout.instances.values())
         if self.metadata is not None and local:
             served = metadata_mod.MetadataItem()
             items[served.ref] = served
-        # No local instance, no tables: a node without networks keeps no rules of ours.
-        if self.firewall is not None and local:
-            fw, problems_by_app = firewall.render(layout)
-            items[fw.ref] = fw
-            hostnames = {v.app_id: v.hostname for v in layout.vifs.values()}
-            for app_id, message in problems_by_app:
-                errors.append(ObjectError("app", app_id, hostnames.get(app_id, ""), message))
         return items, errors

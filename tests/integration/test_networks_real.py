@@ -162,6 +162,13 @@ async def test_a_container_on_a_local_instance(site: tuple[Env, NodeReconciler, 
     lookup = _in_ns(state.pid, "busybox", "nslookup", "ct-app", "10.77.0.1")
     assert address in lookup.stdout, lookup.stdout + lookup.stderr
 
+    # The app resolves through its instance's dnsmasq.
+    resolv = await asyncio.to_thread(
+        subprocess.run, ["docker", "exec", f"{env.containers.prefix}{APP_CT}", "cat",
+                         "/etc/resolv.conf"], capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert resolv.stdout.strip() == "nameserver 10.77.0.1", resolv
+
     # The metadata server knows the app by its address and tells it its own data only.
     # (in threads: the server answers on this test's event loop)
     md = "http://169.254.169.254"
@@ -248,6 +255,14 @@ async def test_nat_acls_and_a_portmap_with_real_packets(
                  "--bind", "192.0.2.2", "--directory", str(root)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))  # fmt: skip
+        dns = await asyncio.to_thread(
+            subprocess.Popen,
+            ["ip", "netns", "exec", outside, "dnsmasq", "--no-daemon", "--no-resolv",
+             "--no-hosts", "--listen-address=192.0.2.2", "--bind-interfaces",
+             "--address=/allowed.example/192.0.2.2", "--pid-file="],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        servers.append(dns)
         acls: list[dict[str, object]] = [
             {"id": 1, "matches": [{"type": "ip", "value": "192.0.2.0/24"},
                                   {"type": "protocol", "value": "tcp"},
@@ -268,6 +283,7 @@ async def test_nat_acls_and_a_portmap_with_real_packets(
         ]
         doc["systemAdapterList"] = [{"name": "up0"}]
         doc["networkInstances"][0]["port"] = {"name": "uplink"}
+        doc["networkInstances"][0]["ip"]["dns"] = ["192.0.2.2"]
         doc["apps"][0]["interfaces"][0]["acls"] = acls  # fmt: skip
         assert await rec.apply(env.config(doc), 120), rec.report
         state = await env.containers.inspect(APP_CT)
@@ -292,6 +308,20 @@ async def test_nat_acls_and_a_portmap_with_real_packets(
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert got.returncode == 0 and "outside 8080" in got.stdout, got.stderr
+
+        # A host match: 9090 is allowed to allowed.example once the app resolved it (the
+        # instance's dnsmasq puts the answer into the rule's set).
+        acls.append({"id": 3, "matches": [{"type": "host", "value": "allowed.example"},
+                                          {"type": "protocol", "value": "tcp"},
+                                          {"type": "fport", "value": "9090"}]})  # fmt: skip
+        assert await rec.apply(env.config(doc), 60), rec.report
+        assert not await asyncio.to_thread(_wget, state.pid, "http://192.0.2.2:9090/")
+        lookup = await asyncio.to_thread(
+            _in_ns, state.pid, "busybox", "nslookup", "allowed.example", "10.77.0.1"
+        )
+        assert "192.0.2.2" in lookup.stdout, lookup.stdout + lookup.stderr
+        assert await asyncio.to_thread(_wget, state.pid, "http://192.0.2.2:9090/")
+        acls.pop()
 
         # Editing the ACL changes what passes, without touching the app.
         acls[0]["matches"][2]["value"] = "9090"  # type: ignore[index]

@@ -278,7 +278,22 @@ async def test_nat_acls_and_portmaps_become_nft_rules(net: NetEnv) -> None:
 
 async def test_acls_this_agent_cannot_render_are_errors_of_their_app(net: NetEnv) -> None:
     net.host.add_link(None, "up0")
-    acls = [{"id": 1, "matches": [{"type": "host", "value": "example.com"}]}]
+    acls = [{"id": 1, "matches": [{"type": "eidset", "value": ""}]}]
     assert not await net.apply(with_uplink(net.document(), acls))
     errors = {e.id: e.message for e in net.e.reconciler.report.object_errors}  # type: ignore[union-attr]
-    assert "host matches are not supported yet" in errors[APP_CT]
+    assert "eidset matches are not supported yet" in errors[APP_CT]
+
+
+async def test_a_host_match_is_a_set_dnsmasq_fills(net: NetEnv) -> None:
+    net.host.add_link(None, "up0")
+    acls = [{"id": 5, "matches": [{"type": "host", "value": "example.com"},
+                                  {"type": "protocol", "value": "tcp"}]}]  # fmt: skip
+    ok = await net.apply(with_uplink(net.document(), acls))
+    assert ok, net.e.reconciler.report  # type: ignore[union-attr]
+    filt = {t.name.rsplit("_", 1)[1]: t for t in await net.nft.list_owned()}["filter"]
+    (hosts,) = filt.sets
+    assert "timeout" in hosts.flags and "@" + hosts.name in str([c.rules for c in filt.chains])
+    config = net.dnsmasq.instance(uuid.UUID(NI)).config
+    (rule,) = config.nftsets
+    assert rule.domain == "example.com"
+    assert rule.sets[0].name == hosts.name and rule.sets[0].table == filt.name
