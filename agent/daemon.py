@@ -34,6 +34,7 @@ from agent import status as status_mod
 from agent.boot import BootResult, TpmMode, boot
 from agent.drivers.dnsmasq import DnsmasqDriver
 from agent.drivers.docker import DockerRuntime
+from agent.drivers.errors import DriverError
 from agent.drivers.hypervisor import HypervisorSettings
 from agent.drivers.libvirt import LibvirtHypervisor
 from agent.drivers.metadata import MetadataServer
@@ -55,6 +56,7 @@ from agent.link.transport import ControllerClient, TransportError
 from agent.model.configitems import ConfigItems
 from agent.reconcile.apptelemetry import AppTelemetry
 from agent.reconcile.configitems import RuntimeItems
+from agent.reconcile.firewall import InterfaceDrops
 from agent.reconcile.metadata import MetadataAnswers
 from agent.reconcile.networks import Networks
 from agent.reconcile.node import VAULT_READY, NodeReconciler
@@ -100,6 +102,8 @@ class Node:
         self.reporter: Reporter | None = None
         self.uploader: LogUploader | None = None
         self.telemetry: AppTelemetry | None = None
+        #: Per app, what the firewall dropped of its interfaces (for the metrics report).
+        self._acl_drops: dict[str, list[InterfaceDrops]] = {}
         self.spool: LogSpool | None = None
         self.device_uuid: str | None = None
         self.phase = "starting"
@@ -439,6 +443,8 @@ class Node:
                 liveness=self.liveness,
             )
             tasks["app telemetry"] = self.telemetry.run(stop)
+        if self.networks is not None:
+            tasks["acl counters"] = self._acl_counters(stop)
             tasks["app logs"] = AppLogUploader(
                 client, device=identity.device, spool=app_spool, liveness=self.liveness
             ).run(stop)
@@ -451,6 +457,7 @@ class Node:
             owners=self.reconciler.owners,
             liveness=self.liveness,
             app_metrics=self.telemetry.latest if self.telemetry is not None else None,
+            acl_drops=lambda: self._acl_drops,
         )
         self.uploader = LogUploader(
             client, device=identity.device, spool=self.spool, liveness=self.liveness
@@ -465,6 +472,18 @@ class Node:
             },
             grace=self.settings.stop_grace,
         )
+
+    async def _acl_counters(self, stop: asyncio.Event) -> None:
+        """Read the firewall's counters at the metrics interval (a full read of the tables)."""
+        assert self.networks is not None
+        while not stop.is_set():
+            try:
+                self._acl_drops = await self.networks.acl_drops(self.reconciler.layout)
+            except DriverError as exc:
+                log.debug("ACL counters not read: %s", exc)
+            interval = float(self.items().int("timer.metric.interval"))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
 
     def update_conditions(self) -> None:
         """Tell the reconciler about conditions outside it (idempotent; cheap)."""

@@ -20,7 +20,7 @@ figures come from domainmgr's ``DomainMetric``, ``eve:pkg/pillar/cmd/domainmgr/m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -88,6 +88,23 @@ class AppMetric(Protocol):
     def disks(self) -> Sequence[AppDisk]: ...
 
 
+class AclDrops(Protocol):
+    """What the firewall dropped of one app interface (packets), for its ``network`` entry:
+    ``tx`` what the app sent, ``rx`` what came for it, ``tx_limited`` what a LIMIT ACE cut."""
+
+    @property
+    def ifname(self) -> str: ...
+
+    @property
+    def tx(self) -> int: ...
+
+    @property
+    def rx(self) -> int: ...
+
+    @property
+    def tx_limited(self) -> int: ...
+
+
 def _mb(value: int) -> int:
     return (max(0, value) + _MB // 2) // _MB
 
@@ -119,11 +136,23 @@ def app_metric(sample: AppMetric) -> metrics_pb2.appMetric:
     return msg
 
 
-def add_app_metrics(msg: metrics_pb2.ZMetricMsg, samples: Sequence[AppMetric]) -> None:
-    """Append one ``am`` entry per sample (one per app: a repeated UUID keeps the first)."""
+def add_app_metrics(
+    msg: metrics_pb2.ZMetricMsg,
+    samples: Sequence[AppMetric],
+    acl_drops: Mapping[str, Sequence[AclDrops]] | None = None,
+) -> None:
+    """Append one ``am`` entry per sample (one per app: a repeated UUID keeps the first), with
+    the app interfaces' ACL drop counters (``network``: ``txAclDrops``, ``rxAclDrops``,
+    ``txAclRateLimitDrops``) when ``acl_drops`` has them."""
     seen: set[str] = set()
     for sample in samples:
         if sample.app_uuid in seen:
             continue
         seen.add(sample.app_uuid)
-        msg.am.append(app_metric(sample))
+        entry = app_metric(sample)
+        for drops in (acl_drops or {}).get(sample.app_uuid, ()):
+            entry.network.add(
+                iName=drops.ifname, txAclDrops=max(0, drops.tx), rxAclDrops=max(0, drops.rx),
+                txAclRateLimitDrops=max(0, drops.tx_limited),
+            )  # fmt: skip
+        msg.am.append(entry)

@@ -31,11 +31,11 @@ import os
 import platform
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.link.appmetrics import AppMetric, add_app_metrics
+from agent.link.appmetrics import AclDrops, AppMetric, add_app_metrics
 from agent.link.objectinfo import (
     ObjectDetails,
     Owner,
@@ -256,6 +256,7 @@ class Reporter:
         owners: Callable[[], Sequence[Owner]] | None = None,
         app_metrics: Callable[[], Sequence[AppMetric]] | None = None,
         liveness: Liveness | None = None,
+        acl_drops: Callable[[], Mapping[str, Sequence[AclDrops]]] | None = None,
     ) -> None:
         self._client = client
         self._device = device
@@ -264,6 +265,7 @@ class Reporter:
         self._items = items
         self._owners = owners
         self._app_metrics = app_metrics
+        self._acl_drops = acl_drops
         self._liveness = liveness
         self._last_info: bytes | None = None
         self._last_info_at = 0.0
@@ -445,7 +447,8 @@ class Reporter:
         msg = device_metrics(facts)
         if self._app_metrics is not None:
             try:
-                add_app_metrics(msg, self._app_metrics())
+                drops = self._acl_drops() if self._acl_drops is not None else None
+                add_app_metrics(msg, self._app_metrics(), drops)
             except Exception:  # a bug there must not stop the device's metrics
                 log.exception("cannot read the apps' metrics")
                 del msg.am[:]

@@ -30,7 +30,7 @@ switch instances, flow logs, the node firewall.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -301,3 +301,34 @@ class FirewallConfigurator(BaseConfigurator):
             for (_chain, comment), value in found.items():
                 out[comment] = value
         return out
+
+
+@dataclass(frozen=True)
+class InterfaceDrops:
+    """What the firewall dropped of one app interface (packets); fits the link layer's
+    ``AclDrops``."""
+
+    ifname: str
+    tx: int
+    rx: int
+    tx_limited: int
+
+
+def drops(
+    netplan: NetPlan, counters: Mapping[str, tuple[int, int]]
+) -> dict[str, list[InterfaceDrops]]:
+    """Per app, its interfaces' drops from the rule counters (by comment): egress drops are the
+    implicit drop and the DROP ACEs, LIMIT ACEs' excess is ``tx_limited``, ingress drops the
+    ingress chain's implicit drop."""
+    out: dict[str, list[InterfaceDrops]] = {}
+    for vif in sorted(netplan.vifs.values(), key=lambda v: (v.app_id, v.index)):
+        base = f"ace:{vif.app_id}:{vif.index}"
+        dropping = [0] + [a.id for a in vif.acls if a.actions and a.actions[0].drop]
+        tx = sum(counters.get(f"{base}:{i}", (0, 0))[0] for i in dropping)
+        limited = sum(
+            counters.get(f"{base}:{a.id}:over", (0, 0))[0]
+            for a in vif.acls if a.actions and a.actions[0].limit
+        )  # fmt: skip
+        rx = counters.get(f"ace-in:{vif.app_id}:{vif.index}:0", (0, 0))[0]
+        out.setdefault(vif.app_id, []).append(InterfaceDrops(vif.guest_ifname, tx, rx, limited))
+    return out

@@ -298,6 +298,13 @@ class Networks:
     def node(self) -> str:
         return self.netlink.node
 
+    async def acl_drops(self, layout: NetPlan | None) -> dict[str, list[firewall.InterfaceDrops]]:
+        """Per app, what the firewall dropped of each interface (empty without a firewall).
+        Reads every counter: call it at the metrics interval, not more often."""
+        if self.firewall is None or layout is None:
+            return {}
+        return firewall.drops(layout, await self.firewall.counters())
+
     def configurators(self) -> dict[str, Configurator]:
         kinds: dict[str, Configurator] = {BRIDGE: self.bridges, VIF: self.vifs}
         if self.dnsmasq is not None:

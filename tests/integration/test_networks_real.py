@@ -333,6 +333,8 @@ async def test_nat_acls_and_a_portmap_with_real_packets(
         counters = await rec.networks.firewall.counters()
         assert counters[f"ace:{APP_CT}:0:1"][0] > 0  # the allow counted the packets
         assert counters[f"ace:{APP_CT}:0:0"][0] > 0  # and the implicit drop its own
+        (iface,) = (await rec.networks.acl_drops(rec.layout))[APP_CT]
+        assert iface.ifname == "eth0" and iface.tx > 0  # what metrics report as txAclDrops
     finally:
         for proc in servers:
             proc.kill()

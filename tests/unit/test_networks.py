@@ -297,3 +297,28 @@ async def test_a_host_match_is_a_set_dnsmasq_fills(net: NetEnv) -> None:
     (rule,) = config.nftsets
     assert rule.domain == "example.com"
     assert rule.sets[0].name == hosts.name and rule.sets[0].table == filt.name
+
+
+async def test_acl_drops_reach_the_app_metrics(net: NetEnv) -> None:
+    from agent.link.appmetrics import add_app_metrics
+    from agent.reconcile.apptelemetry import AppMetric
+    from agent.reconcile.firewall import drops
+    from agent.wire.pb.metrics import metrics_pb2
+
+    net.host.add_link(None, "up0")
+    limit = {"limit": True, "limitrate": 5, "limitunit": "s", "limitburst": 5}
+    udp = [{"type": "protocol", "value": "udp"}]
+    acls = [{"id": 2, "matches": [{"type": "ip", "value": "198.51.100.7"}],
+             "actions": [{"drop": True}]},
+            {"id": 3, "matches": udp, "actions": [limit]}]  # fmt: skip
+    assert await net.apply(with_uplink(net.document(), acls))
+    layout = net.e.reconciler.layout  # type: ignore[union-attr]
+    assert layout is not None
+    counters = {f"ace:{APP_CT}:0:0": (7, 700), f"ace:{APP_CT}:0:2": (3, 300),
+                f"ace:{APP_CT}:0:3:over": (4, 400), f"ace-in:{APP_CT}:0:0": (2, 200)}  # fmt: skip
+    (iface,) = drops(layout, counters)[APP_CT]
+    assert (iface.ifname, iface.tx, iface.rx, iface.tx_limited) == ("eth0", 10, 2, 4)
+    msg = metrics_pb2.ZMetricMsg()
+    add_app_metrics(msg, [AppMetric(APP_CT, "ct-app", "container")], {APP_CT: [iface]})
+    (entry,) = msg.am[0].network
+    assert (entry.txAclDrops, entry.rxAclDrops, entry.txAclRateLimitDrops) == (10, 2, 4)
