@@ -443,11 +443,11 @@ class Node:
                 liveness=self.liveness,
             )
             tasks["app telemetry"] = self.telemetry.run(stop)
-        if self.networks is not None:
-            tasks["acl counters"] = self._acl_counters(stop)
             tasks["app logs"] = AppLogUploader(
                 client, device=identity.device, spool=app_spool, liveness=self.liveness
             ).run(stop)
+        if self.networks is not None:
+            tasks["acl counters"] = self._acl_counters(stop)
         self.reporter = Reporter(
             client,
             device=identity.device,
