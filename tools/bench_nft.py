@@ -33,8 +33,6 @@ import asyncio
 import dataclasses
 import ipaddress
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -56,6 +54,7 @@ from agent.drivers.nft import (
     Table,
     table_prefix,
 )
+from tests.integration.prereqs import netns_missing
 
 CHAINS = 100
 
@@ -180,17 +179,7 @@ def render(table: Table) -> str:
 
 
 def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "not root (network namespaces and nftables need CAP_NET_ADMIN)"
-    for tool in ("nft", "nsenter"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed"
-    try:
-        import nftables  # noqa: F401
-        from pyroute2 import netns  # noqa: F401
-    except ImportError as exc:
-        return f"cannot import the nftables binding or pyroute2: {exc}"
-    return None
+    return netns_missing({"nft": "nftables", "nsenter": "util-linux"}, ("nftables", "pyroute2"))
 
 
 def bench_apply(n_rules: int = 5000, repeat: int = 5) -> list[tuple[str, str, str, str]]:

@@ -187,6 +187,17 @@ class _Namespace:
 _IFF_UP = 1
 
 
+def _bridge(ipr: Any, name: str) -> Any:
+    """The bridge ``name``'s link message: NotFoundError when missing, PermanentError when the
+    name is another kind of link."""
+    br = _get(ipr, name)
+    if br is None:
+        raise NotFoundError(f"no bridge {name}")
+    if _kind(br) != "bridge":
+        raise PermanentError(f"{name} is a {_kind(br) or 'device'}, not a bridge")
+    return br
+
+
 def _get(ipr: Any, name: str) -> Any:
     """The link message of ``name``, None when there is none."""
     try:
@@ -429,11 +440,7 @@ class NetlinkDriver(Naming):
             current = _info(ipr, port).master
             target = 0
             if bridge is not None:
-                br = _get(ipr, bridge)
-                if br is None:
-                    raise NotFoundError(f"no bridge {bridge}")
-                if _kind(br) != "bridge":
-                    raise PermanentError(f"{bridge} is a {_kind(br) or 'device'}, not a bridge")
+                br = _bridge(ipr, bridge)
                 if current == bridge:
                     return
                 target = br["index"]
@@ -603,11 +610,7 @@ def _veth_host(
         if msg is None:
             raise NotFoundError(f"veth {host} vanished: the peer's namespace died")
     if bridge is not None:
-        br = _get(ipr, bridge)
-        if br is None:
-            raise NotFoundError(f"no bridge {bridge}")
-        if _kind(br) != "bridge":
-            raise PermanentError(f"{bridge} is a {_kind(br) or 'device'}, not a bridge")
+        br = _bridge(ipr, bridge)
         if msg.get("IFLA_MASTER") != br["index"]:
             _set(ipr, msg, f"enslaving to {bridge}", master=br["index"])
     elif msg.get("IFLA_MASTER"):

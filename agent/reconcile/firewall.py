@@ -37,7 +37,7 @@ from typing import Any
 from agent.drivers.errors import NotFoundError, PermanentError
 from agent.drivers.nft_api import Chain, Family, Map, Nft, Rule, Set, Table
 from agent.model.acl import PROTOCOLS, Ace
-from agent.reconcile.items import BaseConfigurator, ItemRef, OwnerRef
+from agent.reconcile.items import BaseConfigurator, NodeItem
 from agent.reconcile.netplan import LOCAL, NetPlan, VifPlan
 
 KIND = "firewall"
@@ -46,24 +46,11 @@ _UNIT_SECONDS = {"second": "second", "minute": "minute", "hour": "hour", "day": 
 
 
 @dataclass(frozen=True)
-class FirewallItem:
+class FirewallItem(NodeItem):
     """The node's NAT and filter tables (names without our prefix; the configurator adds it)."""
 
+    KIND = KIND
     tables: tuple[Table, ...]
-
-    @property
-    def ref(self) -> ItemRef:
-        return (KIND, "node")
-
-    @property
-    def owner(self) -> OwnerRef:
-        return ("device", "")
-
-    def deps(self) -> Iterable[ItemRef]:
-        return ()
-
-    def needs_recreate(self, old: Any) -> bool:
-        return False
 
 
 def _match(field: str, value: Any, op: str = "==") -> dict[str, Any]:

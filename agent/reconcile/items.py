@@ -51,6 +51,27 @@ class Item(Protocol):
         ...
 
 
+class NodeItem:
+    """Base of the node-wide items (one per node: the firewall, the metadata server): ``ref``
+    is ``(KIND, "node")``, owned by the device, no dependencies, changed in place."""
+
+    KIND = ""
+
+    @property
+    def ref(self) -> ItemRef:
+        return (self.KIND, "node")
+
+    @property
+    def owner(self) -> OwnerRef:
+        return DEVICE_OWNER
+
+    def deps(self) -> Iterable[ItemRef]:
+        return ()
+
+    def needs_recreate(self, old: Any) -> bool:
+        return False
+
+
 class Action(StrEnum):
     CREATE = "create"
     MODIFY = "modify"

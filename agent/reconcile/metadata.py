@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from agent.drivers.errors import DriverError
 from agent.drivers.metadata import Answer, MetadataServer
 from agent.drivers.netlink_api import Netlink
 from agent.model.config import NodeConfig
 from agent.reconcile import userdata
-from agent.reconcile.items import BaseConfigurator, ItemRef, OwnerRef
+from agent.reconcile.items import BaseConfigurator, NodeItem
 from agent.reconcile.netplan import NetPlan
 
 log = logging.getLogger(__name__)
@@ -36,20 +35,10 @@ KIND = "metadata"
 
 
 @dataclass(frozen=True)
-class MetadataItem:
-    @property
-    def ref(self) -> ItemRef:
-        return (KIND, "node")
+class MetadataItem(NodeItem):
+    """The node's metadata server (one for all local instances)."""
 
-    @property
-    def owner(self) -> OwnerRef:
-        return ("device", "")
-
-    def deps(self) -> Iterable[ItemRef]:
-        return ()
-
-    def needs_recreate(self, old: Any) -> bool:
-        return False
+    KIND = KIND
 
 
 class MetadataAnswers:

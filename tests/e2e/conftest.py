@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Controller, Node
+from tests.e2e.harness import Controller, Node, require
 
 #: Every node in these tests polls every 5 s (EVE's minimum) so that a change shows up quickly.
 FAST_ITEMS = {"configItems": [{"key": "timer.config.interval", "value": "5"}]}
@@ -40,10 +40,7 @@ def tpm_node(tmp_path: Path, controller: Controller) -> Iterator[Node]:
     under EVE_AGENT_REQUIRE_SERVICES or CI, and skip with the reason otherwise)."""
     missing = [tool for tool in ("swtpm", "swtpm_setup", "mkfs.ext4") if not shutil.which(tool)]
     if missing or os.geteuid() != 0:
-        reason = f"TPM node needs root and {', '.join(missing) or 'nothing else'}"
-        if os.environ.get("EVE_AGENT_REQUIRE_SERVICES") or os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        require("TPM node", f"needs root and {', '.join(missing) or 'nothing else'}")
     n = Node(tmp_path / "tpm-node", controller, serial="e2e-tpm-1", swtpm=True)
     try:
         yield n

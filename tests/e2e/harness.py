@@ -16,11 +16,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import pytest
 import yaml
 
-from tests.e2e.sample_apps import purge_host_objects, stop_dnsmasqs
+from tests.e2e.sample_apps import (
+    SampleImages,
+    build_images,
+    purge_host_objects,
+    stop_dnsmasqs,
+)
 
 BIN = Path(sys.executable).parent
 
@@ -41,6 +47,25 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def require(what: str, reason: str) -> NoReturn:
+    """A missing service, tool or image: fails under EVE_AGENT_REQUIRE_SERVICES or CI (as
+    ``make test`` and CI run), skips with the reason otherwise."""
+    message = f"{what}: {reason}"
+    if os.environ.get("EVE_AGENT_REQUIRE_SERVICES") or os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def sample_images(what: str) -> SampleImages:
+    """The test images of images/ for a test that runs apps (root needed), or ``require``."""
+    if os.geteuid() != 0:
+        require(what, "needs root (dockerd, libvirtd, the image cache)")
+    try:
+        return build_images()
+    except (RuntimeError, StopIteration, subprocess.TimeoutExpired) as exc:
+        require("test images", str(exc))
 
 
 class Process:

@@ -63,6 +63,7 @@ from agent.settings import AgentSettings, NodePaths
 from agent.wire.pb.attest import attest_pb2
 from agent.wire.pb.certs import certs_pb2
 from agent.wire.pb.config import devconfig_pb2
+from tests.e2e.harness import sample_images
 from tests.e2e.sample_apps import (
     APP_CT,
     APP_VM,
@@ -73,7 +74,6 @@ from tests.e2e.sample_apps import (
     FileServer,
     SampleImages,
     apps_config,
-    build_images,
     host_name,
     open_path_for_qemu,
     purge_host_objects,
@@ -606,13 +606,6 @@ def adam_tpm_node(adam: Adam, agent_bin: Path, tmp_path: Path) -> Iterator[Agent
             node.poweroff()
 
 
-def _require(what: str, reason: str) -> None:
-    """A missing service or image fails under EVE_AGENT_REQUIRE_SERVICES or CI, else skips."""
-    if os.environ.get("EVE_AGENT_REQUIRE_SERVICES") or os.environ.get("CI"):
-        pytest.fail(f"{what}: {reason}")
-    pytest.skip(f"{what}: {reason}")
-
-
 @dataclass
 class AppsNode:
     node: AgentNode
@@ -627,12 +620,7 @@ def adam_apps_node(adam: Adam, agent_bin: Path, tmp_path: Path) -> Iterator[Apps
     node's vault); its log stays in the test's tmp dir. Teardown stops the agent and removes the
     node's containers and domains (apps outlive their agent by design), also on failure.
     """
-    if os.geteuid() != 0:
-        _require("apps through Adam", "need root (dockerd, libvirtd)")
-    try:
-        images = build_images()
-    except (RuntimeError, StopIteration, subprocess.TimeoutExpired) as exc:
-        _require("test images", str(exc))
+    images = sample_images("apps through Adam")
     base = Path(tempfile.mkdtemp(prefix="eve-e2e-adam-apps-", dir="/var/tmp"))
     open_path_for_qemu(base)
     soft_serial = f"e2e-apps-{secrets.token_hex(6)}"

@@ -24,17 +24,11 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Controller, Node, wait_for
-from tests.e2e.sample_apps import CT_NAME, FileServer, apps_config, build_images
+from tests.e2e.harness import Controller, Node, sample_images, wait_for
+from tests.e2e.sample_apps import CT_NAME, FileServer, apps_config
 
 FAST = [{"key": "timer.config.interval", "value": "5"}]
 NI = "7a1e5f0c-3b2d-4c8e-9f10-00000000e001"
-
-
-def _require(reason: str) -> None:
-    if os.environ.get("EVE_AGENT_REQUIRE_SERVICES") or os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def _ns(netns: str, *argv: str) -> str:
@@ -60,12 +54,7 @@ def _dnsmasq_pids(root: Path) -> list[int]:
 
 @pytest.fixture
 def site() -> Iterator[tuple[Controller, Node, str, Any]]:
-    if os.geteuid() != 0:
-        _require("networks end to end: needs root")
-    try:
-        images = build_images()
-    except (RuntimeError, StopIteration, subprocess.TimeoutExpired) as exc:
-        _require(f"test images: {exc}")
+    images = sample_images("networks end to end")
     base = Path(tempfile.mkdtemp(prefix="eve-e2e-net-", dir="/var/tmp"))
     os.chmod(base, 0o711)
     netns = f"e2enet{uuid.uuid4().hex[:6]}"

@@ -13,7 +13,6 @@ vault); teardown removes the node's containers and domains, also when a test fai
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -25,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Controller, Node, wait_for
+from tests.e2e.harness import Controller, Node, require, sample_images, wait_for
 from tests.e2e.sample_apps import (
     APP_CT,
     APP_VM,
@@ -36,19 +35,12 @@ from tests.e2e.sample_apps import (
     FileServer,
     SampleImages,
     apps_config,
-    build_images,
     host_name,
     open_path_for_qemu,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = [{"key": "timer.config.interval", "value": "5"}]
-
-
-def _require(what: str, reason: str) -> None:
-    if os.environ.get("EVE_AGENT_REQUIRE_SERVICES") or os.environ.get("CI"):
-        pytest.fail(f"{what}: {reason}")
-    pytest.skip(f"{what}: {reason}")
 
 
 @dataclass
@@ -99,12 +91,7 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    if os.geteuid() != 0:
-        _require("apps end to end", "need root (dockerd, libvirtd)")
-    try:
-        images = build_images()
-    except (RuntimeError, StopIteration, subprocess.TimeoutExpired) as exc:
-        _require("test images", str(exc))
+    images = sample_images("apps end to end")
     base = Path(tempfile.mkdtemp(prefix="eve-e2e-apps-", dir="/var/tmp"))
     open_path_for_qemu(base)
     ctl = Controller(base / "controller")
@@ -227,7 +214,7 @@ def test_runtimes_restart_under_running_apps(site: Site) -> None:
     services = ["bash", str(ROOT / "tools/services.sh")]
     probe = subprocess.run([*services, "status"], capture_output=True, text=True, check=False)
     if "started by services.sh" not in probe.stdout:
-        _require("runtime restarts", "dockerd and libvirtd were not started by services.sh")
+        require("runtime restarts", "dockerd and libvirtd were not started by services.sh")
     disks = FileServer(site.images.disk.parent)
     try:
         site.node.start()

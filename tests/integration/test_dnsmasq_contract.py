@@ -59,6 +59,7 @@ from agent.drivers.dnsmasq import (
 from agent.drivers.dnsmasq_fake import FakeDnsmasq, FakeDnsmasqHost
 from agent.drivers.errors import NotFoundError, PermanentError, TemporaryError
 from tests.integration.conftest import service_missing
+from tests.integration.prereqs import netns_missing
 
 A = IPv4Address
 NODE = "dnsmasq-contract"
@@ -180,21 +181,8 @@ _CLONE_NEWNET = 0x40000000
 
 
 def _real_missing() -> str | None:
-    if os.geteuid() != 0:
-        return "not root (network namespaces need CAP_SYS_ADMIN)"
-    for tool, package in (
-        ("dnsmasq", "dnsmasq-base"),
-        ("nsenter", "util-linux"),
-        ("busybox", "busybox-static"),
-        ("nft", "nftables"),
-    ):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed (Debian: {package})"
-    try:
-        import pyroute2  # noqa: F401
-    except ImportError as exc:
-        return f"pyroute2 cannot be imported: {exc}"
-    return None
+    return netns_missing({"dnsmasq": "dnsmasq-base", "nsenter": "util-linux",
+                          "busybox": "busybox-static", "nft": "nftables"})  # fmt: skip
 
 
 def socket_in(netns: str, kind: int = socket.SOCK_DGRAM) -> socket.socket:

@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 import tarfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -55,6 +54,7 @@ from agent.drivers.docker import DockerRuntime
 from agent.drivers.docker_fake import FakeContainerRuntime, FakeDockerd
 from agent.drivers.errors import NotFoundError, PermanentError, TemporaryError
 from tests.integration.conftest import service_missing
+from tests.integration.images import container_image
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER_SOCK = "/run/docker.sock"
@@ -88,24 +88,9 @@ class Env:
 def real_image() -> str:
     """The test image's ``repo@sha256:...`` from images/build.sh, or the reason there is none
     (starting with "!")."""
-    if os.geteuid() != 0:
-        return "!not root (dockerd's socket and the image cache need root)"
-    if not os.path.exists(DOCKER_SOCK):
+    if os.geteuid() == 0 and not os.path.exists(DOCKER_SOCK):
         return f"!no {DOCKER_SOCK} (tools/services.sh start)"
-    try:
-        done = subprocess.run(
-            ["bash", str(ROOT / "images/build.sh"), "container"],
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return "!images/build.sh container did not finish in 240 s"
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines or "@sha256:" not in lines[-1]:
-        return f"!images/build.sh container failed ({done.returncode}): {done.stderr[-1500:]}"
-    return lines[-1].strip()
+    return container_image()
 
 
 def _real_env(image: str, node: str) -> Iterator[Env]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import shutil
 import subprocess
 import tempfile
@@ -42,17 +41,16 @@ from agent.drivers.libvirt import (
     domain_uuid,
 )
 from agent.drivers.libvirt_fake import FakeHypervisor
+from tests.integration.images import VmImages
+from tests.integration.images import vm_images as find_vm_images
 
 ROOT = Path(__file__).resolve().parents[2]
 URI = "qemu:///system"
 BOOT_TIMEOUT = 60.0
 
 
-@dataclass
-class Images:
-    kernel: Path
-    initrd: Path
-    disk: Path
+#: The test guest's files (built by images/vm, found by tests/integration/images.py).
+Images = VmImages
 
 
 @dataclass
@@ -87,20 +85,7 @@ class Env:
 @pytest.fixture(scope="session")
 def vm_images() -> Images | str:
     """The test guest from images/vm/build.sh, or why there is none."""
-    if os.geteuid() != 0:
-        return "not root (the VM image recipe and libvirtd need root)"
-    try:
-        done = subprocess.run(
-            [str(ROOT / "images/vm/build.sh")], capture_output=True, text=True, timeout=600
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"images/vm/build.sh did not run: {exc}"
-    if done.returncode != 0:
-        return f"images/vm/build.sh failed: {done.stderr[-1500:]}"
-    paths = {
-        Path(line.split()[1]).name: Path(line.split()[1]) for line in done.stdout.splitlines()[-3:]
-    }
-    return Images(paths["vmlinuz"], paths["initrd.gz"], paths["disk.qcow2"])
+    return find_vm_images()
 
 
 def _libvirt_conn() -> Any:

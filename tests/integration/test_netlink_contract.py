@@ -18,7 +18,6 @@ import contextlib
 import itertools
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -39,6 +38,7 @@ from agent.drivers.netlink import (
     link_name,
 )
 from agent.drivers.netlink_fake import FakeNetlink, FakeNetworkHost
+from tests.integration.prereqs import netns_missing
 
 #: A raw-socket ICMP echo, run inside a namespace: exit 0 when ``argv[1]`` answers within 3 s.
 PING = """
@@ -94,16 +94,7 @@ class Env:
 
 
 def _root_missing() -> str | None:
-    if os.geteuid() != 0:
-        return "not root (network namespaces need CAP_SYS_ADMIN)"
-    for tool in ("nsenter", "unshare"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed (util-linux)"
-    try:
-        import pyroute2  # noqa: F401
-    except ImportError as exc:
-        return f"pyroute2 cannot be imported: {exc}"
-    return None
+    return netns_missing({"nsenter": "util-linux", "unshare": "util-linux"})
 
 
 async def _run(*argv: str) -> subprocess.CompletedProcess[bytes]:

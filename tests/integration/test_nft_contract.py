@@ -17,8 +17,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +31,7 @@ from agent.drivers.errors import NotFoundError, PermanentError, TemporaryError
 from agent.drivers.nft import Chain, Family, LibNft, Map, Nft, NftSettings, Rule, Set, Table
 from agent.drivers.nft_api import table_prefix, validate
 from agent.drivers.nft_fake import FakeNft
+from tests.integration.prereqs import netns_missing
 
 IFACE = "nft-ct-a"  # the driver's end of the veth pair
 PEER = "nft-ct-b"
@@ -179,17 +178,7 @@ def _nft_text(table: Table, text: str) -> str:
 
 
 def _real_missing() -> str | None:
-    if os.geteuid() != 0:
-        return "not root (network namespaces and nftables need CAP_NET_ADMIN)"
-    try:
-        import nftables  # noqa: F401
-        from pyroute2 import netns  # noqa: F401
-    except ImportError as exc:
-        return f"cannot import the nftables binding or pyroute2: {exc}"
-    for tool in ("nft", "nsenter"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed (Debian: nftables, util-linux)"
-    return None
+    return netns_missing({"nft": "nftables", "nsenter": "util-linux"}, ("nftables", "pyroute2"))
 
 
 def _veth(ns: str, peer_ns: str) -> None:

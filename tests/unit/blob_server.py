@@ -175,17 +175,25 @@ async def blob_server(directory: Path) -> AsyncIterator[BlobServer]:
         return await holder[0].handle(request)
 
     app.router.add_get("/blob/{name}", handle)
+    async with serve(app, ssl_context=server_ctx) as port:
+        server = BlobServer(port, ca_pem)
+        holder.append(server)
+        try:
+            yield server
+        finally:
+            server.release.set()
+
+
+@contextlib.asynccontextmanager
+async def serve(app: web.Application, *, ssl_context: ssl.SSLContext | None = None,
+                ) -> AsyncIterator[int]:  # fmt: skip
+    """Serve ``app`` on 127.0.0.1 (a free port, yielded) until the block ends."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
-    await site.start()
-    port = int(runner.addresses[0][1])
-    server = BlobServer(port, ca_pem)
-    holder.append(server)
     try:
-        yield server
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
+        yield int(runner.addresses[0][1])
     finally:
-        server.release.set()
         await runner.cleanup()
 
 

@@ -18,6 +18,7 @@ from agent.drivers import download as dl
 from agent.drivers import oci
 from agent.drivers.blobstore import BlobStore
 from agent.drivers.errors import PermanentError
+from tests.unit.blob_server import serve
 
 
 def sha(data: bytes) -> str:
@@ -58,13 +59,8 @@ async def registry() -> AsyncIterator[FakeRegistry]:
     app = web.Application()
     app.router.add_get("/token", reg.token)
     app.router.add_get("/v2/team/app/{kind}/{digest}", reg.serve)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    reg.port = int(runner.addresses[0][1])
-    yield reg
-    await runner.cleanup()
+    async with serve(app) as reg.port:
+        yield reg
 
 
 async def test_bearer_token_pull(registry: FakeRegistry, tmp_path: Path) -> None:

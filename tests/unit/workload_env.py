@@ -30,7 +30,7 @@ from agent.reconcile.node import VAULT_READY, NodeReconciler
 from agent.reconcile.workloads import Workloads
 from agent.reconcile.workspace import WorkloadDrivers, WorkloadSettings, Workspace
 from controller.configs import config_from_document
-from tests.unit.blob_server import Blob, BlobServer, blob_server
+from tests.unit.blob_server import Blob, BlobServer, blob_server, serve
 
 DEVICE = "6d3b3b4e-8a3c-4c47-9d41-000000000001"
 DS_HTTP = "6d3b3b4e-8a3c-4c47-9d41-0000000000d1"
@@ -223,17 +223,12 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         reg.objects, manifest = make_image()
         app = web.Application()
         app.router.add_get("/v2/team/app/{kind}/{digest}", reg.serve)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        reg.port = int(runner.addresses[0][1])
         hv = FakeHypervisor(HypervisorSettings("wl-node", tmp_path / "domains"))
-        e = Env(tmp_path, server, reg, manifest, disk, RuntimeItems(),
-                FakeContainerRuntime("wl-node"), hv)  # fmt: skip
-        try:
-            yield e
-        finally:
-            for made in e.made:
-                await made.close()
-            await runner.cleanup()
+        async with serve(app) as reg.port:
+            e = Env(tmp_path, server, reg, manifest, disk, RuntimeItems(),
+                    FakeContainerRuntime("wl-node"), hv)  # fmt: skip
+            try:
+                yield e
+            finally:
+                for made in e.made:
+                    await made.close()
