@@ -147,6 +147,8 @@ class NetworkInstance:
     dns_servers: tuple[str, ...]
     static_dns: tuple[tuple[str, tuple[str, ...]], ...]
     mtu: int
+    #: ``disable_flowlog`` (field 50): no flow records of this instance's app interfaces.
+    disable_flowlog: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +384,7 @@ def _network_instance(msg: Any) -> NetworkInstance:
         dns_servers=tuple(_name(d, "dns server") for d in ip.dns),
         static_dns=static,
         mtu=int(msg.mtu),
+        disable_flowlog=bool(msg.disable_flowlog),
     )
 
 
