@@ -563,8 +563,27 @@ class NetlinkDriver(Naming):
     async def forwarding(self, ifname: str) -> bool:
         return await self._ns.run(lambda _: _read_forwarding(ifname))
 
+    async def ensure_bridge_filtering(self) -> bool:
+        return await self._ns.run(lambda _: _write_bridge_filtering())
+
     async def close(self) -> None:
         await self._ns.close()
+
+
+_BRIDGE_NF = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+
+
+def _write_bridge_filtering() -> bool:
+    try:
+        with open(_BRIDGE_NF, "r+") as f:
+            if f.read().strip() != "1":
+                f.seek(0)
+                f.write("1")
+    except FileNotFoundError:
+        return False  # no br_netfilter in this kernel
+    except OSError as exc:
+        raise driver_error(exc.errno or errno.EIO, "setting bridge-nf-call-iptables") from exc
+    return True
 
 
 def _own_ns() -> tuple[int, int]:

@@ -312,6 +312,12 @@ class Netlink(Protocol):
         """Any link's IPv4 forwarding flag.  NotFoundError when the link is missing."""
         ...
 
+    async def ensure_bridge_filtering(self) -> bool:
+        """Bridged IPv4 passes the IP hooks of this namespace (``net.bridge.bridge-nf-call-
+        iptables``), so the firewall sees app-to-app traffic on one bridge.  Idempotent.
+        False when the kernel has no bridge netfilter (then nothing changes)."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -72,6 +72,7 @@ class FakeNamespace:
     #: (route, protocol); routes of other protocols come from :meth:`FakeNetworkHost.add_route`.
     routes: list[tuple[Route, int]] = field(default_factory=list)
     alive: bool = True
+    bridge_filtering: bool = False
     _ifindex: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def get(self, name: str) -> FakeLink | None:
@@ -412,6 +413,10 @@ class FakeNetlink(Naming):
         if link is None:
             raise driver_error(errno.ENOENT, f"forwarding of {ifname}")
         return link.forwarding
+
+    async def ensure_bridge_filtering(self) -> bool:
+        self._enter("ensure_bridge_filtering").bridge_filtering = True
+        return True
 
     async def close(self) -> None:
         self.closed = True

@@ -23,8 +23,9 @@ A ``host`` match (an FQDN and its subdomains) is a set with a timeout that the i
 fills with the addresses it resolves for the app (``nftset``); the rule matches ``ip daddr``
 in it, so it follows the DNS answers.
 
-Not yet here (docs/networking.md): app-to-app traffic on one bridge (a bridge family table),
-switch instances, flow logs, the node firewall.
+App-to-app packets on one bridge pass the same ``forward`` hook (the bridge item turns bridge
+netfilter on), so the sender's egress chain decides them.  What reaches the node itself is
+:mod:`agent.reconcile.nodefirewall`'s.  Not yet here (docs/networking.md): switch instances.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from agent.drivers.errors import NotFoundError, PermanentError
 from agent.drivers.nft_api import Chain, Family, Map, Nft, Rule, Set, Table
@@ -242,21 +243,28 @@ def _portmap_nat(vif: VifPlan, ace: Ace, ports: Iterable[Any]) -> list[Rule]:
     return out
 
 
+class TablesItem(Protocol):
+    """An item that is nftables tables (the firewall, the node firewall)."""
+
+    @property
+    def tables(self) -> tuple[Table, ...]: ...
+
+
 class FirewallConfigurator(BaseConfigurator):
-    """Applies the node's firewall tables, all in one transaction.  Not observed (libnftables
-    prints rules in its own words): after a restart the first apply makes the kernel match,
-    chain by chain, touching only what differs."""
+    """Applies an item's tables (the app firewall's, or the node firewall's), all in one
+    transaction.  Not observed (libnftables prints rules in its own words): after a restart
+    the first apply makes the kernel match, chain by chain, touching only what differs."""
 
     def __init__(self, nft: Nft) -> None:
         self.nft = nft
 
-    def _ours(self, item: FirewallItem) -> list[Table]:
+    def _ours(self, item: TablesItem) -> list[Table]:
         return [replace(t, name=self.nft.table_name(t.name)) for t in item.tables]
 
-    async def create(self, item: FirewallItem) -> None:
+    async def create(self, item: TablesItem) -> None:
         await self.nft.apply(self._ours(item))
 
-    async def modify(self, old: FirewallItem, new: FirewallItem) -> None:
+    async def modify(self, old: TablesItem, new: TablesItem) -> None:
         # Only the chains that changed are flushed and refilled (an ACL edit: one chain, a few
         # ms at thousands of rules); the driver syncs map elements and falls back to a whole
         # table where the structure changed.
@@ -273,7 +281,7 @@ class FirewallConfigurator(BaseConfigurator):
                     changed.add((self.nft.table_name(table.name), name))
         await self.nft.apply(self._ours(new), replace_chains=changed)
 
-    async def delete(self, item: FirewallItem) -> None:
+    async def delete(self, item: TablesItem) -> None:
         for table in self._ours(item):
             await self.nft.delete_table(table.family, table.name)
 

@@ -79,6 +79,8 @@ class NetPlan:
     instances: dict[str, NiPlan] = field(default_factory=dict)
     vifs: dict[tuple[str, int], VifPlan] = field(default_factory=dict)
     errors: list[ObjectError] = field(default_factory=list)
+    #: The node's ports (the config's, else the last known ones), by logical name.
+    ports: dict[str, Port] = field(default_factory=dict)
 
 
 def _hash_index(*parts: str) -> int:
@@ -109,8 +111,8 @@ def hostname(name: str, app_id: str) -> str:
 def plan(config: NodeConfig, node: str, ports: Mapping[str, Port] | None = None) -> NetPlan:
     """The layout of ``config`` on node ``node``; ``ports`` are the node's ports when the config
     names none (EVE keeps its last port config).  Pure."""
-    out = NetPlan()
     known_ports = config.ports or ports or {}
+    out = NetPlan(ports=dict(known_ports))
     bridges: set[int] = set()
     for ni in sorted(config.network_instances.values(), key=lambda n: n.id):
         kind = _TYPES.get(ni.inst_type)

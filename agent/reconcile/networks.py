@@ -34,7 +34,7 @@ from agent.drivers.metadata import METADATA_ADDRESS, MetadataServer
 from agent.drivers.netlink_api import LinkKind, Netlink, parse_name
 from agent.drivers.nft_api import Nft
 from agent.model.config import ObjectError
-from agent.reconcile import dnsdhcp, firewall
+from agent.reconcile import dnsdhcp, firewall, nodefirewall
 from agent.reconcile import metadata as metadata_mod
 from agent.reconcile.items import BaseConfigurator, Configurator, Item, ItemRef, OwnerRef
 from agent.reconcile.netplan import LOCAL, NetPlan, stable_mac
@@ -169,6 +169,7 @@ class _Recorded(BaseConfigurator):
 
 class BridgeConfigurator(_Recorded):
     kind = BRIDGE
+    _warned = False
 
     async def observe(self) -> Mapping[ItemRef, Item] | None:
         links = {link.name: link for link in await self.netlink.list_owned()}
@@ -198,6 +199,12 @@ class BridgeConfigurator(_Recorded):
             item.name, mtu=item.mtu or None, mac=item.mac, addresses=addresses
         )
         if item.kind == LOCAL:
+            # App-to-app packets on the bridge must meet the ACLs too (EVE relies on the same
+            # bridge netfilter); without it they would be switched past the firewall.
+            if not await self.netlink.ensure_bridge_filtering() and not self._warned:
+                self._warned = True
+                log.warning("kernel without bridge netfilter: traffic between apps on one "
+                            "network instance is not filtered")  # fmt: skip
             await self.netlink.set_forwarding(item.name, True)
             for port in item.nat_ports:
                 await self.netlink.set_forwarding(port, True, port=True)
@@ -290,6 +297,7 @@ class Networks:
         self.vifs = VifConfigurator(netlink, records, containers)
         self.dnsmasq = dnsdhcp.DnsmasqConfigurator(dnsmasq) if dnsmasq is not None else None
         self.firewall = firewall.FirewallConfigurator(nft) if nft is not None else None
+        self.node_firewall = firewall.FirewallConfigurator(nft) if nft is not None else None
         self.metadata = (
             metadata_mod.MetadataConfigurator(metadata) if metadata is not None else None
         )
@@ -311,16 +319,26 @@ class Networks:
             kinds[dnsdhcp.KIND] = self.dnsmasq
         if self.firewall is not None:
             kinds[firewall.KIND] = self.firewall
+        if self.node_firewall is not None:
+            kinds[nodefirewall.KIND] = self.node_firewall
         if self.metadata is not None:
             kinds[metadata_mod.KIND] = self.metadata
         return kinds
 
     def render(
-        self, layout: NetPlan, container_apps: Iterable[str]
+        self,
+        layout: NetPlan,
+        container_apps: Iterable[str],
+        policy: nodefirewall.NodePolicy | None = None,
     ) -> tuple[dict[ItemRef, Item], list[ObjectError]]:
-        """Every network item of ``layout``, and the instances' problems."""
+        """Every network item of ``layout``, and the instances' problems; ``policy`` is what
+        the node firewall lets in (the config's; nothing extra when None)."""
         items = render(layout, self.node, container_apps)
         errors: list[ObjectError] = []
+        if self.node_firewall is not None:
+            guard = nodefirewall.render(layout, policy or nodefirewall.NodePolicy())
+            if guard is not None:
+                items[guard.ref] = guard
         local = any(ni.kind == LOCAL for ni in layout.instances.values())
         host_sets: list[firewall.HostSet] = []
         if self.firewall is not None and local:

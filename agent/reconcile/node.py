@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.model.config import NodeConfig, ObjectError, diff_configs
-from agent.reconcile import configitems, netplan
+from agent.reconcile import configitems, netplan, nodefirewall
 from agent.reconcile.apps import start_condition
 from agent.reconcile.engine import Engine, EngineSettings
 from agent.reconcile.items import (
@@ -165,7 +165,8 @@ class NodeReconciler:
             self._render_errors += rendered.errors
         if self.networks is not None and layout is not None:
             containers = [ref[1] for ref in desired if ref[0] == "container"]
-            items, problems = self.networks.render(layout, containers)
+            policy = nodefirewall.NodePolicy.from_items(config.items)
+            items, problems = self.networks.render(layout, containers, policy)
             desired.update(items)
             self._render_errors += problems
         return desired

@@ -471,6 +471,18 @@ async def test_forwarding_sysctl(env: Env) -> None:
         await drv.forwarding("nlnone0")
 
 
+async def test_bridge_filtering_sysctl(env: Env) -> None:
+    path = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+    where = f"--net=/run/netns/{env.drv.netns}"
+    if env.kind == "real":  # off first, so the driver has something to do
+        await _run("nsenter", where, "sh", "-c", f"echo 0 > {path}")
+    assert await env.drv.ensure_bridge_filtering() is True
+    assert await env.drv.ensure_bridge_filtering() is True  # idempotent
+    if env.kind == "real":
+        done = await _run("nsenter", where, "cat", path)
+        assert done.stdout.strip() == b"1"
+
+
 async def test_routes_are_ours_only(env: Env) -> None:
     drv = env.drv
     br = env.name(LinkKind.BRIDGE, 11)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -211,6 +212,38 @@ def _outside(node_ns: str, outside: str, up: str) -> None:
     subprocess.run([*out, "link", "set", "lo", "up"], check=True)
 
 
+_BRIDGE_NF = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+
+
+def _sysctl(netns: str, path: str, value: str | None = None) -> str:
+    """Read (or write) a sysctl file in ``netns``."""
+    argv = ["cat", path] if value is None else ["sh", "-c", f"echo {value} > {path}"]
+    done = subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+def _neighbour(node_ns: str, neighbour: str, bridge: str) -> None:
+    """A namespace on the instance's bridge at 10.77.0.60/24 that is not an app of the node."""
+    _netns("add", neighbour)
+    run = ["ip", "-n", node_ns]
+    subprocess.run([*run, "link", "add", "nb0", "type", "veth", "peer", "name", "n0", "netns",
+                    neighbour], check=True, capture_output=True)  # fmt: skip
+    subprocess.run([*run, "link", "set", "nb0", "master", bridge, "up"], check=True)
+    out = ["ip", "-n", neighbour]
+    subprocess.run([*out, "addr", "add", "10.77.0.60/24", "dev", "n0"], check=True)
+    subprocess.run([*out, "link", "set", "n0", "up"], check=True)
+    subprocess.run([*out, "link", "set", "lo", "up"], check=True)
+
+
+def _outside_get(outside: str, url: str) -> int:
+    """An HTTP GET from the outside namespace: its exit status (0 answered)."""
+    return subprocess.run(
+        ["ip", "netns", "exec", outside, "python3", "-c", _GET, url],
+        capture_output=True, check=False, timeout=30,
+    ).returncode  # fmt: skip
+
+
 def _diagnose(node_ns: str, pid: int) -> str:
     """What a failed packet test shows of the node's namespace and the app's."""
     out = []
@@ -285,13 +318,60 @@ async def test_nat_acls_and_a_portmap_with_real_packets(
         doc["networkInstances"][0]["port"] = {"name": "uplink"}
         doc["networkInstances"][0]["ip"]["dns"] = ["192.0.2.2"]
         doc["apps"][0]["interfaces"][0]["acls"] = acls  # fmt: skip
+        # The agent turns bridge netfilter on (app-to-app packets must meet the ACLs).
+        await asyncio.to_thread(_sysctl, node_ns, _BRIDGE_NF, "0")
         assert await rec.apply(env.config(doc), 120), rec.report
+        assert await asyncio.to_thread(_sysctl, node_ns, _BRIDGE_NF) == "1"
         state = await env.containers.inspect(APP_CT)
         assert state.pid is not None
+        # Listeners on the node itself: 7070 (nobody may reach it) and 22 (SSH: only with a key).
+        for port in (7070, 22):
+            servers.append(await asyncio.to_thread(
+                subprocess.Popen,
+                ["ip", "netns", "exec", node_ns, "python3", "-m", "http.server", str(port),
+                 "--directory", str(tmp_path / "8080")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))  # fmt: skip
+        # A neighbour on the instance's bridge that is no app of ours (10.77.0.60, web on 8080).
+        assert rec.layout is not None
+        bridge = rec.layout.instances[NI].bridge
+        neighbour = f"{node_ns}n"
+        await asyncio.to_thread(_neighbour, node_ns, neighbour, bridge)
+        servers.append(await asyncio.to_thread(
+            subprocess.Popen,
+            ["ip", "netns", "exec", neighbour, "python3", "-m", "http.server", "8080",
+             "--directory", str(tmp_path / "8080")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
         await asyncio.sleep(1.0)  # the servers listening
         ok = await asyncio.to_thread(_wget, state.pid, "http://192.0.2.2:8080/")  # via NAT
         assert ok, await asyncio.to_thread(_diagnose, node_ns, state.pid)
         assert not await asyncio.to_thread(_wget, state.pid, "http://192.0.2.2:9090/")  # ACL
+
+        # The node firewall: from outside, the node answers pings but lets nothing in on its
+        # port; the app reaches the instance's services only, not the node's.
+        assert await asyncio.to_thread(_outside_get, outside, "http://192.0.2.1:7070/") == 1
+        assert await asyncio.to_thread(_outside_get, outside, "http://192.0.2.1:22/") == 1
+        ping = await asyncio.to_thread(
+            subprocess.run, ["ip", "netns", "exec", outside, "ping", "-c", "1", "-W", "2",
+                             "192.0.2.1"], capture_output=True, check=False)  # fmt: skip
+        assert ping.returncode == 0
+        assert not await asyncio.to_thread(_wget, state.pid, "http://192.0.2.1:7070/")
+        # App to app on one bridge: the ACL decides (bridge netfilter), here nothing allows it.
+        assert not await asyncio.to_thread(_wget, state.pid, "http://10.77.0.60:8080/")
+        acls.append({"id": 4, "matches": [{"type": "ip", "value": "10.77.0.60"},
+                                          {"type": "protocol", "value": "tcp"},
+                                          {"type": "fport", "value": "8080"}]})  # fmt: skip
+        # An SSH key opens port 22 (EVE's debug.enable.ssh), nothing else.
+        doc["configItems"] = [{"key": "debug.enable.ssh", "value": "ssh-ed25519 AAAA test"}]
+        assert await rec.apply(env.config(doc), 60), rec.report
+        assert await asyncio.to_thread(_wget, state.pid, "http://10.77.0.60:8080/")
+        assert await asyncio.to_thread(_outside_get, outside, "http://192.0.2.1:22/") == 0
+        assert await asyncio.to_thread(_outside_get, outside, "http://192.0.2.1:7070/") == 1
+        acls.pop()
+        del doc["configItems"]
+        assert await rec.apply(env.config(doc), 60), rec.report
+        assert await asyncio.to_thread(_outside_get, outside, "http://192.0.2.1:22/") == 1
 
         # A portmap: the outside reaches the app's port 8000 through the node's port 8022.
         app_httpd = await asyncio.to_thread(
@@ -340,3 +420,5 @@ async def test_nat_acls_and_a_portmap_with_real_packets(
             proc.kill()
             proc.wait()
         await asyncio.to_thread(_netns, "del", outside)
+        with contextlib.suppress(subprocess.CalledProcessError):
+            await asyncio.to_thread(_netns, "del", f"{node_ns}n")
