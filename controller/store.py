@@ -1,11 +1,13 @@
 """Everything the controller remembers, as typed operations on ``controller.db``.
 
-The store is synchronous.  Each call is one short statement or transaction on a local file, and
-the reference controller serves a handful of devices, so the server calls it directly from its
-request handlers instead of through a thread pool.  A useful side effect: within the server
-process, request handling never interleaves inside a store call, which keeps read-then-write
-steps (nonce consumption, registration) atomic against other requests; ``BEGIN IMMEDIATE`` keeps
-them atomic against the admin commands in other processes.
+The store is synchronous, and a connection belongs to the thread that opened it.  Each call is
+one short statement or transaction on a local file, so the server's request handlers call the
+shared store directly for the light work (lookups, attestation, config).  A useful side effect:
+within the server process, request handling never interleaves inside a store call, which keeps
+read-then-write steps (nonce consumption, registration) atomic against other requests;
+``BEGIN IMMEDIATE`` keeps them atomic against other connections (the admin commands in other
+processes, and the server's upload worker, which stores reports and logs through its own
+connection from :meth:`Store.reopen` so that bulk inserts never run on the event loop).
 """
 
 from __future__ import annotations
@@ -55,14 +57,36 @@ class UnknownDevice(LookupError):
 class Store:
     """The controller database.  Use as a context manager, or call close()."""
 
-    def __init__(self, conn: sqlite3.Connection, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, *, clock: Clock = time.time, path: Path | None = None
+    ) -> None:
         self._conn = conn
         self._clock = clock
+        self._path = path
 
     @classmethod
     def open(cls, path: Path, *, clock: Clock = time.time) -> Store:
         """Open or create the database (schema migrated); raises db.SchemaTooNew, sqlite3.Error."""
-        return cls(db.connect(path), clock=clock)
+        return cls(db.connect(path), clock=clock, path=path)
+
+    @property
+    def path(self) -> Path | None:
+        """The database file, when the store was opened from one (see :meth:`reopen`)."""
+        return self._path
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    def reopen(self) -> Store:
+        """Another connection to the same file, with the same clock, for use in another thread.
+
+        An SQLite connection belongs to the thread that opened it; a worker thread that stores
+        uploads opens its own with this.  Raises ValueError for a store not opened from a file.
+        """
+        if self._path is None:
+            raise ValueError("this store was not opened from a file")
+        return Store.open(self._path, clock=self._clock)
 
     def close(self) -> None:
         self._conn.close()
@@ -720,6 +744,22 @@ class Store:
             LogRecord(id=i, device_uuid=d, app_uuid=a, received_at=r, entry=e, meta=m)
             for i, d, a, r, e, m in rows
         ]
+
+    def device_usage(self, device_uuid: str, *, row_cost: int) -> int:
+        """Bytes the device's reports and log entries take, with ``row_cost`` added per row.
+
+        Scans the device's rows: meant to be called rarely (once, then kept up to date).
+        """
+        total = 0
+        for query in (
+            "SELECT coalesce(sum(length(raw) + coalesce(length(CAST(json AS BLOB)), 0)), 0),"
+            " count(*) FROM report WHERE device_uuid = ?",
+            "SELECT coalesce(sum(length(CAST(entry AS BLOB))), 0), count(*)"
+            " FROM log_entry WHERE device_uuid = ?",
+        ):
+            size, rows = self._conn.execute(query, (device_uuid,)).fetchone()
+            total += int(size) + int(rows) * row_cost
+        return total
 
     def log_count(self, device_uuid: str) -> int:
         (n,) = self._conn.execute(

@@ -12,6 +12,7 @@ from aiohttp import web
 from controller.api import attest, config, onboarding, reports
 from controller.api.common import request_log
 from controller.api.context import CONTEXT, ApiContext, ApiSettings
+from controller.api.guard import GUARD, Guard
 from controller.records import ReportKind
 
 PREFIX = "/api/v2/edgedevice"
@@ -20,9 +21,20 @@ __all__ = ["PREFIX", "ApiContext", "ApiSettings", "make_app"]
 
 
 def make_app(ctx: ApiContext) -> web.Application:
-    """An aiohttp application serving the device API from ``ctx``; the caller runs it."""
+    """An aiohttp application serving the device API from ``ctx``; the caller runs it.
+
+    The application owns the upload guard and its worker thread (:mod:`controller.api.guard`),
+    closed by the application's cleanup.
+    """
     app = web.Application(middlewares=[request_log], client_max_size=ctx.settings.max_body_bytes)
     app[CONTEXT] = ctx
+    guard = Guard(ctx.store, ctx.settings)
+    app[GUARD] = guard
+
+    async def close_guard(_: web.Application) -> None:
+        await guard.close()
+
+    app.on_cleanup.append(close_guard)
     dev = f"{PREFIX}/id/{{uuid}}"
     app.router.add_get(f"{PREFIX}/ping", onboarding.ping)
     app.router.add_get(f"{PREFIX}/certs", onboarding.certs)

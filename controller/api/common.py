@@ -24,6 +24,7 @@ from aiohttp.typedefs import Handler
 
 from agent.wire import envelope
 from controller.api.context import context
+from controller.api.errors import ApiError as ApiError  # re-exported: handlers raise it
 from controller.records import Device
 
 PROTO = "application/x-proto-binary"
@@ -34,15 +35,6 @@ logger = logging.getLogger("controller.api")
 # What the request log line says besides method, path and status.
 DEVICE_UUID = web.RequestKey("device_uuid", str)
 DETAIL = web.RequestKey("detail", str)
-
-
-class ApiError(Exception):
-    """Ends a request with ``status`` and ``reason`` as a text body and in the request log."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 def proto_response(body: bytes = b"", *, status: int = 200) -> web.Response:
@@ -67,11 +59,17 @@ async def request_log(request: web.Request, handler: Handler) -> web.StreamRespo
     Turns ApiError into its text response, and any other exception into a logged 500: bad input
     must never get here (the garbage test checks that), so a 500 is always a controller bug.
     """
+    level = logging.INFO
     try:
         response = await handler(request)
     except ApiError as exc:
         note_detail(request, exc.reason)
-        response = web.Response(status=exc.status, text=exc.reason, content_type=TEXT)
+        response = web.Response(
+            status=exc.status, text=exc.reason, content_type=TEXT, headers=exc.headers
+        )
+        level = exc.level
+        if exc.close:
+            response.force_close()
     except web.HTTPException as exc:  # routing (404/405) and aiohttp's own 413
         note_detail(request, exc.reason)
         response = web.Response(status=exc.status, text=exc.text or exc.reason, content_type=TEXT)
@@ -81,7 +79,8 @@ async def request_log(request: web.Request, handler: Handler) -> web.StreamRespo
         logger.exception("internal error on %s %s", request.method, request.path)
         response = web.Response(status=500, text="internal error", content_type=TEXT)
     detail = request.get(DETAIL)
-    logger.info(
+    logger.log(
+        level,
         "%s %s %d device=%s%s",
         request.method,
         request.path,

@@ -15,6 +15,7 @@ from aiohttp import web
 from agent.wire.pb.attest import attest_pb2
 from controller import attestation
 from controller.identity import ControllerIdentity
+from controller.limits import ReportLimits
 from controller.records import DeviceCert, NonceRecord
 from controller.store import Store
 
@@ -34,6 +35,8 @@ class ApiSettings:
     max_objects: int = 10_000
     """Most apps, network instances, volumes and content trees kept per device (all kinds
     together); info about one more is refused with 400."""
+    limits: ReportLimits = field(default_factory=ReportLimits)
+    """Per-upload caps, per-device rates and storage quota of reports and logs."""
 
 
 class QuoteVerifier(Protocol):
