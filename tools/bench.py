@@ -22,6 +22,12 @@
 6. Firewall (tools/bench_nft.py; root, a scratch network namespace): 5,000 ACE-like rules over
    100 per-interface chains behind a verdict map, applied whole and one ACE changed
    (replace_chains; goal: under 50 ms), beside ``nft -f`` of the same ruleset.
+7. The distributed firewall as the agent renders it (tools/bench_firewall.py; root): 5,000 ACEs
+   over 100 app interfaces rendered and applied (goal: within 1.5x of ``nft -f``), beside
+   ``nft -f`` and an EVE-style iptables rendering loaded by ``iptables-restore`` (nft compat)
+   and ``iptables-legacy-restore``; one ACE edited (goal: under 50 ms); the packet path between
+   two apps on one bridge with the 5,000 ACEs loaded, beside the same pair with no rules
+   (throughput, latency, new connections per second; tools/netprobe.py).
 
 ``--no-workloads`` leaves out 5, ``--workloads-only`` runs only 5, ``--quick`` makes 5 shorter
 (fewer runs, 15 s CPU windows), ``--workload-window`` sets its CPU windows (default 60 s).
@@ -47,6 +53,7 @@ from agent.wire import envelope, pki
 from agent.wire.envelope import SoftwareSigner, pem_cert_hash
 from agent.wire.pb.config import devconfig_pb2
 from tools.bench_engine import bench_engine
+from tools.bench_firewall import bench_firewall
 from tools.bench_nft import bench_apply
 from tools.bench_workload_env import ServiceMissing
 from tools.bench_workloads import bench_workloads
@@ -385,6 +392,11 @@ def main() -> int:
             rows += bench_apply(5000, repeat=args.repeat)
         except RuntimeError as exc:
             rows.append(("firewall: 5,000 ACEs over 100 chains (nft)", "ERROR", str(exc), ""))
+            failed = True
+        try:
+            rows += bench_firewall(repeat=args.repeat)
+        except RuntimeError as exc:
+            rows.append(("firewall: the agent's 5,000 ACEs, packet path", "ERROR", str(exc), ""))
             failed = True
     if not args.no_workloads:
         try:

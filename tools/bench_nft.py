@@ -109,8 +109,14 @@ def _value(value: Any) -> str:
             return value
         except ValueError:
             return json.dumps(value)
+    if isinstance(value, list):
+        return "{ " + ", ".join(_value(v) for v in value) + " }"
     if "prefix" in value:
         return f"{value['prefix']['addr']}/{value['prefix']['len']}"
+    if "range" in value:
+        return "-".join(_value(v) for v in value["range"])
+    if "ct" in value:
+        return f"ct {value['ct']['key']}"
     if "set" in value:
         return "{ " + ", ".join(_value(v) for v in value["set"]) + " }"
     if "payload" in value:
@@ -128,8 +134,18 @@ def _statement(stmt: dict[str, Any]) -> str:
     if key == "match":
         op = {"==": "", "in": ""}.get(body["op"], body["op"] + " ")
         return f"{_value(body['left'])} {op}{_value(body['right'])}"
-    if key in ("accept", "drop", "return", "continue"):
+    if key in ("accept", "drop", "return", "continue", "masquerade"):
         return key
+    if key == "log":
+        parts = ["log"]
+        if "prefix" in body:
+            parts.append(f"prefix {json.dumps(body['prefix'])}")
+        parts += [f"{k} {body[k]}" for k in ("group", "snaplen", "queue-threshold") if k in body]
+        return " ".join(parts)
+    if key == "mangle":
+        return f"{_value(body['key'])} set {_value(body['value'])}"
+    if key == "limit":
+        return f"limit rate {body['rate']}/{body['per']} burst {body['burst']} packets"
     if key == "vmap":
         return f"{_value(body['key'])} vmap {_value(body['data'])}"
     return _value(stmt)
@@ -163,13 +179,17 @@ def render(table: Table) -> str:
         lines += [f"\tset {s.name} {{", f"\t\ttype {s.type}"]
         if s.flags:
             lines.append(f"\t\tflags {', '.join(sorted(s.flags))}")
+        if s.timeout is not None:
+            lines.append(f"\t\ttimeout {s.timeout}s")
         if s.elements:
             lines.append("\t\telements = { " + ", ".join(_value(e) for e in s.elements) + " }")
         lines.append("\t}")
     for m in table.maps:
         lines += [f"\tmap {m.name} {{", f"\t\ttype {m.type} : {m.map}"]
-        pairs = (f"{_value(k)} : {_value(v)}" for k, v in m.elements)
-        lines += ["\t\telements = { " + ", ".join(pairs) + " }", "\t}"]
+        pairs = [f"{_value(k)} : {_value(v)}" for k, v in m.elements]
+        if pairs:
+            lines.append("\t\telements = { " + ", ".join(pairs) + " }")
+        lines.append("\t}")
     for chain in table.chains:
         lines += render_chain(table, chain)
     return "\n".join([*lines, "}", ""])

@@ -308,6 +308,12 @@ def _is_address(expr: object) -> bool:
     )
 
 
+#: Statements whose bodies hold no reference to a chain, set or map.
+_NO_REFERENCES = frozenset(
+    {"accept", "drop", "return", "continue", "masquerade", "limit", "log", "reject", "counter"}
+)
+
+
 def _check_rule(
     table: Table, chain: Chain, index: int, rule: Rule, chains: set[str], names: set[str]
 ) -> None:
@@ -321,8 +327,20 @@ def _check_rule(
             raise fail(f"a statement is an object with one key, not {_canon(stmt)[:80]}")
         if "counter" in stmt and not isinstance(stmt["counter"], str):
             raise fail("anonymous counter in expr: set Rule.counter instead")
-        if "log" in stmt:
-            continue  # its prefix is text, not a reference
+        [(kind, body)] = stmt.items()
+        if kind in _NO_REFERENCES or (kind == "mangle" and isinstance(body.get("value"), int)):
+            continue  # (a log prefix is text, not a reference)
+        if kind == "match" and isinstance(body, dict):
+            # The common shapes without walking the tree (thousands of rules per apply).
+            right = body.get("right")
+            if _is_address(body.get("left")):
+                _check_addresses(right, fail)
+            if isinstance(right, int | float):
+                continue
+            if isinstance(right, str):
+                if right.startswith("@") and right[1:] not in names:
+                    raise fail(f"no set or map {right[1:]!r}")
+                continue
         for key, value in _walk(stmt):
             if key in ("jump", "goto") and isinstance(value, dict):
                 if value.get("target") not in chains:
