@@ -38,6 +38,7 @@ concatenations) are not checked: keep them literal.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import ipaddress
 import json
@@ -290,12 +291,19 @@ def _addresses(value: object) -> Iterator[str]:
             yield from _addresses(item)
 
 
+@functools.lru_cache(maxsize=16384)
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_addresses(value: object, fail: Callable[[str], PermanentError]) -> None:
     for text in _addresses(value):
-        try:
-            ipaddress.ip_address(text)
-        except ValueError:
-            raise fail(f"{text!r} is not an IP address (a prefix is a 'prefix' object)") from None
+        if not isinstance(text, str) or not _is_ip(text):
+            raise fail(f"{text!r} is not an IP address (a prefix is a 'prefix' object)")
 
 
 def _is_address(expr: object) -> bool:
@@ -335,12 +343,13 @@ def _check_rule(
             right = body.get("right")
             if _is_address(body.get("left")):
                 _check_addresses(right, fail)
-            if isinstance(right, int | float):
-                continue
-            if isinstance(right, str):
-                if right.startswith("@") and right[1:] not in names:
-                    raise fail(f"no set or map {right[1:]!r}")
-                continue
+            # A match holds no jump: only its right side may name a set or map.
+            refs = (right,) if isinstance(right, str) else (
+                v for _, v in _walk(right) if isinstance(v, str))  # fmt: skip
+            for ref in refs:
+                if ref.startswith("@") and ref[1:] not in names:
+                    raise fail(f"no set or map {ref[1:]!r}")
+            continue
         for key, value in _walk(stmt):
             if key in ("jump", "goto") and isinstance(value, dict):
                 if value.get("target") not in chains:
