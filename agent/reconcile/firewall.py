@@ -26,6 +26,9 @@ in it, so it follows the DNS answers.
 App-to-app packets on one bridge pass the same ``forward`` hook (the bridge item turns bridge
 netfilter on), so the sender's egress chain decides them.  What reaches the node itself is
 :mod:`agent.reconcile.nodefirewall`'s.  Not yet here (docs/networking.md): switch instances.
+
+Flow logs: accepting rules mark their connections with the ACE's id, dropping rules log the
+packet to NFLOG first (see :data:`FLOW_MARK`; :mod:`agent.reconcile.flows` reads both).
 """
 
 from __future__ import annotations
@@ -44,6 +47,16 @@ from agent.reconcile.netplan import LOCAL, NetPlan, VifPlan
 KIND = "firewall"
 NAT_TABLE, FILTER_TABLE = "nat", "filter"
 _UNIT_SECONDS = {"second": "second", "minute": "minute", "hour": "hour", "day": "day"}
+
+#: Flow logs (:mod:`agent.reconcile.flows`).  An accepting rule sets its connection's mark to
+#: ``FLOW_MARK | ACE id`` (ids 1..ACE_ID_MASK, EVE's "non-zero, at most 24 bits"; others are
+#: not marked), so conntrack tells which ACE let each flow through; the app is known from the
+#: flow's addresses.  A dropping rule is preceded by one that logs the packet to NFLOG_GROUP
+#: with the drop's comment as prefix, at most LOG_RATE packets a second per rule, so a flood
+#: costs the agent little; the drop rule keeps its comment and counter.
+FLOW_MARK, FLOW_MARK_MASK, ACE_ID_MASK = 0x45000000, 0xFF000000, 0x00FFFFFF
+NFLOG_GROUP = 17750
+LOG_RATE, LOG_BURST, LOG_SNAPLEN = 20, 40, 64
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,21 @@ class HostSet:
     set_name: str
 
 
+def _mark(ace_id: int) -> tuple[dict[str, Any], ...]:
+    """The statement marking a connection as accepted by ACE ``ace_id`` (none if out of range)."""
+    if not 0 < ace_id <= ACE_ID_MASK:
+        return ()
+    return ({"mangle": {"key": {"ct": {"key": "mark"}}, "value": FLOW_MARK | ace_id}},)
+
+
+def _logged(exprs: Iterable[dict[str, Any]], comment: str) -> Rule:
+    """The rule before a drop: logs what the drop ``comment`` is about to drop (rate-limited:
+    past the limit the packet goes on to the drop unlogged)."""
+    limit = {"limit": {"rate": LOG_RATE, "burst": LOG_BURST, "per": "second"}}
+    log = {"log": {"prefix": comment, "group": NFLOG_GROUP, "snaplen": LOG_SNAPLEN}}
+    return Rule((*exprs, limit, log))
+
+
 def _ace_rule(app_id: str, vif: VifPlan, ace: Ace, number: int, hosts: list[HostSet]) -> list[Rule]:
     """The egress rule(s) of one ACE.  PermanentError for what EVE refuses or this agent does
     not do yet.  A ``host`` match adds its set to ``hosts``."""
@@ -132,16 +160,20 @@ def _ace_rule(app_id: str, vif: VifPlan, ace: Ace, number: int, hosts: list[Host
     if action is not None and action.portmap:
         return []  # inbound: the ingress chain and the NAT table
     if action is not None and action.drop:
-        return [Rule((*exprs, {"drop": None}), comment=comment, counter=True)]
+        return [
+            _logged(exprs, comment),
+            Rule((*exprs, {"drop": None}), comment=comment, counter=True),
+        ]
     if action is not None and action.limit:
         unit = _UNIT_SECONDS.get(action.limit_unit or "second", "second")
         limit = {"limit": {"rate": max(1, action.limit_rate), "per": unit,
                            "burst": max(0, action.limit_burst)}}  # fmt: skip
         return [
-            Rule((*exprs, limit, {"accept": None}), comment=comment, counter=True),
+            Rule((*exprs, limit, *_mark(ace.id), {"accept": None}), comment=comment, counter=True),
+            _logged(exprs, f"{comment}:over"),
             Rule((*exprs, {"drop": None}), comment=f"{comment}:over", counter=True),
         ]
-    return [Rule((*exprs, {"accept": None}), comment=comment, counter=True)]
+    return [Rule((*exprs, *_mark(ace.id), {"accept": None}), comment=comment, counter=True)]
 
 
 def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[HostSet]]:
@@ -181,10 +213,9 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
         except PermanentError as exc:
             errors.append((vif.app_id, f"interface eth{vif.index}: {exc}"))
             out_rules = []
-        out_rules.append(Rule(({"drop": None},), comment=f"ace:{vif.app_id}:{vif.index}:0",
-                              counter=True))  # fmt: skip
-        in_rules.append(Rule(({"drop": None},), comment=f"ace-in:{vif.app_id}:{vif.index}:0",
-                             counter=True))  # fmt: skip
+        out_drop, in_drop = f"ace:{vif.app_id}:{vif.index}:0", f"ace-in:{vif.app_id}:{vif.index}:0"
+        for rules, drop in ((out_rules, out_drop), (in_rules, in_drop)):
+            rules += [_logged((), drop), Rule(({"drop": None},), comment=drop, counter=True)]
         chains += [Chain(out_name, rules=tuple(out_rules)), Chain(in_name, rules=tuple(in_rules))]
         out_map.append((vif.ip, {"jump": {"target": out_name}}))
         in_map.append((vif.ip, {"jump": {"target": in_name}}))
@@ -224,8 +255,9 @@ def _portmap_parts(ace: Ace) -> tuple[int, int, int]:
 
 def _portmap_in(vif: VifPlan, ace: Ace) -> Rule:
     proto, _lport, app_port = _portmap_parts(ace)
-    return Rule((_match("l4proto", proto), _match("dport", app_port), {"accept": None}),
-                comment=f"ace-in:{vif.app_id}:{vif.index}:{ace.id}", counter=True)  # fmt: skip
+    return Rule((_match("l4proto", proto), _match("dport", app_port), *_mark(ace.id),
+                 {"accept": None}), comment=f"ace-in:{vif.app_id}:{vif.index}:{ace.id}",
+                counter=True)  # fmt: skip
 
 
 def _portmap_nat(vif: VifPlan, ace: Ace, ports: Iterable[Any]) -> list[Rule]:
