@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--netns", default=None,
                          help="run the node's network instances in this network namespace "
                               "(an emulated node's own; it must exist)")  # fmt: skip
+        cmd.add_argument("--flowlog-interval", type=float, default=120.0, metavar="SECONDS",
+                         help="seconds between flow log reports (EVE: 120)")  # fmt: skip
         cmd.add_argument("--no-networks", action="store_true",
                          help="run no network instances (the default for an emulated node "
                               "under --root without --netns: the host's namespace is not "
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = AgentSettings(
         paths=paths, tpm=mode.value, tcti=args.tcti, workloads=not args.no_workloads,
-        node_name=args.node_name, netns=args.netns,
+        node_name=args.node_name, netns=args.netns, flowlog_interval=args.flowlog_interval,
         networks=not args.no_networks and (args.root is None or args.netns is not None),
     )  # fmt: skip
     if args.command == "boot":

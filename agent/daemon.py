@@ -32,6 +32,7 @@ from typing import Any
 
 from agent import status as status_mod
 from agent.boot import BootResult, TpmMode, boot
+from agent.drivers.conntrack import NfConntrack
 from agent.drivers.dnsmasq import DnsmasqDriver
 from agent.drivers.docker import DockerRuntime
 from agent.drivers.errors import DriverError
@@ -39,6 +40,7 @@ from agent.drivers.hypervisor import HypervisorSettings
 from agent.drivers.libvirt import LibvirtHypervisor
 from agent.drivers.metadata import MetadataServer
 from agent.drivers.netlink import NetlinkDriver
+from agent.drivers.nflog import NflogListener
 from agent.drivers.nft import LibNft, NftSettings
 from agent.drivers.systemd import sd_notify, watchdog_interval
 from agent.link.applogs import AppLogSpool, AppLogUploader
@@ -47,6 +49,7 @@ from agent.link.checkpoint import CheckpointStore
 from agent.link.configsync import ConfigSync
 from agent.link.controllercerts import ControllerCertError, ControllerCertStore
 from agent.link.devicecipher import DeviceEcdh, load_software_ecdh
+from agent.link.flowlog import FlowLogQueue, FlowLogUploader
 from agent.link.identity import NodeIdentity, load_identity, load_uuid, store_uuid
 from agent.link.logship import LogSpool, LogUploader
 from agent.link.onboarding import OnboardingError, UuidResult, fetch_uuid, onboard
@@ -56,7 +59,8 @@ from agent.link.transport import ControllerClient, TransportError
 from agent.model.configitems import ConfigItems
 from agent.reconcile.apptelemetry import AppTelemetry
 from agent.reconcile.configitems import RuntimeItems
-from agent.reconcile.firewall import InterfaceDrops
+from agent.reconcile.firewall import NFLOG_GROUP, InterfaceDrops
+from agent.reconcile.flows import FlowCollector, FlowSettings
 from agent.reconcile.metadata import MetadataAnswers
 from agent.reconcile.networks import Networks
 from agent.reconcile.node import VAULT_READY, NodeReconciler
@@ -448,6 +452,7 @@ class Node:
             ).run(stop)
         if self.networks is not None:
             tasks["acl counters"] = self._acl_counters(stop)
+            tasks.update(self._flow_logs(stop, client, identity.device))
         self.reporter = Reporter(
             client,
             device=identity.device,
@@ -484,6 +489,24 @@ class Node:
             interval = float(self.items().int("timer.metric.interval"))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
+
+    def _flow_logs(
+        self, stop: asyncio.Event, client: ControllerClient, device: Signer
+    ) -> dict[str, Coroutine[Any, Any, None]]:
+        """Flow logs: sampled in the node's namespace, queued on disk, posted to the
+        controller (:mod:`agent.reconcile.flows`, :mod:`agent.link.flowlog`)."""
+        assert self.device_uuid is not None
+        netns, interval = self.settings.netns, self.settings.flowlog_interval
+        uploader = FlowLogUploader(
+            client, device=device, device_uuid=self.device_uuid,
+            queue=FlowLogQueue(self.paths.persist / "flowlog"), liveness=self.liveness,
+        )  # fmt: skip
+        collector = FlowCollector(
+            NfConntrack(netns), NflogListener(NFLOG_GROUP, netns),
+            lambda: (self.reconciler.layout, self.reconciler.current), uploader.add,
+            FlowSettings(interval=interval, sample=min(10.0, interval)),
+        )  # fmt: skip
+        return {"flow logs": collector.run(stop), "flow log upload": uploader.run(stop)}
 
     def update_conditions(self) -> None:
         """Tell the reconciler about conditions outside it (idempotent; cheap)."""

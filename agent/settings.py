@@ -126,6 +126,8 @@ class AgentSettings:
     #: named network namespace: an emulated node's own) or the root namespace (None).
     networks: bool = True
     netns: str | None = None
+    #: Seconds between flow log reports (EVE collects every 2 minutes); shorter in tests.
+    flowlog_interval: float = 120.0
 
     @property
     def host_name(self) -> str:
