@@ -6,8 +6,11 @@ identifies the app by the caller's address.  The listening socket is made in the
 namespace (a short-lived thread enters it; the socket stays there), bound with IP_FREEBIND so it
 can exist before any bridge holds the address, and served by aiohttp on the agent's loop.
 
-Bounded: requests are GET (or HEAD) with small headers; bodies come only from the handler;
-responses carry ``Cache-Control: no-store``.  ``start`` and ``stop`` are idempotent.
+Bounded: requests are GET (or HEAD) with small headers, or a POST the layer above takes
+(``poster(path, caller_ip, content_type, body) -> Answer | None``; without one a POST is a
+405) whose body is read up to ``max_post`` bytes (more: 500, as EVE's msrv answers an
+oversized kubeconfig, and nothing reaches the poster); responses carry ``Cache-Control:
+no-store``.  ``start`` and ``stop`` are idempotent.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ class Answer:
 
 
 Handler = Callable[[str, str, int], Awaitable[Answer | None]]
+#: (path, caller's address, the request's content type, its body) -> Answer, None a 404.
+PostHandler = Callable[[str, str, str, bytes], Awaitable[Answer | None]]
+#: EVE's KubeconfigFileSizeLimitInBytes: the largest body an app may post.
+MAX_POST = 32768
 
 
 def _listen(address: str, port: int) -> socket.socket:
@@ -86,9 +93,12 @@ class MetadataServer:
 
     def __init__(
         self, handler: Handler, *, netns: str | None = None, port: int = 80,
-        address: str = METADATA_ADDRESS,
+        address: str = METADATA_ADDRESS, poster: PostHandler | None = None,
+        max_post: int = MAX_POST,
     ) -> None:  # fmt: skip
         self.handler = handler
+        self.poster = poster
+        self.max_post = max_post
         self.netns = netns
         self.port = port
         self.address = address
@@ -102,6 +112,8 @@ class MetadataServer:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         if not peer:
             return web.Response(status=400)
+        if request.method == "POST" and self.poster is not None:
+            return await self._post(request, str(peer[0]))
         if request.method not in ("GET", "HEAD"):
             return web.Response(status=405)
         try:
@@ -116,6 +128,29 @@ class MetadataServer:
             headers={"Cache-Control": "no-store"},
         )  # fmt: skip
 
+    async def _post(self, request: web.Request, caller: str) -> web.StreamResponse:
+        assert self.poster is not None
+        body = bytearray()
+        while len(body) <= self.max_post:
+            chunk = await request.content.read(self.max_post + 1 - len(body))
+            if not chunk:
+                break
+            body += chunk
+        if len(body) > self.max_post:
+            log.warning("metadata POST %s from %s: body over %d bytes, refused",
+                        request.path[:80], caller, self.max_post)  # fmt: skip
+            return web.Response(status=500, text="size exceeds limit\n")
+        try:
+            answer = await self.poster(request.path, caller, request.content_type, bytes(body))
+        except Exception:  # a handler bug is a 500 for that request, not a dead server
+            log.exception("metadata POST %s from %s failed", request.path[:80], caller)
+            return web.Response(status=500)
+        if answer is None:
+            return web.Response(status=404, text="not found\n")
+        return web.Response(status=answer.status, body=answer.body,
+                            content_type=answer.content_type,
+                            headers={"Cache-Control": "no-store"})  # fmt: skip
+
     async def start(self) -> None:
         """Listen (idempotent).  TemporaryError when the port is taken or the namespace is
         missing; PermanentError for an address the kernel refuses."""
@@ -128,7 +163,7 @@ class MetadataServer:
             if exc.errno in (98, 2, 19):  # EADDRINUSE, ENOENT, ENODEV
                 raise TemporaryError(message) from exc
             raise PermanentError(message) from exc
-        app = web.Application(client_max_size=4096)
+        app = web.Application(client_max_size=self.max_post + 1)
         app.router.add_route("*", "/{tail:.*}", self._serve)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5,
                                max_line_size=2048, max_field_size=2048)  # fmt: skip

@@ -10,6 +10,12 @@ gets only its own data:
 - cloud-init's ``/user-data`` and ``/meta-data`` (also under ``/latest/``): the app's decoded
   user data, and its instance-id and local-hostname.
 
+An app may post, as EVE's msrv takes it (``eve:pkg/pillar/cmd/msrv``, ``handleAppInstMeta``),
+its kubeconfig (``/eve/v1/kubeconfig``) or a custom status (``/eve/v1/app/appCustomStatus``):
+``Content-Type: application/json`` or 415, at most 32 KiB (the server refuses more), a caller
+that is no app gets 204 and nothing is kept; otherwise the sink takes (app, type, data) -
+EVE's AppInstMetaData, which the agent keeps in the vault and reports (ZInfoAppInstMetaData).
+
 The ``metadata`` item of the node starts the server when any local instance exists; the
 instances' bridges carry the metadata address (see :mod:`agent.reconcile.networks`).
 """
@@ -18,16 +24,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from agent.drivers.errors import DriverError
 from agent.drivers.metadata import Answer, MetadataServer
 from agent.drivers.netlink_api import Netlink
-from agent.model.config import NodeConfig
+from agent.model.config import AppInstance, NodeConfig
 from agent.reconcile import userdata
 from agent.reconcile.items import BaseConfigurator, NodeItem
-from agent.reconcile.netplan import NetPlan
+from agent.reconcile.netplan import NetPlan, VifPlan
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +47,30 @@ class MetadataItem(NodeItem):
     KIND = KIND
 
 
+#: EVE's AppInstMetaDataType (info.proto) by the path an app posts it to.
+KUBECONFIG, CUSTOM_STATUS = 1, 2
+_POSTS = {"/eve/v1/kubeconfig": KUBECONFIG, "/eve/v1/app/appCustomStatus": CUSTOM_STATUS}
+#: Takes what an app posted: (app id, AppInstMetaDataType, data).
+AppMetaSink = Callable[[str, int, bytes], Awaitable[None]]
+
+
 class MetadataAnswers:
-    """The handler the server calls: answers from the current config and network plan."""
+    """The handlers the server calls: answers from the current config and network plan, and
+    what apps post handed to ``sink``."""
 
     def __init__(
         self,
         config: Callable[[], NodeConfig | None],
         layout: Callable[[], NetPlan | None],
         netlink: Netlink,
+        sink: AppMetaSink | None = None,
     ) -> None:
         self._config = config
         self._layout = layout
         self._netlink = netlink
+        self._sink = sink
 
-    async def __call__(self, path: str, caller_ip: str, caller_port: int) -> Answer | None:
+    def _caller(self, caller_ip: str) -> tuple[NodeConfig, NetPlan, VifPlan, AppInstance] | None:
         config, layout = self._config(), self._layout()
         if config is None or layout is None:
             return None
@@ -62,6 +78,29 @@ class MetadataAnswers:
         app = config.apps.get(vif.app_id) if vif is not None else None
         if vif is None or app is None:
             return None  # not an app: nothing for anyone else
+        return config, layout, vif, app
+
+    async def post(
+        self, path: str, caller_ip: str, content_type: str, body: bytes
+    ) -> Answer | None:
+        """What an app posts (see the module docstring); None (404) for other paths."""
+        kind = _POSTS.get(path.rstrip("/"))
+        if kind is None or self._sink is None:
+            return None
+        if content_type != "application/json":
+            return Answer(b"Content-Type header is not application/json\n", "text/plain", 415)
+        found = self._caller(caller_ip)
+        if found is None:
+            log.warning("metadata POST %s from %s: no app has that address", path, caller_ip)
+            return Answer(b"", "text/plain", 204)
+        await self._sink(found[3].id, kind, body)
+        return Answer(b"", "text/plain", 200)
+
+    async def __call__(self, path: str, caller_ip: str, caller_port: int) -> Answer | None:
+        found = self._caller(caller_ip)
+        if found is None:
+            return None
+        config, layout, vif, app = found
         path = path.rstrip("/").removeprefix("/latest")
         if path == "/eve/v1/network.json":
             doc = {
