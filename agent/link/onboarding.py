@@ -5,6 +5,11 @@ interleaved with exponential backoff (1 s to 10 min, jittered).  A register answ
 or a uuid that succeeds, means the device is known; 409 means another device certificate holds
 this (onboarding certificate, serial) pair and is retried forever, loudly.  Without an onboarding
 certificate the device must have been pre-registered, and only ``/uuid`` is tried.
+
+Before the device certificate is first shown to the controller, ``record`` (when given) notes it
+durably (:func:`agent.link.identity.record_registration`): what lets a later start tell a
+half-made identity that never left the node from one the controller knows.  Nothing is sent
+until that record is written (a full disk delays onboarding; it is retried with the backoff).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -98,19 +104,26 @@ async def onboard(
     soft_serial: str,
     stop: asyncio.Event,
     backoff: Backoff | None = None,
+    record: Callable[[], None] | None = None,
 ) -> UuidResult | None:
     """Loop until the controller gives this device a UUID; None if ``stop`` is set first.
 
-    Never raises for controller or network trouble: each failure is logged and retried.
+    ``record`` (blocking, run in a worker thread) is called before the first request that shows
+    the device certificate; it may raise OSError, which delays onboarding.  Never raises for
+    controller, network or disk trouble: each failure is logged and retried.
     """
     backoff = backoff or Backoff(initial=1.0, maximum=600.0)
     registered = onboard_signer is None
     refetch_certs = False
+    recorded = record is None
     while not stop.is_set():
         try:
             if certs.current is None or refetch_certs:
                 await certs.refresh(client)
                 refetch_certs = False
+            if not recorded and record is not None:
+                await asyncio.to_thread(record)
+                recorded = True
             if not registered and onboard_signer is not None:
                 status = await register(client, onboard_signer, device, serial, soft_serial)
                 if status in (200, 201):
@@ -136,8 +149,12 @@ async def onboard(
             OnboardingError,
             envelope.EnvelopeError,
             ControllerCertError,
+            OSError,
         ) as exc:
-            log.warning("onboarding: %s", exc)
+            if isinstance(exc, OSError):
+                log.warning("onboarding: cannot record the registration, nothing sent: %s", exc)
+            else:
+                log.warning("onboarding: %s", exc)
             if isinstance(exc, envelope.UnknownSigner):
                 # The controller signs with a certificate we do not have (saved certificates
                 # from before a rotation): fetch /certs again before the next attempt.

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.drivers.tpm import REPORTED_PCRS, KeyRole, Tpm
-from agent.link.identity import DEVICE_CERT_DAYS, IdentityError
+from agent.link.identity import DEVICE_CERT_DAYS, IdentityError, registration_evidence
 from agent.measure import attestation_log, gzip_log
 from agent.settings import NodePaths
 from agent.util.atomicfile import read_optional, write_atomic
@@ -143,14 +143,24 @@ def load_tpm_identity(paths: NodePaths, tpm: Tpm) -> TpmIdentity:
     """Provision the TPM (idempotent) and load or make the certificates of its keys.
 
     Raises IdentityError when a device certificate exists but does not match the TPM's device
-    key (the TPM was replaced or cleared: this would be a different device) and TpmError when the
-    TPM fails.
+    key (the TPM was replaced or cleared: this would be a different device), or is missing on a
+    node that registered (:func:`agent.link.identity.registration_evidence`); TpmError when the
+    TPM fails, and OSError (StorageError on a full disk) when a certificate cannot be written.
+    A certificate is one file written atomically, so an interrupted first boot leaves none or
+    all of each.
     """
     tpm.provision()
     device_public = tpm.public_key(KeyRole.DEVICE)
     if not isinstance(device_public, ec.EllipticCurvePublicKey):
         raise IdentityError("the TPM device key is not an ECC key")
     existing = read_optional(paths.device_cert)
+    evidence = registration_evidence(paths) if existing is None else None
+    if evidence is not None:
+        # A new certificate, even for the same TPM key, is a new device to the controller.
+        raise IdentityError(
+            f"{paths.device_cert} is missing and {evidence}: refusing to make a new device "
+            "certificate for a node the controller knows by the old one"
+        )
     if existing is not None and pki.load_cert(existing).public_key() != device_public:
         raise IdentityError(
             f"{paths.device_cert} does not belong to this TPM's device key: the TPM was cleared "
