@@ -563,6 +563,43 @@ class NetlinkDriver(Naming):
     async def forwarding(self, ifname: str) -> bool:
         return await self._ns.run(lambda _: _read_forwarding(ifname))
 
+    async def ensure_port_addresses(
+        self,
+        ifname: str,
+        addresses: Sequence[IPInterface],
+        *,
+        owned: Sequence[IPInterface] = (),
+        mtu: int | None = None,
+    ) -> tuple[IPInterface, ...]:
+        check_ifname(ifname)
+        if self.is_ours(ifname):
+            raise PermanentError(f"{ifname} is one of this node's own links, not a port")
+        wanted = {ip_interface(a) for a in addresses}
+        mine = {ip_interface(a) for a in owned}
+
+        def work(ipr: Any) -> tuple[IPInterface, ...]:
+            msg = _get(ipr, ifname)
+            if msg is None:
+                raise NotFoundError(f"no link {ifname}")
+            _converge(ipr, msg, mtu=mtu, up=True)
+            index = msg["index"]
+            # Removed first, as in _sync_addrs: removing a primary takes its secondaries.
+            for addr in _addrs(ipr, index, ifname):
+                if addr in mine and addr not in wanted:
+                    with contextlib.suppress(NotFoundError):
+                        _nl(f"removing {addr} from {ifname}", ipr.addr, "del", index=index,
+                            address=str(addr.ip), prefixlen=addr.network.prefixlen)  # fmt: skip
+            have = set(_addrs(ipr, index, ifname))
+            added = wanted - have
+            for addr in sorted(added, key=lambda a: (a.version, a)):
+                _nl(f"adding {addr} to {ifname}", ipr.addr, "add", index=index,
+                    address=str(addr.ip), prefixlen=addr.network.prefixlen)  # fmt: skip
+            now = set(_addrs(ipr, index, ifname))
+            return tuple(sorted(((mine & wanted & have) | added) & now,
+                                key=lambda a: (a.version, a)))  # fmt: skip
+
+        return await self._ns.run(work)
+
     async def ensure_bridge_filtering(self) -> bool:
         return await self._ns.run(lambda _: _write_bridge_filtering())
 

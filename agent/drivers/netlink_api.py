@@ -13,9 +13,11 @@ node's tag.  Common names (``eth0``, ``enp3s0f1``, ``eno16777736``) are too shor
 Ownership.  A driver creates, changes and deletes only links named as its node's; a link under
 another name is read (:meth:`Netlink.link`, :meth:`Netlink.addresses`) and, for switch
 instances, enslaved to or released from one of our bridges when the caller names it
-(:meth:`Netlink.set_master`; never when it is a port of a foreign bridge), nothing else.  An
-operation on a foreign name raises ``PermanentError``.  Addresses the kernel makes itself
-(IPv6 link-local, ``fe80::/10``) are neither reported nor managed.  Routes the driver makes carry
+(:meth:`Netlink.set_master`; never when it is a port of a foreign bridge) and, for a port the
+config names, given addresses it tracks as its own (:meth:`Netlink.ensure_port_addresses`: it
+removes only those), nothing else.  An operation on a foreign name raises ``PermanentError``.
+Addresses the kernel makes itself (IPv6 link-local, ``fe80::/10``) are neither reported nor
+managed.  Routes the driver makes carry
 the protocol number :data:`RTPROT_AGENT`; it replaces and deletes no route without it.  (Every
 node on the host uses that number: nodes keep their routing tables apart.)  Inside a peer's
 namespace (the container's) everything is the agent's: ``peer_ifname`` may be any name.
@@ -310,6 +312,24 @@ class Netlink(Protocol):
 
     async def forwarding(self, ifname: str) -> bool:
         """Any link's IPv4 forwarding flag.  NotFoundError when the link is missing."""
+        ...
+
+    async def ensure_port_addresses(
+        self,
+        ifname: str,
+        addresses: Sequence[IPInterface],
+        *,
+        owned: Sequence[IPInterface] = (),
+        mtu: int | None = None,
+    ) -> tuple[IPInterface, ...]:
+        """On a port the config names explicitly (any link but this node's own): the link up,
+        its MTU (None: leave it), ``addresses`` present, and those of ``owned`` (what the agent
+        set there before) that ``addresses`` no longer names removed.  An address not in
+        ``owned`` is never removed, so what the operating system or an operator set stays.
+        Returns what the agent owns there now: the wanted addresses it added, and those of
+        ``owned`` still wanted and present.  Idempotent.  NotFoundError when the link is
+        missing; PermanentError for one of this node's own links or an address the kernel
+        refuses.  (Routes through a port are :meth:`ensure_route` with ``dev`` the port.)"""
         ...
 
     async def ensure_bridge_filtering(self) -> bool:

@@ -414,6 +414,30 @@ class FakeNetlink(Naming):
             raise driver_error(errno.ENOENT, f"forwarding of {ifname}")
         return link.forwarding
 
+    async def ensure_port_addresses(
+        self,
+        ifname: str,
+        addresses: Sequence[IPInterface],
+        *,
+        owned: Sequence[IPInterface] = (),
+        mtu: int | None = None,
+    ) -> tuple[IPInterface, ...]:
+        ns = self._enter("ensure_port_addresses")
+        check_ifname(ifname)
+        if self.is_ours(ifname):
+            raise PermanentError(f"{ifname} is one of this node's own links, not a port")
+        link = ns.get(ifname)
+        if link is None:
+            raise NotFoundError(f"no link {ifname}")
+        _converge(link, mtu=mtu, up=True)
+        wanted = {ip_interface(a) for a in addresses}
+        mine = {ip_interface(a) for a in owned}
+        have = {a for a in link.addresses if managed(a)}
+        link.addresses = [a for a in link.addresses if a not in mine or a in wanted]
+        added = wanted - have
+        link.addresses += sorted(added, key=lambda a: (a.version, a))
+        return tuple(sorted((mine & wanted & have) | added, key=lambda a: (a.version, a)))
+
     async def ensure_bridge_filtering(self) -> bool:
         self._enter("ensure_bridge_filtering").bridge_filtering = True
         return True

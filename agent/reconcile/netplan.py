@@ -109,9 +109,10 @@ def hostname(name: str, app_id: str) -> str:
 
 
 def plan(config: NodeConfig, node: str, ports: Mapping[str, Port] | None = None) -> NetPlan:
-    """The layout of ``config`` on node ``node``; ``ports`` are the node's ports when the config
-    names none (EVE keeps its last port config).  Pure."""
-    known_ports = config.ports or ports or {}
+    """The layout of ``config`` on node ``node``; ``ports`` are the node's effective ports (the
+    config's once they have worked, else the last working ones: :mod:`agent.reconcile.
+    portselect`), None for the config's own.  Pure."""
+    known_ports = ports if ports is not None else config.ports
     out = NetPlan(ports=dict(known_ports))
     bridges: set[int] = set()
     for ni in sorted(config.network_instances.values(), key=lambda n: n.id):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.model.config import NodeConfig, ObjectError, diff_configs
-from agent.reconcile import configitems, netplan, nodefirewall
+from agent.reconcile import configitems, netplan, nodefirewall, portconfig
 from agent.reconcile.apps import start_condition
 from agent.reconcile.engine import Engine, EngineSettings
 from agent.reconcile.items import (
@@ -37,6 +37,7 @@ from agent.reconcile.items import (
     OwnerRef,
 )
 from agent.reconcile.networks import VIF, Networks
+from agent.reconcile.portselect import PortManager
 from agent.reconcile.state import ItemState, OwnerStatus
 from agent.reconcile.workloads import Workloads
 
@@ -115,6 +116,7 @@ class NodeReconciler:
         configurators: dict[str, Configurator] | None = None,
         workloads: Workloads | None = None,
         networks: Networks | None = None,
+        ports: PortManager | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runtime = runtime
@@ -128,6 +130,11 @@ class NodeReconciler:
             kinds.update(networks.configurators())
             if workloads is not None:
                 workloads.watch_kinds += (VIF,)
+        #: The node's ports, managed only beside the networks (in their namespace).
+        self.ports = ports if networks is not None else None
+        if self.ports is not None:
+            kinds[portconfig.KIND] = self.ports.configurator
+            self.ports.on_change = self._ports_changed
         kinds.update(configurators or {})
         self.engine = Engine(kinds, settings=settings)
         self.current: NodeConfig | None = None
@@ -151,7 +158,8 @@ class NodeReconciler:
         self._render_errors = []
         layout = None
         if self.networks is not None:
-            layout = netplan.plan(config, self.networks.node)
+            effective = self.ports.effective() if self.ports is not None else None
+            layout = netplan.plan(config, self.networks.node, effective)
             self._render_errors += layout.errors
         self._layout = layout
         if self.workloads is not None:
@@ -169,6 +177,8 @@ class NodeReconciler:
             items, problems = self.networks.render(layout, containers, policy)
             desired.update(items)
             self._render_errors += problems
+            if self.ports is not None:
+                desired.update(self.ports.render(layout))
         return desired
 
     @property
@@ -212,6 +222,11 @@ class NodeReconciler:
             log.info("maintenance mode %s", "on" if self.maintenance() else "off")
             self.engine.set_desired(self.render(self.current))
 
+    def _ports_changed(self) -> None:
+        """The effective ports changed outside a config (a test passed or failed)."""
+        if self.current is not None:
+            self.engine.set_desired(self.render(self.current))
+
     async def accept(self, config: NodeConfig) -> bool:
         """Make ``config`` the desired state and return at once (the engine task applies it).
 
@@ -232,6 +247,8 @@ class NodeReconciler:
             log.error("config %s %s (%s): %s", err.kind, err.id, err.name, err.message)
         self._items_cfg.set_unknown(config.items.unknown)
         self.current = config
+        if self.ports is not None:
+            self.ports.offer(config.ports, config.version)
         self.engine.set_desired(self.render(config))
         self._object_errors = list(config.errors) + self._render_errors
         return not self._object_errors
@@ -256,16 +273,19 @@ class NodeReconciler:
         """The engine task: observe, adopt, reconcile until ``stop`` (and, with workloads,
         watch running apps beside it)."""
         self._observed = True
-        if self.workloads is None:
-            await self.engine.run(stop)
-            return
-        watcher = asyncio.create_task(self.workloads.maintain(self.engine, stop), name="watch")
+        beside = []
+        if self.workloads is not None:
+            beside.append(asyncio.create_task(self.workloads.maintain(self.engine, stop),
+                                              name="watch"))  # fmt: skip
+        if self.ports is not None:
+            beside.append(asyncio.create_task(self.ports.run(self.engine, stop), name="ports"))
         try:
             await self.engine.run(stop)
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in beside:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             for handle in self._delay_timers.values():
                 handle.cancel()
             self._delay_timers.clear()
@@ -301,11 +321,16 @@ class NodeReconciler:
             names.setdefault(owner, err.name)
         out = []
         configured = {o for o in names if o != DEVICE_OWNER}
+        port_errors = self.ports.errors() if self.ports is not None else []
+        if port_errors:
+            configured.add(DEVICE_OWNER)
         for owner in sorted(set(by_owner) | set(invalid) | configured):
             st = by_owner.get(owner)
             errors = [(f"{e.kind} {e.id}: {e.message}", 0.0) for e in invalid.get(owner, [])]
             if st is not None:
                 errors += [(f"{e.ref[0]}/{e.ref[1]}: {e.message}", e.time) for e in st.errors]
+            if owner == DEVICE_OWNER:
+                errors += port_errors
             pending = tuple(f"{k}/{n}: {r}" for (k, n), r in st.pending) if st else ()
             if owner[0] == "app":
                 errors += self._path_errors(owner[1])

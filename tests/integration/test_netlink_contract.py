@@ -562,3 +562,38 @@ async def test_the_process_namespace(require_service: Callable[[str, str], NoRet
             await inside.close()
     finally:
         await asyncio.to_thread(netns.remove, name)
+
+
+async def test_port_addresses_are_only_the_agents_own(env: Env) -> None:
+    """A port the config names (a veth stands in for a NIC): the agent adds what it is asked,
+    removes only what it says it set, and routes through it as through its own links."""
+    drv = env.drv
+    await env.add_foreign(None, "port0", "veth")
+    owned = await drv.ensure_port_addresses("port0", ifs("10.70.0.2/24"), mtu=1400)
+    assert owned == tuple(ifs("10.70.0.2/24"))
+    assert await drv.ensure_port_addresses("port0", ifs("10.70.0.2/24"), owned=owned) == owned
+    info = await drv.link("port0")
+    assert info is not None and info.up and info.mtu == 1400
+    # An address someone else set (added here without keeping it as the agent's).
+    await drv.ensure_port_addresses("port0", ifs("10.70.0.2/24", "192.0.2.9/24"), owned=owned)
+    owned = await drv.ensure_port_addresses("port0", ifs("10.70.0.3/24"), owned=owned)
+    assert owned == tuple(ifs("10.70.0.3/24"))
+    assert set(await drv.addresses("port0")) == set(ifs("10.70.0.3/24", "192.0.2.9/24"))
+    # Asked for an address that was there before: kept, but never the agent's to remove.
+    owned = await drv.ensure_port_addresses("port0", ifs("192.0.2.9/24"), owned=owned)
+    assert owned == ()
+    assert await drv.ensure_port_addresses("port0", [], owned=owned) == ()
+    assert await drv.addresses("port0") == tuple(ifs("192.0.2.9/24"))
+    # A default route through the port, with the agent's protocol and its own metric.
+    default = Route(ip_network("0.0.0.0/0"), ip_address("192.0.2.1"), dev="port0", metric=437)
+    await drv.ensure_route(default)
+    await drv.ensure_route(default)
+    assert await drv.routes() == [default]
+    await drv.delete_route(default)
+    assert await drv.routes() == []
+    with pytest.raises(NotFoundError):
+        await drv.ensure_port_addresses("nlnone0", ifs("10.70.0.2/24"))
+    br = env.name(LinkKind.BRIDGE, 13)
+    await drv.ensure_bridge(br)
+    with pytest.raises(PermanentError, match="own links"):
+        await drv.ensure_port_addresses(br, ifs("10.70.0.2/24"))

@@ -1,0 +1,521 @@
+"""Which port config the node uses: the config's, once it has reached the controller, else the
+last one that did (EVE's nim DPC manager, cut down to the two configs that matter).
+
+EVE keeps a list of device port configs (DPCs), tests a new one by reaching the controller
+through it, and falls back to the last one that worked when the test fails, so a config
+mistake never takes away the ports the node reaches its controller through.  Here:
+
+- the config's ports are the *offered* config (a config naming no port offers nothing: the
+  node keeps what it has, and with no history the agent manages no port);
+- an offered config that differs from the *last working* one is a *candidate*: it is applied
+  and tested (:class:`PortManager`): within ``timer.port.testduration`` seconds its port items
+  must be in place, a management port must have its address (static, or a DHCP lease), and a
+  TCP connection to the controller must open (each try bounded by ``timer.port.timeout``; a
+  refused connection counts as reached, as EVE counts a TCP reset as a remote failure);
+- success makes it the last working config (persisted atomically, outside the vault:
+  ``persist/status/net/portconfig.json``); failure puts the last working config back, reports
+  the error (on the device; logged once per test) and keeps the candidate out until the config
+  offers another one or ``timer.port.testbetterinterval`` has passed (0: until the config
+  changes), as EVE retries its highest-priority DPC;
+- with no last working config (first boot) the candidate is used as it is, tested all the
+  same, and becomes the last working one once a test passes;
+- a candidate without a management port cannot be tested: with a last working config it is
+  not used (EVE ignores such a DPC), else it is used as it is.
+
+:class:`Selection` is the pure state machine (times are wall-clock seconds, passed in);
+:class:`PortManager` runs the tests and follows DHCP leases beside the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import ipaddress
+import json
+import logging
+import re
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.drivers.netprobe import Prober
+from agent.model.configitems import ConfigItems
+from agent.model.ports import Port
+from agent.reconcile import portconfig
+from agent.reconcile.engine import Engine
+from agent.reconcile.items import Item, ItemRef
+from agent.reconcile.netplan import NetPlan
+from agent.reconcile.state import ItemState
+from agent.util.atomicfile import write_atomic
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+#: Failed candidates remembered (a hostile controller must not grow the state file).
+MAX_FAILED = 16
+MAX_STATE = 256 * 1024
+_IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+_LABEL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+# --- ports as JSON --------------------------------------------------------------------------------
+
+
+def port_json(port: Port) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(port).items()}
+
+
+def port_from_json(doc: Any) -> Port:
+    """A port from the state file, checked as strictly as the config's.  Raises ValueError."""
+    if not isinstance(doc, dict):
+        raise ValueError("a port is not an object")
+
+    def text(key: str, pattern: re.Pattern[str] | None = None) -> str:
+        value = doc.get(key)
+        if not isinstance(value, str) or (pattern is not None and not pattern.fullmatch(value)):
+            raise ValueError(f"port field {key} is not valid")
+        return value
+
+    def number(key: str, low: int, high: int) -> int:
+        value = doc.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ValueError(f"port field {key} is not valid")
+        return value
+
+    def flag(key: str) -> bool:
+        value = doc.get(key)
+        if not isinstance(value, bool):
+            raise ValueError(f"port field {key} is not valid")
+        return value
+
+    labels, dns = doc.get("shared_labels"), doc.get("dns")
+    if not isinstance(labels, list) or len(labels) > 64 or not isinstance(dns, list):
+        raise ValueError("port labels or DNS servers are not lists")
+    dhcp = text("dhcp")
+    if dhcp not in ("client", "static", "none"):
+        raise ValueError("port field dhcp is not valid")
+    address, gateway = text("address"), text("gateway")
+    if address:
+        ipaddress.ip_interface(address)
+    if gateway:
+        ipaddress.ip_address(gateway)
+    return Port(
+        name=text("name", _LABEL), ifname=text("ifname", _IFNAME), management=flag("management"),
+        for_apps=flag("for_apps"), cost=number("cost", 0, 255),
+        shared_labels=tuple(str(x) for x in labels if isinstance(x, str) and _LABEL.fullmatch(x)),
+        dhcp=dhcp, address=address, gateway=gateway,
+        dns=tuple(str(ipaddress.ip_address(str(d))) for d in dns[:16]),
+        mtu=number("mtu", 0, 65535),
+    )  # fmt: skip
+
+
+def fingerprint(ports: Mapping[str, Port]) -> str:
+    """A digest of a port config (every field of every port), to tell configs apart."""
+    doc = [port_json(ports[name]) for name in sorted(ports)]
+    data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+# --- the pure selection ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A candidate's failed test: when (wall clock) and why."""
+
+    at: float
+    why: str
+
+
+@dataclass
+class Selection:
+    """What the node knows of port configs; see the module docstring.  Pure: every time is
+    given by the caller."""
+
+    last_working: dict[str, Port] | None = None
+    failed: dict[str, Failure] = field(default_factory=dict)
+    offered: dict[str, Port] | None = None
+    #: The config version that offered the current ports (for messages).
+    version: str = ""
+    #: The fingerprint of the candidate under test, None when none is.
+    testing: str | None = None
+    _working_fp: str | None = None
+    _offered_fp: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.last_working is not None:
+            self._working_fp = fingerprint(self.last_working)
+
+    @property
+    def offered_fp(self) -> str | None:
+        return self._offered_fp
+
+    @property
+    def committed(self) -> bool:
+        """Whether the offered config is the last working one."""
+        return self._offered_fp is not None and self._offered_fp == self._working_fp
+
+    def offer(self, ports: Mapping[str, Port], version: str) -> bool:
+        """The config's ports (empty: it names none, nothing changes).  True when they differ
+        from the ports offered before (a test of the old candidate is then void)."""
+        if not ports:
+            return False
+        fp = fingerprint(ports)
+        if fp == self._offered_fp:
+            return False
+        self.offered, self._offered_fp, self.version = dict(ports), fp, version
+        self.testing = None
+        return True
+
+    def effective(self) -> dict[str, Port] | None:
+        """The port config to apply now: the candidate under test, the offered one when it is
+        the last working one or there is none, else the last working one; None: no port config
+        at all (the agent manages no port)."""
+        if self.offered is None:
+            return self.last_working
+        if self.last_working is None or self.testing is not None or self.committed:
+            return self.offered
+        return self.last_working
+
+    def testable(self) -> bool:
+        return self.offered is not None and any(p.management for p in self.offered.values())
+
+    def start(self, now: float, better: int) -> str | None:
+        """The fingerprint of the candidate to test now (it becomes effective), None when no
+        test is due: nothing offered, already working or under test, untestable, or failed
+        less than ``better`` seconds ago (``better`` 0: failed at all)."""
+        fp = self._offered_fp
+        if fp is None or self.testing is not None or self.committed or not self.testable():
+            return None
+        failure = self.failed.get(fp)
+        if failure is not None and (better <= 0 or failure.at <= now < failure.at + better):
+            return None  # (a failure "in the future" means the clock moved back: test)
+        self.testing = fp
+        return fp
+
+    def retry_at(self, better: int) -> float | None:
+        """When (wall clock) the offered candidate's retry falls due, None when none waits."""
+        fp = self._offered_fp
+        failure = self.failed.get(fp) if fp is not None else None
+        if failure is None or better <= 0 or self.testing is not None or self.committed:
+            return None
+        return failure.at + better
+
+    def passed(self, fp: str) -> bool:
+        """The test of ``fp`` passed: it is the last working config.  False for a stale test."""
+        if fp != self.testing or self.offered is None:
+            return False
+        self.last_working, self._working_fp = dict(self.offered), fp
+        self.failed.pop(fp, None)
+        self.testing = None
+        return True
+
+    def fail(self, fp: str, why: str, now: float) -> bool:
+        """The test of ``fp`` failed at ``now``.  False for a stale test."""
+        if fp != self.testing:
+            return False
+        self.failed.pop(fp, None)
+        self.failed[fp] = Failure(now, why[:1024])
+        while len(self.failed) > MAX_FAILED:
+            del self.failed[next(iter(self.failed))]
+        self.testing = None
+        return True
+
+    def error(self, better: int) -> tuple[str, float] | None:
+        """What to report about the offered config and since when, None when nothing."""
+        fp = self._offered_fp
+        if fp is None or self.committed or self.testing is not None:
+            return None
+        if not self.testable():
+            if self.last_working is None:
+                return None
+            return ("the config's ports have no management port: the last working port "
+                    "config stays in use", 0.0)  # fmt: skip
+        failure = self.failed.get(fp)
+        if failure is None:
+            return None
+        where = ("the last working port config is in use" if self.last_working is not None
+                 else "no earlier port config worked: it stays in use")  # fmt: skip
+        again = (f"tried again {better} s after the failure" if better > 0
+                 else "not tried again until the config changes")  # fmt: skip
+        version = f" of config {self.version}" if self.version else ""
+        return f"port config{version} failed its test: {failure.why}; {where}; {again}", failure.at
+
+    # persistence
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "version": STATE_VERSION,
+            "last_working": None if self.last_working is None
+            else [port_json(p) for _, p in sorted(self.last_working.items())],
+            "failed": {fp: {"at": f.at, "why": f.why} for fp, f in self.failed.items()},
+        }  # fmt: skip
+        return json.dumps(doc, sort_keys=True, indent=1).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Selection:
+        """Raises ValueError for a state file that makes no sense."""
+        if len(data) > MAX_STATE:
+            raise ValueError("too large")
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION:
+            raise ValueError("unknown format")
+        working = doc.get("last_working")
+        last = None
+        if working is not None:
+            if not isinstance(working, list) or not working:
+                raise ValueError("last_working is not a list of ports")
+            ports = [port_from_json(p) for p in working]
+            last = {p.name: p for p in ports}
+        failed: dict[str, Failure] = {}
+        raw = doc.get("failed", {})
+        if not isinstance(raw, dict):
+            raise ValueError("failed is not an object")
+        for fp, entry in list(raw.items())[-MAX_FAILED:]:
+            if isinstance(entry, dict) and isinstance(entry.get("at"), int | float):
+                failed[str(fp)[:64]] = Failure(float(entry["at"]), str(entry.get("why", ""))[:1024])
+        return cls(last_working=last, failed=failed)
+
+
+def load_selection(path: Path) -> Selection:
+    """The saved selection at ``path``; a fresh one when there is none or it is unusable
+    (logged: the node then behaves as on its first boot)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Selection()
+    except OSError as exc:
+        log.warning("port config state %s unreadable (%s): starting without one", path, exc)
+        return Selection()
+    try:
+        return Selection.from_bytes(data)
+    except (ValueError, TypeError, KeyError) as exc:
+        log.warning("port config state %s unusable (%s): starting without one", path, exc)
+        return Selection()
+
+
+def controller_target(server: str | None) -> tuple[str, int] | None:
+    """(host, port) of ``/config/server``'s ``host[:port]`` (443 by default), None when there
+    is none or it does not parse."""
+    if not server:
+        return None
+    try:
+        parts = urllib.parse.urlsplit("//" + server.strip().removeprefix("https://"))
+        host, port = parts.hostname, parts.port or 443
+    except ValueError:
+        return None
+    return (host, port) if host else None
+
+
+# --- the async part -------------------------------------------------------------------------------
+
+
+class PortManager:
+    """The port kind of one node: its configurator, the selection, the tests and the lease
+    follower.  The node reconciler calls :meth:`offer` with each config's ports before it
+    renders, renders :meth:`effective`, and runs :meth:`run` beside its engine; ``on_change``
+    (set by it) renders again when the effective ports change outside a config."""
+
+    def __init__(
+        self,
+        configurator: portconfig.PortConfigurator,
+        prober: Prober,
+        state_file: Path,
+        items: Callable[[], ConfigItems],
+        target: Callable[[], tuple[str, int] | None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        poll: float = 1.0,
+    ) -> None:
+        """``clock`` and ``sleep`` time the tests (monotonic), ``wallclock`` the failures;
+        ``poll`` is how often leases are followed.  Reads the saved state (small, once)."""
+        self.configurator = configurator
+        self.prober = prober
+        self.state_file = state_file
+        self._items = items
+        self._target = target
+        self._clock = clock
+        self._wallclock = wallclock
+        self._sleep = sleep
+        self._poll = poll
+        self.selection = load_selection(state_file)
+        self.on_change: Callable[[], None] | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._task_fp: str | None = None
+
+    def _better(self) -> int:
+        return self._items().int("timer.port.testbetterinterval")
+
+    # --- what the node reconciler asks (synchronous)
+
+    def offer(self, ports: Mapping[str, Port], version: str) -> None:
+        """A config's ports (see :meth:`Selection.offer`); a test starts when one is due."""
+        if self.selection.offer(ports, version):
+            log.info("config %s names new ports: %s", version, ", ".join(sorted(ports)))
+        self._start_due()
+        self._wake.set()
+
+    def effective(self) -> dict[str, Port] | None:
+        return self.selection.effective()
+
+    def render(self, layout: NetPlan) -> dict[ItemRef, Item]:
+        """The port items of ``layout`` (planned with :meth:`effective`)."""
+        return portconfig.render(layout)
+
+    def errors(self) -> list[tuple[str, float]]:
+        """The device's port error (message, wall-clock time) while there is one."""
+        found = self.selection.error(self._better())
+        return [found] if found is not None else []
+
+    # --- the task
+
+    async def run(self, engine: Engine, stop: asyncio.Event) -> None:
+        """Follow leases and run tests until ``stop``."""
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                await self.configurator.sync_leases()
+                if self._start_due():
+                    self._changed()
+                testing = self.selection.testing
+                if testing is not None and (testing != self._task_fp or self._idle()):
+                    await self._cancel()
+                    self._task_fp = testing
+                    self._task = asyncio.create_task(self._guarded(engine, testing),
+                                                     name="port test")  # fmt: skip
+                wait = self._poll
+                retry = self.selection.retry_at(self._better())
+                if retry is not None:
+                    wait = min(wait, max(0.0, retry - self._wallclock()))
+                await _wait_any(self._wake, stop, wait)
+        finally:
+            await self._cancel()
+
+    def _idle(self) -> bool:
+        return self._task is None or self._task.done()
+
+    async def _cancel(self) -> None:
+        task, self._task, self._task_fp = self._task, None, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _start_due(self) -> bool:
+        fp = self.selection.start(self._wallclock(), self._better())
+        if fp is not None:
+            log.info("testing the port config of config %s (%s)", self.selection.version, fp[:12])
+        return fp is not None
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+        self._wake.set()
+
+    async def _guarded(self, engine: Engine, fp: str) -> None:
+        try:
+            await self._test(engine, fp)
+        except Exception as exc:  # a bug fails the candidate, it must not retest in a loop
+            log.exception("testing the port config failed")
+            await self._failed(fp, f"the test failed: {exc}")
+
+    async def _test(self, engine: Engine, fp: str) -> None:
+        items = self._items()
+        duration = float(items.int("timer.port.testduration"))
+        per_try = float(items.int("timer.port.timeout"))
+        deadline = self._clock() + duration
+        why = "not tested"
+        while self.selection.testing == fp:
+            not_ready = self._not_ready(engine)
+            if not_ready is None:
+                target = self._target()
+                if target is None:
+                    await self._passed(fp, "no controller address known: taken untested")
+                    return
+                left = max(0.5, deadline - self._clock())
+                result = await self.prober.reach(*target, within=min(per_try or left, left))
+                if result.ok:
+                    await self._passed(fp, result.detail)
+                    return
+                why = f"controller {target[0]}:{target[1]} not reached: {result.detail}"
+            else:
+                why = not_ready
+            if self._clock() >= deadline:
+                await self._failed(fp, why)
+                return
+            await self._sleep(min(1.0, max(0.05, deadline - self._clock())))
+
+    def _not_ready(self, engine: Engine) -> str | None:
+        """Why the candidate cannot be probed yet: its port items not in place, or no
+        management port with its address."""
+        for ref, item in engine.desired.items():
+            if ref[0] != portconfig.KIND:
+                continue
+            st = engine.status.get(ref)
+            if st is not None and st.state is ItemState.FAILED:
+                return f"port {ref[1]}: {st.last_error}"
+            if st is None or st.state is not ItemState.CREATED or engine.actual.get(ref) != item:
+                return f"port {ref[1]} not configured yet"
+        ports = self.selection.offered or {}
+        waiting = []
+        for port in sorted(ports.values(), key=lambda p: p.name):
+            if not port.management:
+                continue
+            if (portconfig.KIND, port.ifname) not in engine.desired:
+                return None  # no addressing of ours (none, or bridged): the probe decides
+            why = self.configurator.not_ready(port.ifname)
+            if why is None:
+                return None
+            waiting.append(why)
+        return "; ".join(waiting) or "no management port"
+
+    async def _passed(self, fp: str, detail: str) -> None:
+        if self.selection.passed(fp):
+            log.info("port config of config %s works (%s): now the last working one",
+                     self.selection.version, detail)  # fmt: skip
+            await self._save()
+            self._changed()
+
+    async def _failed(self, fp: str, why: str) -> None:
+        if self.selection.fail(fp, why, self._wallclock()):
+            found = self.selection.error(self._better())
+            log.error("%s", found[0] if found else f"port config failed its test: {why}")
+            await self._save()
+            self._changed()
+
+    async def _save(self) -> None:
+        try:
+            await asyncio.to_thread(write_atomic, self.state_file, self.selection.to_bytes())
+        except OSError as exc:  # kept in memory; the next change writes it again
+            log.warning("cannot save the port config state: %s", exc)
+
+
+async def _wait_any(event: asyncio.Event, stop: asyncio.Event, seconds: float) -> None:
+    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+
+__all__ = [
+    "Failure",
+    "PortManager",
+    "Selection",
+    "controller_target",
+    "fingerprint",
+    "load_selection",
+    "port_from_json",
+    "port_json",
+]
