@@ -19,6 +19,7 @@ from pathlib import Path
 from controller import admin
 from controller.db import SchemaTooNew
 from controller.identity import InitRefused, init_certs
+from controller.listener import ServerSettings
 from controller.records import ObjectKind, ReportKind
 from controller.server import DEFAULT_LISTEN, ListenAddress, serve
 from controller.state import DEFAULT_STATE_DIR, StateDir
@@ -80,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"address to listen on (default {DEFAULT_LISTEN}; port 0 = any free)",
     )
     srv.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    srv.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=ServerSettings.max_connections,
+        metavar="N",
+        help="open connections at most; idle ones are closed to make room "
+        f"(default {ServerSettings.max_connections}; keep under the file descriptor limit)",
+    )
 
     onboard = commands.add_parser("onboard", help="onboarding certificate allow-list")
     onboard_cmds = onboard.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -294,7 +303,8 @@ def _serve(state: StateDir, args: argparse.Namespace) -> int:
     if not state.server_cert.exists():
         raise admin.AdminError(f"no certificates in {state.certs}: run 'eve-controller init' first")
     try:
-        asyncio.run(serve(state, listen))
+        server_settings = ServerSettings(max_connections=args.max_connections)
+        asyncio.run(serve(state, listen, server_settings=server_settings))
     except OSError as exc:
         raise admin.AdminError(f"cannot serve on {args.listen}: {exc}") from exc
     except ValueError as exc:  # unreadable PEM, or a signing cert that does not chain

@@ -108,8 +108,18 @@ class LogThrottle:
         self._clock = clock
         self._held: OrderedDict[str, _Held] = OrderedDict()
 
-    def log(self, level: int, key: str, message: str, *args: object) -> bool:
-        """Log ``message % args`` unless ``key`` was logged within the interval; True if logged."""
+    def emit(
+        self,
+        level: int,
+        key: str,
+        message: str,
+        *args: object,
+        exc_info: BaseException | None = None,
+    ) -> bool:
+        """Log ``message % args`` unless ``key`` was logged within the interval; True if logged.
+
+        ``exc_info`` adds that exception's traceback to the line, when it gets through.
+        """
         now = self._clock()
         held = self._held.get(key)
         if held is not None and now < held.next_at:
@@ -123,8 +133,8 @@ class LogThrottle:
         if suppressed:
             message += " (and %d more like it since the last such line)"
             args = (*args, suppressed)
-        self._logger.log(level, message, *args)
+        self._logger.log(level, message, *args, exc_info=exc_info)
         return True
 
     def warning_for(self, key: str, message: str, *args: object) -> bool:
-        return self.log(logging.WARNING, key, message, *args)
+        return self.emit(logging.WARNING, key, message, *args)

@@ -15,6 +15,7 @@ without one (``cmd/client/client.go`` ``myPost``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from aiohttp.typedefs import Handler
 from agent.wire import envelope
 from controller.api.context import context
 from controller.api.errors import ApiError as ApiError  # re-exported: handlers raise it
+from controller.api.guard import guard_of
+from controller.logsafe import printable
 from controller.records import Device
 
 PROTO = "application/x-proto-binary"
@@ -69,7 +72,11 @@ async def request_log(request: web.Request, handler: Handler) -> web.StreamRespo
         )
         level = exc.level
         if exc.close:
-            response.force_close()
+            # Answer, then drop the connection at once: aiohttp would otherwise keep reading the
+            # unwanted rest of the body for its lingering time, holding the connection.
+            await response.prepare(request)
+            await response.write_eof()
+            request.protocol.force_close()
     except web.HTTPException as exc:  # routing (404/405) and aiohttp's own 413
         note_detail(request, exc.reason)
         response = web.Response(status=exc.status, text=exc.text or exc.reason, content_type=TEXT)
@@ -100,8 +107,25 @@ class DeviceRequest:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The whole body; aiohttp answers 413 itself past ``client_max_size``."""
-    return await request.read()
+    """The whole body, within ``ApiSettings.body_timeout`` seconds.
+
+    aiohttp answers 413 itself past ``client_max_size``.  A body that does not arrive in time
+    (a client trickling bytes to hold the connection) gets 408 and the connection is closed.
+    """
+    timeout = context(request).settings.body_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        guard_of(request).log.warning_for(
+            "slow body",
+            "request bodies not received within %g s (from %s, for example); answered 408",
+            timeout,
+            printable(request.remote),
+        )
+        raise ApiError(
+            408, f"request body not received within {timeout:g} s", quiet=True, close=True
+        ) from None
 
 
 async def device_request(request: web.Request, *, path_uuid: str | None = None) -> DeviceRequest:

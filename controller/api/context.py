@@ -35,6 +35,9 @@ class ApiSettings:
     max_objects: int = 10_000
     """Most apps, network instances, volumes and content trees kept per device (all kinds
     together); info about one more is refused with 400."""
+    body_timeout: float = 60.0
+    """Seconds to receive a whole request body once its headers are in (408 and close beyond):
+    4 MiB in a minute is ~70 kB/s, slower than any link a node should be managed over."""
     limits: ReportLimits = field(default_factory=ReportLimits)
     """Per-upload caps, per-device rates and storage quota of reports and logs."""
 
