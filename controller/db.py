@@ -158,7 +158,63 @@ CREATE TABLE object_status (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+# Version 4: zero-touch K3s clusters (controller/clusters.py).  Operator tags on devices; clusters
+# with their selector, sizes and token; members (a device is in at most one cluster: the UNIQUE
+# on device_uuid); each cluster's event history.  A removed device leaves its tags and its
+# membership (the next composition replaces it).
+_SCHEMA_V4 = """
+CREATE TABLE device_tag (
+    device_uuid    TEXT NOT NULL REFERENCES device(uuid) ON DELETE CASCADE,
+    key            TEXT NOT NULL,
+    value          TEXT NOT NULL,
+    PRIMARY KEY (device_uuid, key)
+);
+CREATE INDEX device_tag_by_pair ON device_tag(key, value);
+CREATE TABLE cluster (
+    id             TEXT PRIMARY KEY,      -- UUID, EdgeNodeCluster.cluster_id
+    name           TEXT NOT NULL UNIQUE,
+    select_key     TEXT NOT NULL,         -- members are the devices tagged select_key=select_value
+    select_value   TEXT NOT NULL,
+    servers_min    INTEGER NOT NULL,
+    servers_max    INTEGER NOT NULL,
+    agents_min     INTEGER NOT NULL,
+    agents_max     INTEGER NOT NULL,
+    network_tag    TEXT NOT NULL,         -- port label of the cluster interface
+    manifest_url   TEXT NOT NULL,
+    k3s_image      TEXT NOT NULL,         -- as the operator gave it ('' = no K3s VM)
+    k3s_objects    BLOB,                  -- EdgeDevConfig with the content tree and datastores
+    vm_memory_mib  INTEGER NOT NULL,
+    vm_vcpus       INTEGER NOT NULL,
+    net_index      INTEGER NOT NULL UNIQUE, -- picks the cluster's address ranges
+    lost_after     REAL NOT NULL,
+    token          TEXT NOT NULL,         -- the K3s join token: a secret, never printed
+    active         INTEGER NOT NULL,
+    state          TEXT NOT NULL,
+    note           TEXT NOT NULL,
+    created_at     REAL NOT NULL,
+    changed_at     REAL NOT NULL
+);
+CREATE TABLE cluster_member (
+    cluster_id     TEXT NOT NULL REFERENCES cluster(id) ON DELETE CASCADE,
+    device_uuid    TEXT NOT NULL UNIQUE REFERENCES device(uuid) ON DELETE CASCADE,
+    role           TEXT NOT NULL,         -- init, server, agent
+    slot           INTEGER NOT NULL,      -- picks the member's addresses
+    joined_at      REAL NOT NULL,
+    added          TEXT NOT NULL,         -- JSON: shared objects the controller added to its config
+    PRIMARY KEY (cluster_id, device_uuid),
+    UNIQUE (cluster_id, slot)
+);
+CREATE TABLE cluster_event (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    cluster_id     TEXT NOT NULL REFERENCES cluster(id) ON DELETE CASCADE,
+    at             REAL NOT NULL,
+    text           TEXT NOT NULL,
+    reason         TEXT NOT NULL
+);
+CREATE INDEX cluster_event_by_cluster ON cluster_event(cluster_id, id);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
