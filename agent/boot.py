@@ -85,7 +85,8 @@ def boot(
 ) -> BootResult:
     """Open the TPM and run the measurements.  Idempotent within one power cycle.
 
-    Raises BootError, or TpmError from the driver.
+    Raises BootError, OSError when an event log cannot be written (StorageError on a full
+    disk: nothing was extended, the caller may retry), or TpmError from the driver.
     """
     # Imported here so a software-mode node never loads the TSS libraries (about 10 MiB).
     from agent.drivers.tpm_device import DeviceTpm
@@ -99,16 +100,15 @@ def boot(
         tpm = DeviceTpm(tcti or "device:/dev/tpmrm0")
     else:
         raise BootError("boot needs a TPM")
-    boot_dir = paths.run / "boot"
-    if swtpm is not None:
-        boot_log = boot_dir / "binary_bios_measurements"
-        components = load_components(paths.platform / "boot.json", agent_version)
-        boot_result = measure_boot(tpm, components, boot_log)
-    else:
-        boot_log = FIRMWARE_LOG
-        boot_result = check_log(tpm, FIRMWARE_LOG)
-    config_log = paths.persist / "status" / "measurefs_tpm_event_log"
-    config_result = measure_config(tpm, paths.config, config_log)
+    try:
+        boot_log, boot_result, config_log, config_result = _measure(
+            paths, tpm, swtpm is not None, agent_version
+        )
+    except BaseException:
+        # A failed measurement (a full disk refusing the event log) is retried by the caller:
+        # it gets a fresh TPM handle, so this one must not leak.
+        tpm.close()
+        raise
     for name, result in (("boot", boot_result), ("config", config_result)):
         if result.ok:
             log.info("%s measurement: %s%s", name, result.state.value,
@@ -116,6 +116,23 @@ def boot(
         else:
             log.error("%s measurement: %s", name, result.problem)
     return BootResult(tpm, swtpm, boot_result, config_result, boot_log, config_log)
+
+
+def _measure(
+    paths: NodePaths, tpm: Tpm, emulated: bool, agent_version: str
+) -> tuple[Path, MeasureResult, Path, MeasureResult]:
+    """The boot chain (played on an emulated node, checked on a real one), then the config
+    partition.  Raises BootError, OSError (an event log not written) and TpmError."""
+    if emulated:
+        boot_log = paths.run / "boot" / "binary_bios_measurements"
+        components = load_components(paths.platform / "boot.json", agent_version)
+        boot_result = measure_boot(tpm, components, boot_log)
+    else:
+        boot_log = FIRMWARE_LOG
+        boot_result = check_log(tpm, FIRMWARE_LOG)
+    config_log = paths.persist / "status" / "measurefs_tpm_event_log"
+    config_result = measure_config(tpm, paths.config, config_log)
+    return boot_log, boot_result, config_log, config_result
 
 
 def poweroff(paths: NodePaths) -> bool:

@@ -50,7 +50,13 @@ from agent.link.configsync import ConfigSync
 from agent.link.controllercerts import ControllerCertError, ControllerCertStore
 from agent.link.devicecipher import DeviceEcdh, load_software_ecdh
 from agent.link.flowlog import FlowLogQueue, FlowLogUploader
-from agent.link.identity import NodeIdentity, load_identity, load_uuid, store_uuid
+from agent.link.identity import (
+    NodeIdentity,
+    load_identity,
+    load_uuid,
+    record_registration,
+    store_uuid,
+)
 from agent.link.logship import LogSpool, LogUploader
 from agent.link.onboarding import OnboardingError, UuidResult, fetch_uuid, onboard
 from agent.link.reporting import DeviceFacts, Outbox, Reporter
@@ -69,6 +75,8 @@ from agent.reconcile.workloads import Workloads
 from agent.reconcile.workspace import WorkloadDrivers, Workspace
 from agent.settings import AgentSettings
 from agent.util.liveness import Liveness
+from agent.util.storagehealth import StorageHealth
+from agent.util.timing import Backoff, wait_or_stop
 from agent.vault.manager import VaultManager, VaultNotOpen
 from agent.vault.store import VaultPaths
 from agent.wire.envelope import EnvelopeError, Signer, UnknownSigner, device_cert_hash
@@ -117,6 +125,14 @@ class Node:
         self._stopped_abnormally = False
         self.liveness = Liveness()
         self.liveness.add_check("reconciler", self.reconciler.engine.overdue)
+        #: Persistent writes failing now (full disk): reported, retried, never fatal.
+        self.storage = StorageHealth()
+        self._status_writer = status_mod.StatusWriter(self.paths.status_file, health=self.storage)
+        #: A UUID the controller gave that the disk has not taken yet.
+        self._unsaved_uuid: UuidResult | None = None
+        #: A vault that failed to open because the disk refused a write is opened again.
+        self._vault_backoff = Backoff(initial=10.0, maximum=300.0)
+        self._vault_retry_at = 0.0
         #: Set once the link task runs: the watchdog task tells systemd READY=1.
         self.ready = asyncio.Event()
 
@@ -185,6 +201,8 @@ class Node:
             tpm=not self.settings.no_tpm,
             vault_state=self.vault.status.state.value if self.vault else "disabled",
             vault_reason=self.vault.status.reason if self.vault else "",
+            persist=str(self.paths.persist),
+            storage_problems=tuple(self.storage.problems()),
         )
 
     def maintenance_reasons(self) -> tuple[str, ...]:
@@ -240,6 +258,7 @@ class Node:
                 serial=self.identity.serial,
                 soft_serial=self.identity.soft_serial,
                 stop=self._stop,
+                record=self._record_registration,
             )
         if result is not None and result.uuid != self.device_uuid:
             log.warning(
@@ -250,16 +269,51 @@ class Node:
                 self.attestor.restart("device UUID changed")
 
     async def _set_uuid(self, result: UuidResult) -> None:
-        await asyncio.to_thread(
-            store_uuid,
-            self.paths,
-            result.uuid,
-            manufacturer=result.manufacturer,
-            product_name=result.product_name,
-        )
+        """Take the UUID the controller gave; when the disk refuses it, keep it in memory and
+        let the status loop write it later (:meth:`_save_uuid`)."""
+        self._unsaved_uuid = result
+        await self._save_uuid()
         self.device_uuid = result.uuid
         assert self.client is not None
         self.client.device_uuid = result.uuid
+
+    async def _save_uuid(self) -> None:
+        result = self._unsaved_uuid
+        if result is None:
+            return
+        try:
+            await asyncio.to_thread(
+                store_uuid,
+                self.paths,
+                result.uuid,
+                manufacturer=result.manufacturer,
+                product_name=result.product_name,
+            )
+        except OSError as exc:
+            self.storage.failed("device UUID", exc)
+            return
+        self.storage.ok("device UUID")
+        if self._unsaved_uuid is result:
+            self._unsaved_uuid = None
+
+    async def _retry_vault(self) -> None:
+        """Open the vault again, with backoff, while its last failure was the disk's."""
+        vault = self.vault
+        if vault is None or not vault.status.storage_error:
+            self._vault_backoff.reset()
+            return
+        now = time.monotonic()
+        if now < self._vault_retry_at:
+            return
+        status = await asyncio.to_thread(vault.open_local)
+        if status.storage_error:
+            self._vault_retry_at = now + self._vault_backoff.next()
+        else:
+            log.info("vault after the storage problem: %s %s", status.state.value, status.reason)
+
+    def _record_registration(self) -> None:
+        assert self.identity is not None
+        record_registration(self.paths, self.identity.device.certificate)
 
     # ---- main --------------------------------------------------------------------------
 
@@ -296,15 +350,18 @@ class Node:
         """TPM, measured boot and the TPM identity (device signer, quotes, ECDH key); or the
         explicit software mode, whose keys are on disk (all None: made after the identity)."""
         if self.settings.no_tpm:
-            log.warning(
-                "software-only mode (--no-tpm): device and ECDH keys on disk, empty attestation "
-                "quote, vault disabled"
-            )
+            if self.phase == "starting":  # not again at each retry after a full disk
+                log.warning(
+                    "software-only mode (--no-tpm): device and ECDH keys on disk, empty "
+                    "attestation quote, vault disabled"
+                )
             return None, None, None
-        self.boot = result = boot(
-            self.paths, TpmMode(self.settings.tpm), agent_version=self.settings.version,
-            tcti=self.settings.tcti,
-        )  # fmt: skip
+        if self.boot is None:  # retried after a full disk: boot once
+            self.boot = boot(
+                self.paths, TpmMode(self.settings.tpm), agent_version=self.settings.version,
+                tcti=self.settings.tcti,
+            )  # fmt: skip
+        result = self.boot
         tpm_identity = load_tpm_identity(self.paths, result.tpm)
         quotes = TpmQuotes(
             result.tpm,
@@ -331,13 +388,39 @@ class Node:
             self.phase = "stopped"
             self.write_status()
 
+    async def _start_identity(
+        self, stop: asyncio.Event
+    ) -> tuple[NodeIdentity, QuoteSource, DeviceEcdh] | None:
+        """Platform and identity (blocking parts in threads).  A disk that refuses the first
+        boot's files (full, I/O errors) is waited for, reported once and retried with backoff,
+        READY told to systemd meanwhile (the agent is up, waiting); None if ``stop`` comes
+        first.  Raises IdentityError, BootError, TpmError."""
+        backoff = Backoff(initial=5.0, maximum=300.0)
+        while True:
+            try:
+                device_signer, quotes, ecdh = await asyncio.to_thread(self._open_platform)
+                identity = await asyncio.to_thread(load_identity, self.paths, device_signer)
+                if quotes is None or ecdh is None:
+                    ecdh = await asyncio.to_thread(load_software_ecdh, self.paths, identity.device)
+                    quotes = NoTpmQuotes([ecdh.zcert()])
+            except OSError as exc:
+                self.storage.failed("node identity", exc)
+                self.phase = "waiting for storage"
+                self.ready.set()
+                if await wait_or_stop(stop, backoff.next()):
+                    return None
+                continue
+            self.storage.ok("node identity")
+            self.phase = "starting"
+            return identity, quotes, ecdh
+
     async def _main(self, stop: asyncio.Event) -> None:
         """Startup (blocking parts in threads), then the reconciler and the link."""
-        device_signer, quotes, ecdh = await asyncio.to_thread(self._open_platform)
-        self.identity = identity = await asyncio.to_thread(load_identity, self.paths, device_signer)
-        if quotes is None or ecdh is None:
-            ecdh = await asyncio.to_thread(load_software_ecdh, self.paths, identity.device)
-            quotes = NoTpmQuotes([ecdh.zcert()])
+        started = await self._start_identity(stop)
+        if started is None:
+            return
+        identity, quotes, ecdh = started
+        self.identity = identity
         self.vault = VaultManager(
             VaultPaths(self.paths.persist), self.boot.tpm if self.boot else None
         )
@@ -354,10 +437,13 @@ class Node:
             identity.root_pem,
             serial=identity.serial,
             soft_serial=identity.soft_serial,
+            tls_roots_pem=identity.tls_roots_pem,
         )
         client.liveness = self.liveness
         self.certs = certs = ControllerCertStore(
-            CheckpointStore(self.paths.checkpoint, "controllercerts"), identity.root_pem
+            CheckpointStore(self.paths.checkpoint, "controllercerts"),
+            identity.root_pem,
+            health=self.storage,
         )
         await asyncio.to_thread(certs.load_checkpoint)
         self.runtime.subscribe(self._on_items_changed)
@@ -383,6 +469,7 @@ class Node:
             on_unknown_device=self._recheck_uuid,
             ecdh=ecdh,
             liveness=self.liveness,
+            health=self.storage,
         )
         try:
             await supervise(
@@ -426,6 +513,7 @@ class Node:
                 serial=identity.serial,
                 soft_serial=identity.soft_serial,
                 stop=stop,
+                record=self._record_registration,
             )
             if result is None:
                 return
@@ -448,7 +536,11 @@ class Node:
             )
             tasks["app telemetry"] = self.telemetry.run(stop)
             tasks["app logs"] = AppLogUploader(
-                client, device=identity.device, spool=app_spool, liveness=self.liveness
+                client,
+                device=identity.device,
+                spool=app_spool,
+                liveness=self.liveness,
+                health=self.storage,
             ).run(stop)
         if self.networks is not None:
             tasks["acl counters"] = self._acl_counters(stop)
@@ -456,7 +548,7 @@ class Node:
         self.reporter = Reporter(
             client,
             device=identity.device,
-            outbox=Outbox(self.paths.outbox),
+            outbox=Outbox(self.paths.outbox, health=self.storage),
             facts=self.facts,
             items=self.items,
             owners=self.reconciler.owners,
@@ -465,7 +557,11 @@ class Node:
             acl_drops=lambda: self._acl_drops,
         )
         self.uploader = LogUploader(
-            client, device=identity.device, spool=self.spool, liveness=self.liveness
+            client,
+            device=identity.device,
+            spool=self.spool,
+            liveness=self.liveness,
+            health=self.storage,
         )
         await supervise(
             stop,
@@ -523,7 +619,7 @@ class Node:
         """Rewrite the status snapshot now (blocking).  Never raises."""
         data = self._snapshot()
         if data is not None:
-            self._write_snapshot(data)
+            self._status_writer.offer(data, force=True)
 
     def _snapshot(self) -> dict[str, Any] | None:
         # Taken on the loop: it reads state that only the loop changes.
@@ -531,13 +627,13 @@ class Node:
             return status_mod.snapshot(self)
         except Exception:  # a status bug must not stop the node; the next tick tries again
             log.exception("cannot take the status snapshot")
+            self._status_writer.forget()
             return None
 
     def _write_snapshot(self, data: dict[str, Any]) -> None:
-        try:
-            status_mod.write(self.paths.status_file, data)
-        except OSError as exc:
-            log.warning("cannot write status: %s", exc)
+        """Write when changed (or the heartbeat is due); failures go to the storage health,
+        reported once."""
+        self._status_writer.offer(data)
 
     async def _status_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -546,6 +642,8 @@ class Node:
                 data = self._snapshot()
                 if data is not None:
                     await asyncio.to_thread(self._write_snapshot, data)
+                await self._save_uuid()
+            await self._retry_vault()  # outside the activity: making a store may take a while
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.status_interval)
 

@@ -1,22 +1,48 @@
 """``eve-agent status``: a snapshot the daemon writes and a report for a person.
 
-The daemon rewrites ``<run>/status.json`` every few seconds (atomically); the status command
-reads it, so it works without any socket and shows the last state if the agent has stopped.
+The daemon takes a snapshot every few seconds and writes ``<run>/status.json`` (atomically) when
+it changed, timestamps aside, or at least every :data:`HEARTBEAT` snapshots (so a reader sees
+the agent is alive); the status command reads it, so it works without any socket and shows the
+last state if the agent has stopped.
+
+The snapshot is bounded whatever the config: at most :data:`MAX_LISTED` errors and owners, and
+:data:`MAX_PER_OWNER` errors and wait reasons per owner, each list followed by a count of what
+was left out (``*_omitted``).  A config of tens of thousands of broken objects must not make a
+file of megabytes rewritten every two seconds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.util.atomicfile import write_atomic
+from agent.util.storagehealth import StorageHealth
 from agent.wire.envelope import device_cert_hash
 
 if TYPE_CHECKING:
     from agent.daemon import Node
+
+log = logging.getLogger(__name__)
+
+#: Errors and owners listed in the snapshot, at most; per owner, errors and wait reasons.
+MAX_LISTED = 200
+MAX_PER_OWNER = 10
+#: An unchanged snapshot is written again after this many snapshots (a liveness sign).
+HEARTBEAT = 30
+
+T = TypeVar("T")
+
+
+def _first(items: Sequence[T], limit: int) -> tuple[list[T], int]:
+    """The first ``limit`` items and how many were left out."""
+    return list(items[:limit]), max(0, len(items) - limit)
 
 
 def snapshot(node: Node) -> dict[str, Any]:
@@ -25,6 +51,12 @@ def snapshot(node: Node) -> dict[str, Any]:
     cfg = node.reconciler.current
     report = node.reconciler.report
     engine = node.reconciler.engine
+    object_errors, object_errors_omitted = _first(report.object_errors, MAX_LISTED)
+    apply_errors, apply_errors_omitted = _first(report.item_errors, MAX_LISTED)
+    owners = node.reconciler.owners()
+    if len(owners) > MAX_LISTED:  # those with something to say first: the bound hides the rest
+        owners = sorted(owners, key=lambda o: o.state in ("ok", "pending"))
+    listed_owners, owners_omitted = _first(owners, MAX_LISTED)
     out: dict[str, Any] = {
         "pid": os.getpid(),
         "updated_at": time.time(),
@@ -66,24 +98,16 @@ def snapshot(node: Node) -> dict[str, Any]:
         "maintenance": list(node.maintenance_reasons()),
         "config_items": node.items().explicit(),
         "object_errors": [
-            {"kind": e.kind, "id": e.id, "name": e.name, "error": e.message}
-            for e in report.object_errors
+            {"kind": e.kind, "id": e.id, "name": e.name, "error": e.message} for e in object_errors
         ],
-        "apply_errors": list(report.item_errors),
-        "owners": [
-            {
-                "kind": o.kind,
-                "id": o.id,
-                "name": o.name,
-                "state": o.state,
-                "errors": [{"error": msg, "time": when} for msg, when in o.errors],
-                "pending": list(o.pending),
-                "phase": o.phase,
-                "progress": o.progress,
-                "boot_time": o.boot_time,
-                "interfaces": list(o.interfaces),
-            }
-            for o in node.reconciler.owners()
+        "object_errors_omitted": object_errors_omitted,
+        "apply_errors": apply_errors,
+        "apply_errors_omitted": apply_errors_omitted,
+        "owners": [_owner(o) for o in listed_owners],
+        "owners_omitted": owners_omitted,
+        "storage": [
+            {"what": p.what, "error": p.error, "since": p.since, "attempts": p.attempts}
+            for p in node.storage.problems()
         ],
         "engine": {
             "desired": len(engine.desired),
@@ -106,8 +130,70 @@ def snapshot(node: Node) -> dict[str, Any]:
     return out
 
 
+def _owner(o: Any) -> dict[str, Any]:
+    errors, errors_omitted = _first(o.errors, MAX_PER_OWNER)
+    pending, pending_omitted = _first(o.pending, MAX_PER_OWNER)
+    return {
+        "kind": o.kind,
+        "id": o.id,
+        "name": o.name,
+        "state": o.state,
+        "errors": [{"error": msg, "time": when} for msg, when in errors],
+        "errors_omitted": errors_omitted,
+        "pending": pending,
+        "pending_omitted": pending_omitted,
+        "phase": o.phase,
+        "progress": o.progress,
+        "boot_time": o.boot_time,
+        "interfaces": list(o.interfaces),
+    }
+
+
 def write(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode(), mode=0o644)
+
+
+class StatusWriter:
+    """Writes snapshots to the status file when they change (``updated_at`` aside) or every
+    ``heartbeat`` snapshots.  A failed write is reported to ``health`` once (not every tick) and
+    tried again at the next snapshot.  Blocking: call :meth:`offer` in a worker thread."""
+
+    WHAT = "status file"
+
+    def __init__(
+        self, path: Path, *, health: StorageHealth | None = None, heartbeat: int = HEARTBEAT
+    ) -> None:
+        self.path = path
+        self._health = health or StorageHealth()
+        self._heartbeat = heartbeat
+        self._last: bytes | None = None
+        self._unchanged = 0
+        #: Files written (for tests and benchmarks).
+        self.writes = 0
+
+    def offer(self, data: dict[str, Any], *, force: bool = False) -> bool:
+        """Write ``data`` if it differs from the last written, the heartbeat is due, or
+        ``force``.  True when it wrote.  Never raises OSError."""
+        stable = {k: v for k, v in data.items() if k != "updated_at"}
+        digest = hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).digest()
+        if not force and digest == self._last and self._unchanged + 1 < self._heartbeat:
+            self._unchanged += 1
+            return False
+        try:
+            write(self.path, data)
+        except OSError as exc:
+            self._health.failed(self.WHAT, exc)
+            self._last = None
+            return False
+        self._health.ok(self.WHAT)
+        self._last = digest
+        self._unchanged = 0
+        self.writes += 1
+        return True
+
+    def forget(self) -> None:
+        """The next snapshot is written whatever it holds (after a snapshot failure)."""
+        self._last = None
 
 
 def read(path: Path) -> dict[str, Any] | None:
@@ -173,8 +259,12 @@ def render(data: dict[str, Any], now: float | None = None) -> str:
     items = data.get("config_items") or {}
     lines.append(f"config items: {len(items)} set")
     lines += [f"  {k} = {v}" for k, v in sorted(items.items())]
+    for problem in data.get("storage", []):
+        lines.append(f"STORAGE:      {problem['what']} not written: {problem['error']}")
     for err in data.get("object_errors", []):
         lines.append(f"error:        {err['kind']} {err['id']} {err['name']}: {err['error']}")
+    if data.get("object_errors_omitted"):
+        lines.append(f"error:        ... and {data['object_errors_omitted']} more objects")
     for owner in data.get("owners", []):
         if owner.get("state") in ("ok", None) or owner.get("kind") == "device":
             continue
@@ -184,6 +274,8 @@ def render(data: dict[str, Any], now: float | None = None) -> str:
         lines += [f"  {p}" for p in owner.get("pending", [])[:5]]
     for err in data.get("apply_errors", []):
         lines.append(f"error:        {err}")
+    if data.get("apply_errors_omitted"):
+        lines.append(f"error:        ... and {data['apply_errors_omitted']} more failed items")
     for owner in data.get("owners", []):
         if owner.get("kind") == "device":
             lines += [f"pending:      {p}" for p in owner.get("pending", [])[:5]]

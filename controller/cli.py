@@ -20,6 +20,7 @@ from controller import admin
 from controller.db import SchemaTooNew
 from controller.identity import InitRefused, init_certs
 from controller.listener import ServerSettings
+from controller.logsafe import SafeFormatter
 from controller.records import ObjectKind, ReportKind
 from controller.server import DEFAULT_LISTEN, ListenAddress, serve
 from controller.state import DEFAULT_STATE_DIR, StateDir
@@ -293,9 +294,11 @@ def _init(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _serve(state: StateDir, args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # Log lines carry what peers send (paths, serials, names); the formatter keeps each record
+    # on one line whatever a call site forgot to escape.
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     try:
         listen = ListenAddress.parse(args.listen)
     except ValueError as exc:

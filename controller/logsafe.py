@@ -13,6 +13,7 @@ condition through per interval and says how many it held back.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections import OrderedDict
@@ -69,9 +70,9 @@ class SafeFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         message = record.message
         if not message.isprintable():
-            record.message = "".join(
-                ch if ch.isprintable() or ch == "\\" else _escape(ch) for ch in message
-            )
+            # A copy: other handlers of the same record keep the message as it was.
+            record = copy.copy(record)
+            record.message = "".join(ch if ch.isprintable() else _escape(ch) for ch in message)
         return super().formatMessage(record)
 
 

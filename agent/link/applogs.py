@@ -6,8 +6,9 @@ every few seconds) writes them into gzip files on disk, one directory per app, a
 :class:`AppLogUploader` posts the files oldest first to
 ``/api/v2/edgedevice/id/<device>/apps/instanceid/<app>/newlogs``.  A file is deleted only once
 the controller answered 200/201, so logs survive controller outages and agent restarts; a file
-refused with a 4xx ten times moves to ``failed/`` (at most :data:`MAX_FAILED_FILES` kept) so that
-one bad file cannot stop the queue (:mod:`agent.link.gzlog`).
+the controller refuses for good moves to ``failed/`` at once, logged (at most
+:data:`MAX_FAILED_FILES` kept), so that one bad file cannot stop the queue
+(:mod:`agent.link.gzlog`).  Lines the disk refuses wait in memory, within the bounds below.
 
 Format, as EVE's (``eve:pkg/newlog/cmd/writelogFile.go``, ``doMoveCompressFile.go``;
 ``eve:docs/LOGGING.md``): one ``LogEntry`` per line in Go's encoding/json shape, the app's display
@@ -41,7 +42,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.link.gzlog import (
-    MAX_4XX,
     MAX_FILE_BYTES,
     Sent,
     compress_lines,
@@ -53,6 +53,7 @@ from agent.link.gzlog import (
 from agent.link.transport import ControllerClient
 from agent.util.atomicfile import write_atomic
 from agent.util.liveness import Liveness
+from agent.util.storagehealth import StorageHealth
 from agent.wire.envelope import Signer
 
 log = logging.getLogger(__name__)
@@ -320,21 +321,19 @@ class AppLogUploader:
         device: Signer,
         spool: AppLogSpool,
         liveness: Liveness | None = None,
+        health: StorageHealth | None = None,
     ) -> None:
         self.liveness = liveness
         self._client = client
         self._device = device
         self._spool = spool
-        self._refusals: dict[str, int] = {}
+        self._health = health
         self.uploaded = 0
         self.moved_aside = 0
 
     async def upload_pending(self) -> bool:
         """Try every pending file in order; False at the first one that could not be sent."""
         pending = await asyncio.to_thread(self._spool.pending)
-        # Forget the refusals of files trimmed away meanwhile.
-        names = {str(p) for p in pending}
-        self._refusals = {k: n for k, n in self._refusals.items() if k in names}
         for path in pending:
             app_uuid = self._spool.app_of(path)
             sent = await send_file(
@@ -342,19 +341,12 @@ class AppLogUploader:
                 self._device,
                 f"apps/instanceid/{app_uuid}/newlogs",
                 path,
-                refusals=self._refusals,
                 failed_dir=self._spool.failed_dir / app_uuid,
             )
             if sent is Sent.DELIVERED:
                 self.uploaded += 1
             elif sent is Sent.MOVED_ASIDE:
                 self.moved_aside += 1
-                log.warning(
-                    "app %s: log file %s refused %d times; moved aside",
-                    app_uuid,
-                    path.name,
-                    MAX_4XX,
-                )
             elif sent is Sent.KEPT:
                 return False
         return True
@@ -367,4 +359,5 @@ class AppLogUploader:
             roll=self._spool.roll,
             upload=self.upload_pending,
             liveness=self.liveness,
+            health=self._health,
         )

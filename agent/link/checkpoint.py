@@ -4,6 +4,10 @@ The primary holds the last thing received (for config: the signed response, byte
 ``.bak`` is the last one that stayed good for a while.  Both are written atomically, so an
 interrupted write leaves the previous file whole.  Whoever reads a checkpoint re-verifies it: a
 file on disk is never trusted just because we wrote it.
+
+Writes raise OSError (:class:`agent.util.atomicfile.StorageError` when the disk is full or
+failing); callers keep what they could not save in memory and try again later, so a full disk
+never stops the agent.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ class CheckpointStore:
     def restore_primary(self, data: bytes) -> None:
         """Replace a corrupt primary with ``data`` (normally the .bak's content)."""
         write_atomic(self.primary, data)
+
+    def replace_backup(self, data: bytes) -> None:
+        """Replace a .bak that no longer verifies with ``data`` (a primary that does)."""
+        write_atomic(self.backup, data)
+        log.warning("checkpoint %s replaced (it did not verify)", self.backup.name)
 
     def candidates(self) -> Iterator[tuple[str, bytes]]:
         """Yield (file name, bytes) for the primary, then the .bak, for those that exist."""

@@ -12,6 +12,11 @@ kept for the device report:
 * the config names this device's UUID;
 * its ``config_timestamp`` is not older than the one applied last (replays of old configs).
 
+A config's object errors (invalid objects, objects past the model's limits) are bounded before
+the config is handed over: the first :data:`MAX_CONFIG_ERRORS`, clipped, then one more error
+counting the rest.  A config of a hundred thousand bad objects must not become a hundred thousand
+error records, log lines, status entries and info messages.
+
 Encrypted secrets in the config (``CipherBlock``) are opened while the model is built, with the
 node's ECDH key (the TPM's, or the software one) and the controller's ECDH certificate from
 ``/certs``; a block that does not decrypt is an error on its object only (see
@@ -22,12 +27,18 @@ of milliseconds for a large one, plus the ECDH of its secrets, a TPM command) ru
 thread, as do the device signature of each request and the checkpoint writes (fsync).
 
 The checkpoint is the raw signed response, byte for byte, so it is verified again when loaded.
+A checkpoint that cannot be written (full disk, I/O error) does not stop anything, as in EVE
+(``persist.SaveConfig`` logs and goes on): the verified config is applied all the same, the
+problem goes to the shared :class:`agent.util.storagehealth.StorageHealth` (one log line, the
+device report), and the write is retried with backoff at each poll round until the disk takes it.
+The .bak is not promoted while the primary is behind the config in effect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -43,16 +54,25 @@ from agent.link.controllercerts import ControllerCertError, ControllerCertStore
 from agent.link.devicecipher import DeviceEcdh, config_decryptor
 from agent.link.offload import seal_as_device_async
 from agent.link.transport import PROTO_TYPE, ControllerClient, TransportError
-from agent.model.config import Decrypt, NodeConfig, from_proto
+from agent.model.config import Decrypt, NodeConfig, ObjectError, from_proto
 from agent.model.configitems import ConfigItems
 from agent.util.ids import parse_uuid
 from agent.util.liveness import Liveness
-from agent.util.timing import jittered, wait_or_stop
+from agent.util.storagehealth import StorageHealth
+from agent.util.timing import Backoff, jittered, wait_or_stop
 from agent.wire import envelope
 from agent.wire.envelope import Signer
 from agent.wire.pb.config import devconfig_pb2
 
 log = logging.getLogger(__name__)
+
+#: What a failing checkpoint write is called in the storage report.
+CHECKPOINT = "config checkpoint"
+CHECKPOINT_BACKUP = "config checkpoint backup"
+
+#: Object errors of one config kept (each clipped), the rest counted in one more error.
+MAX_CONFIG_ERRORS = 200
+_MAX_ID, _MAX_NAME, _MAX_MESSAGE = 64, 256, 2048
 
 #: Applies a config; returns True when every object applied without error.
 Applier = Callable[[NodeConfig], Awaitable[bool]]
@@ -82,6 +102,32 @@ def _timestamp(msg: devconfig_pb2.EdgeDevConfig) -> float:
     if not msg.HasField("config_timestamp"):
         return 0.0
     return msg.config_timestamp.seconds + msg.config_timestamp.nanos / 1e9
+
+
+def bound_errors(config: NodeConfig) -> NodeConfig:
+    """``config`` with at most MAX_CONFIG_ERRORS object errors, each clipped, and one more
+    ``config`` error (id ``errors-omitted``) counting those left out."""
+    errors = config.errors
+    clipped = [
+        e
+        if len(e.id) <= _MAX_ID and len(e.name) <= _MAX_NAME and len(e.message) <= _MAX_MESSAGE
+        else ObjectError(e.kind, e.id[:_MAX_ID], e.name[:_MAX_NAME], e.message[:_MAX_MESSAGE])
+        for e in errors[:MAX_CONFIG_ERRORS]
+    ]
+    if len(errors) > MAX_CONFIG_ERRORS:
+        rest = errors[MAX_CONFIG_ERRORS:]
+        kinds = sorted({e.kind for e in rest})
+        clipped.append(
+            ObjectError(
+                "config",
+                "errors-omitted",
+                "",
+                f"{len(rest)} more object errors ({', '.join(kinds)}) not listed",
+            )
+        )
+    elif all(a is b for a, b in zip(clipped, errors, strict=True)):
+        return config
+    return dataclasses.replace(config, errors=tuple(clipped))
 
 
 def _open_response(
@@ -122,8 +168,14 @@ class ConfigSync:
         on_unknown_device: Callable[[], Awaitable[None]],
         ecdh: DeviceEcdh | None = None,
         liveness: Liveness | None = None,
+        health: StorageHealth | None = None,
     ) -> None:
         self._liveness = liveness
+        self._health = health or StorageHealth()
+        #: The config in effect when its checkpoint could not be written yet; retried.
+        self._unsaved: bytes | None = None
+        self._save_backoff = Backoff(initial=5.0, maximum=600.0)
+        self._save_retry_at = 0.0
         self._client = client
         self._device = device
         self._device_uuid = device_uuid
@@ -154,7 +206,8 @@ class ConfigSync:
         """``from_proto`` with our decryptor, in a worker thread: a large config takes tens of
         milliseconds to model, and its secrets need ECDH (a TPM command).  Raises ValueError
         like ``from_proto``."""
-        return await asyncio.to_thread(from_proto, msg, decrypt=self._decryptor())
+        config = await asyncio.to_thread(from_proto, msg, decrypt=self._decryptor())
+        return bound_errors(config)
 
     async def _verify(self, raw: bytes) -> tuple[devconfig_pb2.ConfigResponse, NodeConfig]:
         """Check a signed ConfigResponse.  Raises ConfigRejected, envelope.UnknownSigner."""
@@ -211,7 +264,11 @@ class ConfigSync:
                 continue
             if name.endswith(".bak") and not prefer_backup and self._checkpoints.mtime():
                 log.warning("restoring %s from %s", self._checkpoints.primary.name, name)
-                await asyncio.to_thread(self._checkpoints.restore_primary, raw)
+                try:
+                    await asyncio.to_thread(self._checkpoints.restore_primary, raw)
+                except OSError as exc:
+                    self._health.failed(CHECKPOINT, exc)
+                    self._unsaved = raw  # save_pending() restores it later
             log.info("running the saved config %s (hash %s)", name, resp.configHash[:16])
             await self._adopt(resp, config, raw=None, source="checkpoint")
             return True
@@ -226,7 +283,10 @@ class ConfigSync:
         source: str,
     ) -> None:
         if raw is not None:
-            await asyncio.to_thread(self._checkpoints.save, raw)
+            self._unsaved = raw
+            self._save_retry_at = 0.0
+            self._save_backoff.reset()
+            await self.save_pending()
             self._promoted = False
         received_at = time.time()
         ok = await self._apply(config)
@@ -247,13 +307,45 @@ class ConfigSync:
             await self._refresh_certs()
         self._controller_cert_hash = new_cert_hash
 
+    async def save_pending(self) -> bool:
+        """Write the checkpoint of the config in effect if it is not on disk yet and its retry
+        is due.  True when nothing is left unsaved.  Never raises for disk trouble: a failure
+        is reported to the storage health and retried later, with backoff."""
+        if self._unsaved is None:
+            return True
+        if time.monotonic() < self._save_retry_at:
+            return False
+        raw = self._unsaved
+        try:
+            await asyncio.to_thread(self._checkpoints.save, raw)
+        except OSError as exc:
+            self._health.failed(CHECKPOINT, exc)
+            self._save_retry_at = time.monotonic() + self._save_backoff.next()
+            return False
+        if self._unsaved is raw:
+            self._unsaved = None
+        self._save_backoff.reset()
+        self._health.ok(CHECKPOINT)
+        return self._unsaved is None
+
+    @property
+    def checkpoint_pending(self) -> bool:
+        """The config in effect is not in the checkpoint yet (the disk refused it)."""
+        return self._unsaved is not None
+
     async def _maybe_promote(self) -> None:
-        """Refresh lastconfig.bak once the config has run cleanly for the test window."""
-        if self._promoted or self._applied_at_mono is None:
+        """Refresh lastconfig.bak once the config has run cleanly for the test window (and is
+        the one in the primary checkpoint)."""
+        if self._promoted or self._applied_at_mono is None or self._unsaved is not None:
             return
         window = self._items().int("timer.test.baseimage.update")
         if time.monotonic() - self._applied_at_mono >= window:
-            await asyncio.to_thread(self._checkpoints.promote)
+            try:
+                await asyncio.to_thread(self._checkpoints.promote)
+            except OSError as exc:
+                self._health.failed(CHECKPOINT_BACKUP, exc)  # tried again next round
+                return
+            self._health.ok(CHECKPOINT_BACKUP)
             self._promoted = True
 
     # ---- polling ------------------------------------------------------------------------
@@ -336,6 +428,8 @@ class ConfigSync:
                 else contextlib.nullcontext()
             ):
                 await self.poll_once(stop)
+                await self.save_pending()
+                await self._certs.save_pending()
                 await self._maybe_promote()
             interval = self._items().int("timer.config.interval")
             if await wait_or_stop(stop, jittered(interval), wake=self.wake):

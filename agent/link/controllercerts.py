@@ -5,6 +5,12 @@ SIGNING and ECDH certificates chain to ``/config/root-certificate.pem``
 (``VerifyLeavesCertChainWithRootPEM``): exactly one signing certificate, intermediates only as a
 pool, an ECDH certificate required, any other type an error.  We do the same, and we also check the
 envelope signature when it verifies, since a genuine controller always signs it.
+
+The checkpoint (``controllercerts`` and its ``.bak``) is written when the certificates change; a
+write the disk refuses leaves them in memory, reported to the storage health, and
+:meth:`ControllerCertStore.save_pending` tries again.  A ``.bak`` that does not parse or verify
+is replaced by a primary that does, at load and at the next save: a corrupt fallback must not
+stay for ever.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from google.protobuf.message import DecodeError
 
 from agent.link.checkpoint import CheckpointStore
 from agent.link.transport import ControllerClient, TransportError
+from agent.util.storagehealth import StorageHealth
 from agent.wire import envelope, pki
 from agent.wire.envelope import HASH_SHA256_16, HASH_SHA256_32, pem_cert_hash
 from agent.wire.pb.certs import certs_pb2
@@ -105,24 +112,88 @@ class ControllerCertStore:
     verify its saved config.
     """
 
-    def __init__(self, checkpoints: CheckpointStore, root_pem: bytes) -> None:
+    #: What a failing checkpoint write is called in the storage report.
+    WHAT = "controller certificates"
+
+    def __init__(
+        self, checkpoints: CheckpointStore, root_pem: bytes, *, health: StorageHealth | None = None
+    ) -> None:
         self._checkpoints = checkpoints
         self._roots = pki.load_certs(root_pem)
+        self._health = health or StorageHealth()
         self.current: ControllerCerts | None = None
+        #: The bytes in the primary checkpoint as far as we know (None: none, or unknown).
+        self._saved: bytes | None = None
+        #: The .bak does not parse or verify: rewrite it at the next save.
+        self._backup_bad = False
+
+    def _verifies(self, raw: bytes) -> bool:
+        try:
+            parse_controller_certs(raw, self._roots)
+        except ControllerCertError:
+            return False
+        return True
 
     def load_checkpoint(self) -> ControllerCerts | None:
-        """Load the saved certificates (primary, then .bak); None when neither verifies."""
-        for name, raw in self._checkpoints.candidates():
+        """Load the saved certificates (primary, then .bak); None when neither verifies.
+
+        A .bak that does not verify while the primary does is replaced by the primary (blocking:
+        call it in a worker thread).  Never raises for disk trouble."""
+        candidates = dict(self._checkpoints.candidates())
+        primary, backup = self._checkpoints.primary.name, self._checkpoints.backup.name
+        # A missing .bak is seeded by the next save; a present one must verify.
+        self._backup_bad = backup in candidates and not self._verifies(candidates[backup])
+        for name in (primary, backup):
+            raw = candidates.get(name)
+            if raw is None:
+                continue
             try:
                 self.current = parse_controller_certs(raw, self._roots)
             except ControllerCertError as exc:
                 log.warning("saved controller certificates %s rejected: %s", name, exc)
                 continue
+            if name == primary:
+                self._saved = raw
+                if self._backup_bad:
+                    log.warning("saved controller certificates %s unusable: replacing it", backup)
+                    self._save_backup(raw)
             return self.current
         return None
 
+    def _save_backup(self, raw: bytes) -> None:
+        try:
+            self._checkpoints.replace_backup(raw)
+        except OSError as exc:
+            self._health.failed(self.WHAT, exc)
+            return
+        self._backup_bad = False
+
+    def _save(self, raw: bytes) -> bool:
+        """Checkpoint ``raw`` (and a fresh .bak when the old one is bad).  Blocking.  False when
+        the disk refused it (reported; :meth:`save_pending` tries again)."""
+        try:
+            self._checkpoints.save(raw)
+            if self._backup_bad:
+                self._checkpoints.replace_backup(raw)
+                self._backup_bad = False
+        except OSError as exc:
+            self._health.failed(self.WHAT, exc)
+            return False
+        self._saved = raw
+        self._health.ok(self.WHAT)
+        return True
+
+    async def save_pending(self) -> bool:
+        """Write the current certificates if their checkpoint is behind.  True when it is on
+        disk.  Never raises for disk trouble."""
+        current = self.current
+        if current is None or current.raw == self._saved:
+            return True
+        return await asyncio.to_thread(self._save, current.raw)
+
     async def refresh(self, client: ControllerClient) -> ControllerCerts:
-        """GET /certs, verify, checkpoint.  Raises TransportError or ControllerCertError."""
+        """GET /certs, verify, checkpoint.  Raises TransportError or ControllerCertError; a
+        checkpoint the disk refuses is not an error here (see :meth:`save_pending`)."""
         resp = await client.request("certs", device_path=False)
         if resp.status != 200:
             raise ControllerCertError(f"GET /certs answered {resp.status}")
@@ -137,9 +208,10 @@ class ControllerCertStore:
             # EVE does not check this signature; a mismatch is worth a warning, not a refusal.
             log.warning("/certs envelope signature did not verify: %s", exc)
         if self.current is None or self.current.raw != certs.raw:
-            await asyncio.to_thread(self._checkpoints.save, certs.raw)
             log.info("controller signing certificate %s", certs.signing_hash[:16])
         self.current = certs
+        if certs.raw != self._saved:
+            await asyncio.to_thread(self._save, certs.raw)
         return certs
 
 

@@ -10,8 +10,16 @@ field (the app's display name) for app logs; both are Latin-1 without NUL (RFC 1
 Python's gzip module cannot write, so the header is written here by hand.
 
 Upload (``eve:pkg/pillar/cmd/loguploader/loguploader.go``): files go oldest first, one request
-each; 200/201 means delivered; a file refused with a 4xx (but 429) :data:`MAX_4XX` times in a row
-is moved aside so that it cannot hold up the queue; anything else stops the pass, to be retried.
+each; 200/201 means delivered.  A file the controller refuses for good (a 4xx other than 401,
+403, 407, 408 and 429, the statuses EVE's ``retriableHTTPStatus`` retries: 400, 413, 422...) is
+moved aside at once, with an error line naming it and the status, so that one bad file never
+holds up the queue (EVE's loguploader counts ten refusals first, which with its backoff is about
+20 minutes, and forgets the count on restart).  A file that cannot be read is moved aside too.
+The directory of files moved aside keeps the newest :data:`MAX_FAILED_FILES`.  Anything else (no
+answer, a retriable status) stops the pass, to be retried.
+
+A spool the disk refuses to take (full, I/O errors) keeps its lines in memory, bounded by its
+module, and says so once through :class:`agent.util.storagehealth.StorageHealth`.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from pathlib import Path
 from agent.link.offload import seal_as_device_async
 from agent.link.transport import ControllerClient, TransportError
 from agent.util.liveness import Liveness
+from agent.util.storagehealth import StorageHealth
 from agent.util.timing import jittered, wait_or_stop
 from agent.wire.envelope import Signer
 
@@ -36,8 +45,10 @@ log = logging.getLogger(__name__)
 
 #: Largest file written (EVE's ``maxGzipFileSize``); a single huge line may still exceed it.
 MAX_FILE_BYTES = 50_000
-#: 4xx answers for one file before it is moved aside (EVE's ``max4xxRetries``).
-MAX_4XX = 10
+#: Answers worth retrying (EVE's ``retriableHTTPStatus``, with 5xx); other 4xx refuse for good.
+RETRIABLE = frozenset({401, 403, 407, 408, 429})
+#: Files kept in a directory of files moved aside (EVE keeps up to 1000 in ``failedUpload``).
+MAX_FAILED_FILES = 200
 
 _FNAME = 0x08
 _FCOMMENT = 0x10
@@ -107,12 +118,17 @@ class Sent(enum.Enum):
 
     #: Delivered (200/201) and deleted.
     DELIVERED = "delivered"
-    #: Refused with a 4xx for the MAX_4XX-th time: moved to the failed directory.
+    #: Refused for good, or unreadable: moved to the failed directory (logged).
     MOVED_ASIDE = "moved aside"
     #: Gone before it could be read (trimmed meanwhile): nothing sent.
     VANISHED = "vanished"
-    #: Not delivered (no answer, 429, 5xx, or a 4xx not yet counted out): kept, stop the pass.
+    #: Not delivered (no answer, a retriable status): kept, stop the pass.
     KEPT = "kept"
+
+
+def refused_for_good(status: int) -> bool:
+    """The controller would refuse the same bytes again (EVE's rule)."""
+    return 400 <= status < 500 and status not in RETRIABLE
 
 
 async def send_file(
@@ -121,18 +137,21 @@ async def send_file(
     action: str,
     path: Path,
     *,
-    refusals: dict[str, int],
     failed_dir: Path,
 ) -> Sent:
     """Post the file at ``path`` to ``action`` sealed by ``device``; apply the rule above.
 
-    ``refusals`` counts the 4xx answers per file across calls (the caller keeps it).  Disk
-    work runs in worker threads.  Raises OSError only when moving a file aside fails.
+    Disk work runs in worker threads.  Never raises for disk trouble: a file that cannot be
+    moved aside is deleted (it would block the queue for ever otherwise).
     """
     try:
         data = await _read(path)
     except FileNotFoundError:
         return Sent.VANISHED
+    except OSError as exc:
+        log.error("%s: file %s unreadable (%s): moved to %s", action, path.name, exc, failed_dir)
+        await _move(path, failed_dir)
+        return Sent.MOVED_ASIDE
     body = await seal_as_device_async(data, device)
     try:
         resp = await client.request(action, body)
@@ -140,15 +159,15 @@ async def send_file(
         return Sent.KEPT
     if resp.status in (200, 201):
         await _unlink(path)
-        refusals.pop(str(path), None)
         return Sent.DELIVERED
-    if 400 <= resp.status < 500 and resp.status != 429:
-        count = refusals.get(str(path), 0) + 1
-        refusals[str(path)] = count
-        if count >= MAX_4XX:
-            await _move(path, failed_dir)
-            refusals.pop(str(path), None)
-            return Sent.MOVED_ASIDE
+    if refused_for_good(resp.status):
+        log.error(
+            "%s: file %s refused for good (HTTP %d): moved to %s",
+            action, path.name, resp.status, failed_dir,
+        )  # fmt: skip
+        await _move(path, failed_dir)
+        return Sent.MOVED_ASIDE
+    log.warning("%s: file %s answered HTTP %d; retrying later", action, path.name, resp.status)
     return Sent.KEPT
 
 
@@ -157,13 +176,34 @@ async def _read(path: Path) -> bytes:
 
 
 async def _unlink(path: Path) -> None:
-    await asyncio.to_thread(path.unlink, missing_ok=True)
+    def unlink() -> None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot remove delivered %s: %s", path, exc)
+
+    await asyncio.to_thread(unlink)
 
 
 async def _move(path: Path, directory: Path) -> None:
+    """Move ``path`` into ``directory`` (keeping its newest MAX_FAILED_FILES); delete it when
+    that fails.  Never raises."""
+
     def move() -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        os.replace(path, directory / path.name)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            os.replace(path, directory / path.name)
+        except OSError as exc:
+            log.warning("cannot move %s aside (%s): deleting it", path.name, exc)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return
+        try:
+            kept = sorted(directory.iterdir(), key=lambda p: p.stat().st_mtime_ns)
+            for old in kept[: max(0, len(kept) - MAX_FAILED_FILES)]:
+                old.unlink(missing_ok=True)
+        except OSError as exc:
+            log.debug("cannot trim %s: %s", directory, exc)
 
     await asyncio.to_thread(move)
 
@@ -175,18 +215,25 @@ async def upload_loop(
     roll: Callable[..., int],
     upload: Callable[[], Awaitable[bool]],
     liveness: Liveness | None,
+    health: StorageHealth | None = None,
 ) -> None:
     """Until ``stop``: write what was collected (``roll()`` in a worker thread), then
     ``upload()``; every 5 s while that delivers everything, backing off to 300 s while it
     does not.  At the end ``roll(force=True)`` keeps what is still in memory for the next start.
-    Each round is a liveness activity named ``what`` (a hang past an hour is a problem)."""
+    Each round is a liveness activity named ``what`` (a hang past an hour is a problem).  A
+    spool the disk refuses is reported to ``health`` (one line, not one per round); the lines
+    wait in memory (the spool bounds them) and the roll is tried again next round."""
+    health = health or StorageHealth()
+    spool = f"{what} spool"
     delay = 5.0
     while not stop.is_set():
         with liveness.activity(what, 3600) if liveness is not None else contextlib.nullcontext():
             try:
                 await asyncio.to_thread(roll)
             except OSError as exc:
-                log.error("%s: cannot write the spool: %s", what, exc)
+                health.failed(spool, exc)
+            else:
+                health.ok(spool)
             ok = await upload()
         delay = 5.0 if ok else min(delay * 2, 300.0)
         if await wait_or_stop(stop, jittered(delay, 0.8, 1.2)):

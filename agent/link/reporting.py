@@ -4,8 +4,21 @@ Info is reliable, as in EVE's deferred queue: each message is first written to t
 under its object key (``device``, ``app:<uuid>``, ``networkinstance:<uuid>``, ``volume:<uuid>``,
 ``contenttree:<uuid>``), replacing an older undelivered one for the same key, and removed once
 the controller answered 2xx.  So a node offline for a week delivers its latest state, without
-loss, when the link returns.  A message the controller refuses for good (a 4xx other than the
-authentication and rate-limit ones) is dropped, as EVE does, so it cannot hold up the rest.
+loss, when the link returns.  As in EVE's deferred queue (``controllerconn/deferred.go``), no
+message can hold up the rest:
+
+* one the controller refuses for good (a 4xx other than 401, 403, 407, 408 and 429: 400, 413,
+  422...) is moved at once to ``rejected/`` beside the outbox (the newest
+  :data:`MAX_REJECTED` kept, for a person to look at) with an error line;
+* one answered with a status worth retrying (those five, and 5xx) waits with its own backoff
+  (1 min doubling to 15 min) while the pass goes on with the others;
+* only a request with no answer at all ends the pass (the others would fail the same way);
+* an entry that cannot be read is moved aside like a refused one.
+
+When the disk refuses an outbox write (full, I/O error), the message is kept in memory instead
+(latest per key, so bounded by the number of objects) and delivered from there, the problem is
+reported once to the shared :class:`agent.util.storagehealth.StorageHealth`, and the device info
+says so in ``storage_info`` (see :func:`device_info`).
 Metrics are a periodic sample and, like EVE's, are not retried; with an ``app_metrics`` provider
 they carry one ``appMetric`` per app (:mod:`agent.link.appmetrics`).
 
@@ -25,11 +38,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import enum
 import logging
 import os
 import platform
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +65,7 @@ from agent.link.transport import ControllerClient, TransportError
 from agent.model.configitems import ConfigItems
 from agent.util.atomicfile import write_atomic
 from agent.util.liveness import Liveness
+from agent.util.storagehealth import StorageHealth, StorageProblem
 from agent.util.timing import jittered, wait_or_stop
 from agent.wire.envelope import Signer
 from agent.wire.pb.info import common_pb2, info_pb2
@@ -101,6 +117,9 @@ class DeviceFacts:
     tpm: bool = False
     vault_state: str = "disabled"
     vault_reason: str = ""
+    #: The persist directory, and the writes to it that fail now (full disk, I/O errors).
+    persist: str = "/persist"
+    storage_problems: tuple[StorageProblem, ...] = ()
 
 
 def device_info(facts: DeviceFacts) -> info_pb2.ZInfoMsg:
@@ -150,7 +169,34 @@ def device_info(facts: DeviceFacts) -> info_pb2.ZInfoMsg:
     for key, error in facts.item_errors.items():
         target = status.unknownConfigItems if key in facts.items.unknown else status.configItems
         target[key].error = error
+    _storage_info(dinfo.storage_info.add(), facts)
     return msg
+
+
+def _storage_info(target: info_pb2.StorageInfo, facts: DeviceFacts) -> None:
+    """The persist filesystem as EVE reports it without ZFS (``zedagent/reportinfo.go``: pool
+    ``/persist``, ONLINE), DEGRADED (no space) or FAULTED (I/O errors) while writes fail, with
+    what is not written in ``pool_status_msg``.  EVE itself enters maintenance mode
+    (``LOW_DISK_SPACE``) when the volume manager runs out of room; the agent does not stop the
+    apps for its own small files, it keeps them in memory and says so here."""
+    target.pool_name = facts.persist
+    target.storage_type = info_pb2.STORAGE_TYPE_INFO_EXT4
+    problems = facts.storage_problems
+    if not problems:
+        target.storage_state = info_pb2.STORAGE_STATUS_ONLINE
+        return
+    full = any(p.no_space for p in problems)
+    target.storage_state = (
+        info_pb2.STORAGE_STATUS_DEGRADED if full else info_pb2.STORAGE_STATUS_FAULTED
+    )
+    first = min(p.since for p in problems)
+    when = dt.datetime.fromtimestamp(first, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    reason = "no space left on device" if full else "write errors"
+    target.pool_status_msg = (
+        f"{reason} since {when}: not written: {', '.join(p.what for p in problems)}; "
+        "kept in memory, retrying"
+    )
+    target.collector_errors = "; ".join(f"{p.what}: {p.error}" for p in problems)[:2048]
 
 
 def _mem_total_mb() -> int:
@@ -186,47 +232,141 @@ def device_metrics(facts: DeviceFacts) -> metrics_pb2.ZMetricMsg:
     return msg
 
 
+#: Refused messages kept in ``rejected/`` for a person to look at (the oldest go first).
+MAX_REJECTED = 100
+
+
 class Outbox:
-    """Durable latest-per-key queue of info messages.  Methods raise OSError on disk trouble."""
+    """Durable latest-per-key queue of info messages, with a memory fallback.
 
-    def __init__(self, directory: Path) -> None:
+    ``put`` never raises for disk trouble: a message the disk refuses is kept in memory (and
+    reported to ``health``) until a later ``put`` of its key writes it or it is delivered.
+    ``pending`` lists the memory ones with the files; ``done`` and ``reject`` take either.
+    """
+
+    #: What a failing write is called in the storage report.
+    WHAT = "outbox"
+
+    def __init__(self, directory: Path, *, health: StorageHealth | None = None) -> None:
         self.directory = directory
+        self.rejected_dir = directory / "rejected"
+        self._health = health or StorageHealth()
+        #: key -> (payload, pseudo mtime in ns): messages the disk refused.
+        self._memory: dict[str, tuple[bytes, int]] = {}
+        self._lock = threading.Lock()
 
-    def put(self, key: str, payload: bytes) -> None:
-        write_atomic(self.directory / f"{key}.info", payload)
+    def put(self, key: str, payload: bytes) -> bool:
+        """Queue ``payload`` under ``key``, replacing an undelivered one.  True when it is on
+        disk, False when it is kept in memory only (the disk refused it)."""
+        try:
+            write_atomic(self.directory / f"{key}.info", payload)
+        except OSError as exc:
+            with self._lock:
+                self._memory[key] = (payload, time.time_ns())
+            self._health.failed(self.WHAT, exc)
+            return False
+        with self._lock:
+            self._memory.pop(key, None)
+        self._health.ok(self.WHAT)
+        return True
 
     def pending(self) -> list[tuple[str, bytes, int]]:
-        """(key, payload, mtime_ns) oldest first."""
-        if not self.directory.is_dir():
-            return []
-        entries = []
-        for path in self.directory.glob("*.info"):
-            try:
-                entries.append((path.stem, path.read_bytes(), path.stat().st_mtime_ns))
-            except FileNotFoundError:
-                continue
-        return sorted(entries, key=lambda e: e[2])
+        """(key, payload, mtime_ns) oldest first.  An entry that cannot be read is moved
+        aside (it would fail for ever); never raises for one entry."""
+        entries: dict[str, tuple[bytes, int]] = {}
+        if self.directory.is_dir():
+            for path in self.directory.glob("*.info"):
+                try:
+                    entries[path.stem] = (path.read_bytes(), path.stat().st_mtime_ns)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    log.error("outbox entry %s unreadable (%s): moved aside", path.name, exc)
+                    self._move_aside(path)
+        with self._lock:
+            memory = dict(self._memory)
+        for key, (payload, ns) in memory.items():
+            on_disk = entries.get(key)
+            if on_disk is None or on_disk[1] <= ns:
+                entries[key] = (payload, ns)
+        return sorted(((k, p, ns) for k, (p, ns) in entries.items()), key=lambda e: e[2])
 
     def done(self, key: str, mtime_ns: int) -> None:
         """Remove ``key`` unless it was replaced meanwhile (newer mtime)."""
+        with self._lock:
+            mem = self._memory.get(key)
+            if mem is not None and mem[1] == mtime_ns:
+                del self._memory[key]
         path = self.directory / f"{key}.info"
         try:
-            if path.stat().st_mtime_ns == mtime_ns:
+            if path.stat().st_mtime_ns <= mtime_ns:
                 path.unlink()
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            log.warning("cannot remove delivered outbox entry %s: %s", path.name, exc)
+
+    def reject(self, key: str, mtime_ns: int, payload: bytes) -> None:
+        """The controller refused ``key`` for good: move it to ``rejected/`` (the newest
+        :data:`MAX_REJECTED` kept) so that it never holds up the queue.  Never raises."""
+        with self._lock:
+            mem = self._memory.get(key)
+            if mem is not None and mem[1] == mtime_ns:
+                del self._memory[key]
+        path = self.directory / f"{key}.info"
+        try:
+            current = path.stat().st_mtime_ns
+        except OSError:
+            current = None
+        if current is not None and current <= mtime_ns:
+            self._move_aside(path)
+        else:  # only in memory, or replaced meanwhile: keep a copy of what was refused
+            try:
+                write_atomic(self.rejected_dir / f"{key}.{time.time_ns()}.info", payload)
+            except OSError as exc:
+                log.warning("refused outbox entry %s not kept: %s", key, exc)
+        self._trim_rejected()
+
+    def _move_aside(self, path: Path) -> None:
+        try:
+            self.rejected_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(path, self.rejected_dir / f"{path.stem}.{time.time_ns()}.info")
+        except OSError as exc:
+            log.warning("cannot move %s aside (%s): deleting it", path.name, exc)
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    def _trim_rejected(self) -> None:
+        try:
+            kept = sorted(self.rejected_dir.glob("*.info"), key=lambda p: p.stat().st_mtime_ns)
+            for old in kept[: max(0, len(kept) - MAX_REJECTED)]:
+                old.unlink(missing_ok=True)
+        except OSError as exc:
+            log.debug("cannot trim %s: %s", self.rejected_dir, exc)
+
+    @property
+    def in_memory(self) -> int:
+        """Messages held in memory because the disk refused them."""
+        with self._lock:
+            return len(self._memory)
 
 
 class _Sent(enum.Enum):
     OK = "delivered"
-    #: The controller will refuse these bytes again (a 4xx that is not about authentication or
-    #: rate): the message is dropped, as EVE's deferred queue does (``retriableHTTPStatus``).
+    #: The controller will refuse these bytes again (a 4xx that is not about authentication,
+    #: rate or timeouts): moved aside (``retriableHTTPStatus`` in EVE's deferred queue).
     REFUSED = "refused"
-    #: No answer, or one worth retrying (401, 403, 407, 408, 429, 5xx): kept; the pass stops.
+    #: An answer worth retrying (401, 403, 407, 408, 429, 5xx): this message waits with its own
+    #: backoff; the pass goes on with the others.
+    RETRY = "retry"
+    #: No answer at all: kept; the pass stops (the rest would fail the same way).
     FAILED = "failed"
 
 
 _RETRIABLE = frozenset({401, 403, 407, 408, 429})
+#: Per-message backoff after a retriable answer (EVE's ``minRetryDelay``, ``maxRetryDelay``).
+RETRY_MIN = 60.0
+RETRY_MAX = 900.0
 
 
 @dataclass
@@ -257,7 +397,11 @@ class Reporter:
         app_metrics: Callable[[], Sequence[AppMetric]] | None = None,
         liveness: Liveness | None = None,
         acl_drops: Callable[[], Mapping[str, Sequence[AclDrops]]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
+        #: key -> (answers worth retrying in a row, monotonic time of the next attempt).
+        self._retry: dict[str, tuple[int, float]] = {}
         self._client = client
         self._device = device
         self._outbox = outbox
@@ -274,6 +418,8 @@ class Reporter:
         self._next_metrics = 0.0
         self.sent_info = 0
         self.refused_info = 0
+        #: The HTTP status of the last refusal (for the log line of a rejected message).
+        self.last_refusal = 0
         self.sent_metrics = 0
         self.wake = asyncio.Event()
 
@@ -287,9 +433,10 @@ class Reporter:
         if resp.status in (200, 201, 202, 204):
             return _Sent.OK
         log.warning("%s answered HTTP %d", action, resp.status)
+        self.last_refusal = resp.status
         if 400 <= resp.status < 500 and resp.status not in _RETRIABLE:
             return _Sent.REFUSED
-        return _Sent.FAILED
+        return _Sent.RETRY
 
     def _info_change(self, facts: DeviceFacts, force: bool) -> tuple[bytes, bytes] | None:
         """(message, comparison key) when the device info changed (ignoring its timestamps)
@@ -394,23 +541,44 @@ class Reporter:
         return queued
 
     async def flush(self, *, budget: float | None = None) -> None:
-        """Deliver the outbox, oldest first.  A message refused for good is dropped and the pass
-        goes on; any other failure stops it (order kept, retried next round).  With a ``budget``
-        (seconds), start no new delivery past it and wake the next round at once."""
+        """Deliver the outbox, oldest first, as the module says: a message refused for good is
+        moved aside, one answered with a retriable status waits with its own backoff, and only
+        a request without an answer ends the pass.  With a ``budget`` (seconds), start no new
+        delivery past it and wake the next round at once.  Never raises for disk trouble."""
         deadline = None if budget is None else time.monotonic() + budget
-        for key, payload, mtime in await asyncio.to_thread(self._outbox.pending):
+        pending = await asyncio.to_thread(self._outbox.pending)
+        keys = {key for key, _, _ in pending}
+        self._retry = {k: v for k, v in self._retry.items() if k in keys}
+        for key, payload, mtime in pending:
+            retry = self._retry.get(key)
+            if retry is not None and self._clock() < retry[1]:
+                continue
             if deadline is not None and time.monotonic() > deadline:
                 self.wake.set()
                 return
             sent = await self._post("info", payload)
             if sent is _Sent.FAILED:
                 return
-            await asyncio.to_thread(self._outbox.done, key, mtime)
+            if sent is _Sent.RETRY:
+                attempts = (retry[0] if retry else 0) + 1
+                delay = min(RETRY_MAX, RETRY_MIN * 2 ** min(attempts - 1, 10))
+                self._retry[key] = (attempts, self._clock() + delay)
+                log.warning(
+                    "info %s answered HTTP %d (attempt %d): retrying in %.0f s",
+                    key, self.last_refusal, attempts, delay,
+                )  # fmt: skip
+                continue
+            self._retry.pop(key, None)
             if sent is _Sent.OK:
+                await asyncio.to_thread(self._outbox.done, key, mtime)
                 self.sent_info += 1
             else:
+                await asyncio.to_thread(self._outbox.reject, key, mtime, payload)
                 self.refused_info += 1
-                log.error("controller refused info %s for good; dropped", key)
+                log.error(
+                    "controller refused info %s for good (HTTP %d): moved to %s",
+                    key, self.last_refusal, self._outbox.rejected_dir,
+                )  # fmt: skip
 
     def _activity(self, limit: float) -> contextlib.AbstractContextManager[None]:
         if self._liveness is None:

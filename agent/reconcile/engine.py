@@ -19,6 +19,11 @@ Shape (EVE's depgraph reconciler, run as an asyncio task):
 
 Nothing here knows resource kinds; configurators do.  Nothing here touches the system directly;
 configurators call drivers.
+
+What the engine hands out is bounded whatever the config: an item's error text is clipped to
+:data:`MAX_ERROR_CHARS`, and each owner's roll-up lists at most :data:`MAX_OWNER_ERRORS` failed
+and waiting items, the rest counted in one more entry.  A config of tens of thousands of broken
+items keeps one state per item, not megabytes of reports rebuilt every few seconds.
 """
 
 from __future__ import annotations
@@ -36,9 +41,21 @@ from dataclasses import dataclass, field
 from agent.drivers.errors import NotFoundError, PermanentError, TemporaryError
 from agent.reconcile.items import Action, Configurator, Item, ItemRef, Op, OwnerRef
 from agent.reconcile.planner import View, decide, find_cycle, fmt
-from agent.reconcile.state import Backoff, ItemState, ItemStatus, OwnerStatus, roll_up
+from agent.reconcile.state import (
+    Backoff,
+    ItemError,
+    ItemState,
+    ItemStatus,
+    OwnerStatus,
+    roll_up,
+)
 
 log = logging.getLogger(__name__)
+
+#: An item's error text kept, at most (a driver may quote a lot of output).
+MAX_ERROR_CHARS = 4096
+#: Failed, and waiting, items listed per owner in :meth:`Engine.owners`; the rest are counted.
+MAX_OWNER_ERRORS = 50
 
 
 @dataclass(frozen=True)
@@ -407,7 +424,9 @@ class Engine:
         else:
             self.failed_ops += 1
             st.state = ItemState.FAILED
-            st.last_error = f"{type(error).__name__}: {error}" if not _typed(error) else str(error)
+            st.last_error = _clip(
+                f"{type(error).__name__}: {error}" if not _typed(error) else str(error)
+            )
             st.reason = st.last_error
             st.error_time = self._wallclock()
             st.error_action = op.action
@@ -416,7 +435,7 @@ class Engine:
             st.failed_for = op.new if op.action is not Action.DELETE else op.old
             if st.permanent:
                 st.next_retry = float("inf")
-                log.error("%s failed permanently: %s", op, error)
+                log.error("%s failed permanently: %s", op, _clip(str(error)))
             else:
                 hint = error.retry_after if isinstance(error, TemporaryError) else None
                 delay = hint if hint is not None else self.settings.backoff.delay(
@@ -425,7 +444,11 @@ class Engine:
                 st.next_retry = self._clock() + delay
                 heapq.heappush(self._retries, (st.next_retry, ref))
                 log.warning(
-                    "%s failed (attempt %d, retry in %.1f s): %s", op, st.attempts, delay, error
+                    "%s failed (attempt %d, retry in %.1f s): %s",
+                    op,
+                    st.attempts,
+                    delay,
+                    _clip(str(error)),
                 )
         self._mark_around(ref, op.old, op.new)
         self._wake.set()
@@ -530,7 +553,7 @@ class Engine:
                     st.state = ItemState.PENDING
         cycle = find_cycle(self.desired, changed)
         while cycle is not None:
-            message = "dependency cycle: " + " -> ".join(fmt(r) for r in cycle)
+            message = _clip("dependency cycle: " + " -> ".join(fmt(r) for r in cycle))
             for ref in cycle[:-1]:
                 self._cycles[ref] = message
                 self._dirty.add(ref)
@@ -544,13 +567,33 @@ class Engine:
         return len(self._busy)
 
     def owners(self) -> dict[OwnerRef, OwnerStatus]:
-        """Item states rolled up by owner (desired items, and actual ones still leaving)."""
+        """Item states rolled up by owner (desired items, and actual ones still leaving); per
+        owner at most MAX_OWNER_ERRORS errors and as many waiting items, then one entry saying
+        how many more there are."""
         entries = []
         for ref, st in self.status.items():
             item = self.desired.get(ref) or self.actual.get(ref)
             if item is not None:
                 entries.append((ref, item.owner, st))
-        return roll_up(entries)
+        rolled = roll_up(entries)
+        for o in rolled.values():
+            if len(o.errors) > MAX_OWNER_ERRORS:
+                rest = o.errors[MAX_OWNER_ERRORS - 1 :]
+                o.errors[MAX_OWNER_ERRORS - 1 :] = [
+                    ItemError(
+                        rest[0].ref,
+                        "",
+                        f"... and {len(rest)} more failed items",
+                        max(e.time for e in rest),
+                        all(e.permanent for e in rest),
+                    )
+                ]
+            if len(o.pending) > MAX_OWNER_ERRORS:
+                more = len(o.pending) - MAX_OWNER_ERRORS + 1
+                o.pending[MAX_OWNER_ERRORS - 1 :] = [
+                    (o.pending[MAX_OWNER_ERRORS - 1][0], f"... and {more} more waiting items")
+                ]
+        return rolled
 
     def overdue(self) -> list[str]:
         """Operations running past their timeout plus the hang grace (they ignore cancellation).
@@ -562,6 +605,10 @@ class Engine:
             if started and now - started > timeout + self.settings.hang_grace:
                 out.append(f"{op} running for {now - started:.0f} s")
         return out
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "\u2026"
 
 
 def _typed(error: BaseException) -> bool:

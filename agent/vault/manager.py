@@ -55,7 +55,7 @@ from agent.drivers.fscrypt import (
 )
 from agent.drivers.loopfs import ImageFs, ImageFsDriver
 from agent.drivers.tpm import DEFAULT_SEAL_PCRS, Tpm, TpmError, TpmPolicyError
-from agent.util.atomicfile import read_optional, write_atomic
+from agent.util.atomicfile import is_storage_error, read_optional, write_atomic
 from agent.vault import keys
 from agent.vault.keys import EscrowError, SealedKeyError, SealedKeyFile, VaultKeyError
 from agent.vault.store import FscryptStore as FscryptStore
@@ -108,6 +108,8 @@ class VaultStatus:
     sealed_pcrs: tuple[int, ...] = ()
     #: the controller does not hold this key yet (first boot, or a new key)
     escrow_pending: bool = False
+    #: ERROR because the disk refused a write (full, I/O errors): ``open_local`` again later
+    storage_error: bool = False
 
 
 class VaultError(Exception):
@@ -361,7 +363,10 @@ class VaultManager:
             )
         except OSError as exc:
             return self._set(
-                self._status_with(VaultState.ERROR, f"cannot write the vault key: {exc}")
+                replace(
+                    self._status_with(VaultState.ERROR, f"cannot write the vault key: {exc}"),
+                    storage_error=is_storage_error(exc),
+                )
             )
         log.info("vault key made and sealed to PCRs %s", list(sealed.pcrs))
         return self._open_store(key, sealed_pcrs=sealed.pcrs)
@@ -407,7 +412,12 @@ class VaultManager:
                 )
             )
         except (StoreError, OSError) as exc:
-            return self._set(self._status_with(VaultState.ERROR, str(exc), store=kind))
+            return self._set(
+                replace(
+                    self._status_with(VaultState.ERROR, str(exc), store=kind),
+                    storage_error=is_storage_error(exc),
+                )
+            )
         self._store = store
         self._key = key
         if escrowed:
@@ -535,13 +545,17 @@ class VaultManager:
         """Save the controller's sealing PCR list (None: back to EVE's default) and reseal now
         when the vault is open.  ValueError for a list EVE would refuse (no PCR 0, or PCR 5)."""
         with self._lock:
-            if pcrs is None:
-                self.paths.policy_pcrs.unlink(missing_ok=True)
-            else:
-                indexes = keys.check_seal_pcrs(pcrs)
-                write_atomic(
-                    self.paths.policy_pcrs, json.dumps({"pcrs": list(indexes)}).encode() + b"\n"
-                )
+            try:
+                if pcrs is None:
+                    self.paths.policy_pcrs.unlink(missing_ok=True)
+                else:
+                    indexes = keys.check_seal_pcrs(pcrs)
+                    write_atomic(
+                        self.paths.policy_pcrs,
+                        json.dumps({"pcrs": list(indexes)}).encode() + b"\n",
+                    )
+            except OSError as exc:  # a full disk: the caller's error, not a crash
+                raise VaultError(f"cannot save the sealing PCR list: {exc}") from exc
             wanted = self._policy_pcrs()
             if (
                 self._tpm is not None

@@ -61,6 +61,7 @@ async def request_log(request: web.Request, handler: Handler) -> web.StreamRespo
 
     Turns ApiError into its text response, and any other exception into a logged 500: bad input
     must never get here (the garbage test checks that), so a 500 is always a controller bug.
+    What the peer chose (method, path, detail) is escaped, so it cannot add lines to the log.
     """
     level = logging.INFO
     try:
@@ -83,19 +84,26 @@ async def request_log(request: web.Request, handler: Handler) -> web.StreamRespo
         if "Allow" in exc.headers:  # a 405 must say what is allowed
             response.headers["Allow"] = exc.headers["Allow"]
     except Exception:
-        logger.exception("internal error on %s %s", request.method, request.path)
+        logger.exception(
+            "internal error on %s %s", printable(request.method), printable(request.path)
+        )
         response = web.Response(status=500, text="internal error", content_type=TEXT)
     detail = request.get(DETAIL)
     logger.log(
         level,
         "%s %s %d device=%s%s",
-        request.method,
-        request.path,
+        printable(request.method, 16),
+        printable(request.path),
         response.status,
         request.get(DEVICE_UUID, "-"),
-        f" detail={detail!r}" if detail else "",
+        f" detail={_cut(detail)!r}" if detail else "",
     )
     return response
+
+
+def _cut(text: str, limit: int = 500) -> str:
+    """``text`` cut to ``limit`` characters (repr() then escapes it for the log line)."""
+    return text if len(text) <= limit else f"{text[:limit]}...(+{len(text) - limit} chars)"
 
 
 @dataclass(frozen=True)

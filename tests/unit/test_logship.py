@@ -333,37 +333,36 @@ async def test_upload_keeps_files_on_other_status(
     assert len(client.sent) == 12
 
 
-async def test_file_refused_ten_times_moves_to_failed(
-    spool: LogSpool, device_signer: SoftwareSigner
+@pytest.mark.parametrize("status", [400, 413, 422])
+async def test_a_file_refused_for_good_moves_to_failed_at_once(
+    spool: LogSpool, device_signer: SoftwareSigner, caplog: pytest.LogCaptureFixture, status: int
 ) -> None:
     files = make_files(spool, 2)
-    client = FakeClient(*([400] * 10), 200)
+    client = FakeClient(status, 200)
     up = uploader(client, spool, device_signer)
-    for _ in range(9):
-        assert await up.upload_pending() is False
-    assert files[0].exists() and files[1].exists()
-    assert len(client.sent) == 9
-    # The tenth refusal moves it aside and the queue goes on with the next file.
+    # The first refusal moves it aside (logged) and the queue goes on with the next file.
     assert await up.upload_pending() is True
     assert not files[0].exists()
     assert (spool.failed_dir / files[0].name).read_bytes() == gzip_with_comment(
         b"line 0\n", "{}", 0
     )
     assert not files[1].exists()
-    assert up.uploaded == 1
-    assert len(client.sent) == 11
+    assert (up.uploaded, up.moved_aside) == (1, 1)
+    assert len(client.sent) == 2
+    assert f"file {files[0].name} refused for good (HTTP {status})" in caplog.text
 
 
-async def test_refusal_count_per_file_reset_on_success(
-    spool: LogSpool, device_signer: SoftwareSigner
+@pytest.mark.parametrize("status", [401, 403, 408, 429, 500])
+async def test_a_retriable_answer_keeps_the_file(
+    spool: LogSpool, device_signer: SoftwareSigner, status: int
 ) -> None:
     files = make_files(spool, 1)
-    client = FakeClient(*([400] * 9), 201)
+    client = FakeClient(status, 201)
     up = uploader(client, spool, device_signer)
-    for _ in range(10):
-        await up.upload_pending()
-    assert not files[0].exists()
-    assert not spool.failed_dir.exists()
+    assert await up.upload_pending() is False
+    assert files[0].exists() and not spool.failed_dir.exists()
+    assert await up.upload_pending() is True
+    assert not files[0].exists() and not spool.failed_dir.exists()
 
 
 async def test_upload_nothing_pending(spool: LogSpool, device_signer: SoftwareSigner) -> None:

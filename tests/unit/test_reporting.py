@@ -214,9 +214,9 @@ class CountingOutbox(Outbox):
         super().__init__(directory)
         self.puts: list[bytes] = []
 
-    def put(self, key: str, payload: bytes) -> None:
+    def put(self, key: str, payload: bytes) -> bool:
         self.puts.append(payload)
-        super().put(key, payload)
+        return super().put(key, payload)
 
 
 class FakeClient:
@@ -232,8 +232,21 @@ class FakeClient:
         return Response(answer, b"", "")
 
 
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def reporter(
-    tmp_path: Path, signer: SoftwareSigner, client: FakeClient | None = None
+    tmp_path: Path,
+    signer: SoftwareSigner,
+    client: FakeClient | None = None,
+    clock: Clock | None = None,
 ) -> tuple[Reporter, CountingOutbox]:
     box = CountingOutbox(tmp_path / "outbox")
     rep = Reporter(
@@ -242,6 +255,7 @@ def reporter(
         outbox=box,
         facts=lambda: None,
         items=ConfigItems,
+        clock=clock or Clock(),
     )
     return rep, box
 
@@ -288,20 +302,27 @@ async def test_flush_keeps_undelivered(
     tmp_path: Path, device_signer: SoftwareSigner, answer: int | Exception
 ) -> None:
     client = FakeClient(answer)
-    rep, box = reporter(tmp_path, device_signer, client)
+    clock = Clock()
+    rep, box = reporter(tmp_path, device_signer, client, clock)
     rep.queue_info(facts())
     await rep.flush()
     assert len(box.pending()) == 1
     assert rep.sent_info == 0
+    if not isinstance(answer, Exception):
+        # An answer worth retrying: this message waits for its own retry time (1 min first).
+        await rep.flush()
+        assert len(client.sent) == 1
+        clock.now += reporting.RETRY_MIN
     await rep.flush()  # link back: delivered
     assert box.pending() == []
     assert rep.sent_info == 1
 
 
-async def test_flush_drops_what_the_controller_refuses_for_good(
-    tmp_path: Path, device_signer: SoftwareSigner
+async def test_flush_moves_aside_what_the_controller_refuses_for_good(
+    tmp_path: Path, device_signer: SoftwareSigner, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # 400 and 404 would refuse the same bytes again (EVE drops them too); the rest goes on.
+    # 400 and 404 would refuse the same bytes again (EVE drops them too): moved to rejected/
+    # at once, with an error line each; the rest goes on.
     client = FakeClient(400, 404, 200)
     rep, box = reporter(tmp_path, device_signer, client)
     box.put("app:a", b"a")
@@ -313,6 +334,10 @@ async def test_flush_drops_what_the_controller_refuses_for_good(
     assert box.pending() == []
     assert (rep.refused_info, rep.sent_info) == (2, 1)
     assert len(client.sent) == 3
+    kept = sorted(p.name.split(".")[0] for p in box.rejected_dir.iterdir())
+    assert kept == ["app:a", "app:b"]
+    assert "refused info app:a for good (HTTP 400)" in caplog.text
+    assert "refused info app:b for good (HTTP 404)" in caplog.text
 
 
 async def test_flush_budget_wakes_the_next_round(
