@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import logging
 import os
@@ -64,6 +63,7 @@ from agent.drivers.netlink_api import (
     node_tag,
     parse_name,
 )
+from agent.drivers.netns import enter, ns_id
 
 __all__ = [
     "IFNAMSIZ", "MAIN_TABLE", "MAX_INDEX", "RTPROT_AGENT", "IPAddress", "IPInterface",
@@ -100,33 +100,6 @@ def _nl(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 # --- one namespace, one thread -------------------------------------------------------------------
 
-_CLONE_NEWNET = 0x40000000
-
-
-def _setns(path: str) -> tuple[int, int]:
-    """Move the calling thread into the namespace at ``path``; its (st_dev, st_ino)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise driver_error(exc.errno or errno.ENOENT, f"network namespace {path}") from exc
-    try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            raise driver_error(ctypes.get_errno(), f"entering network namespace {path}")
-        st = os.fstat(fd)
-        return st.st_dev, st.st_ino
-    finally:
-        os.close(fd)
-
-
-def ns_id(path: str) -> tuple[int, int]:
-    """(st_dev, st_ino) of a namespace file; NotFoundError when it is gone."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise driver_error(exc.errno or errno.ENOENT, f"network namespace {path}") from exc
-    return st.st_dev, st.st_ino
-
 
 class _Namespace:
     """A worker thread in one namespace (``path``; None: the process's own) and its IPRoute."""
@@ -149,7 +122,7 @@ class _Namespace:
                 current = ns_id(self.path)
                 if current != self.entered:
                     self._drop()
-                    self.entered = _setns(self.path)
+                    self.entered = enter(self.path)
             if self._ipr is None:
                 from pyroute2 import IPRoute
 

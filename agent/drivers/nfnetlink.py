@@ -11,7 +11,6 @@ never block the event loop and sockets open in the right namespace.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import os
 import struct
@@ -20,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from agent.drivers.errors import PermanentError
-from agent.drivers.netlink_api import driver_error, netns_path
+from agent.drivers.netlink_api import netns_path
+from agent.drivers.netns import enter
 
 T = TypeVar("T")
 
@@ -31,7 +31,6 @@ _NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _NFGEN_SIZE = 4  # nfgenmsg: family, version, res_id (big endian)
 _NLA = struct.Struct("=HH")
-_CLONE_NEWNET = 0x40000000
 
 
 def attr(kind: int, data: bytes) -> bytes:
@@ -93,22 +92,6 @@ def ipv4(data: bytes | None) -> str:
     return ".".join(str(b) for b in data) if data is not None and len(data) == 4 else ""
 
 
-def setns(path: str) -> tuple[int, int]:
-    """Move the calling thread into the network namespace at ``path``; its (st_dev, st_ino).
-    NotFoundError when the namespace is gone, PermanentError when entering is refused."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise driver_error(exc.errno or errno.ENOENT, f"network namespace {path}") from exc
-    try:
-        if ctypes.CDLL(None, use_errno=True).setns(fd, _CLONE_NEWNET) != 0:
-            raise driver_error(ctypes.get_errno(), f"entering network namespace {path}")
-        st = os.fstat(fd)
-        return st.st_dev, st.st_ino
-    finally:
-        os.close(fd)
-
-
 def ns_path(netns: str | None) -> str | None:
     """None (the process's own namespace) or the path of ``netns`` (a name or a path)."""
     return None if netns is None else netns_path(netns)
@@ -142,7 +125,7 @@ class NamespaceThread:
     def _call(self, fn: Callable[[], T]) -> T:
         if self.path is not None and not same_ns(self.path, self._entered):
             self._on_enter()
-            self._entered = setns(self.path)
+            self._entered = enter(self.path)
         return fn()
 
     async def close(self, last: Callable[[], None]) -> None:
