@@ -33,6 +33,7 @@ packet to NFLOG first (see :data:`FLOW_MARK`; :mod:`agent.reconcile.flows` reads
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -82,11 +83,18 @@ def _match(field: str, value: Any, op: str = "==") -> dict[str, Any]:
     return {"match": {"op": op, "left": left, "right": value}}
 
 
-def _prefix(text: str) -> Any:
+@functools.lru_cache(maxsize=16384)
+def _network(text: str) -> tuple[int, str, int, bool]:
+    """(version, network address, prefix length, whether a host) of a validated ``ip`` match;
+    cached: a config re-renders the same thousands of ACEs on every change."""
     net = ipaddress.ip_network(text, strict=False)
-    if net.prefixlen == net.max_prefixlen:
-        return str(net.network_address)
-    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+    host = net.prefixlen == net.max_prefixlen
+    return net.version, str(net.network_address), net.prefixlen, host
+
+
+def _prefix(text: str) -> Any:
+    _version, addr, length, host = _network(text)
+    return addr if host else {"prefix": {"addr": addr, "len": length}}
 
 
 def chain_names(vif: VifPlan, number: int) -> tuple[str, str]:
@@ -130,8 +138,7 @@ def _ace_rule(app_id: str, vif: VifPlan, ace: Ace, number: int, hosts: list[Host
     ports: dict[str, str] = {}
     for m in ace.matches:
         if m.type == "ip":
-            net = ipaddress.ip_network(m.value, strict=False)
-            if net.version != 4:
+            if _network(m.value)[0] != 4:
                 continue  # an IPv4 instance: IPv6 remotes never match
             exprs.append(_match("daddr", _prefix(m.value)))
         elif m.type == "protocol":
