@@ -86,7 +86,7 @@ class TcpProber:
             async with asyncio.timeout(within):
                 made = await loop.run_in_executor(self._pool, self._sockets, host, port)
         except TimeoutError:
-            return ProbeResult(False, f"cannot resolve {host} within {within:g} s")
+            return ProbeResult(False, f"cannot resolve {host} within {within:.1f} s")
         except socket.gaierror as exc:
             return ProbeResult(False, f"cannot resolve {host}: {exc.strerror}")
         except OSError as exc:
@@ -102,7 +102,7 @@ class TcpProber:
                         await loop.sock_connect(sock, address)
                     return ProbeResult(True, f"connected to {address[0]}:{port}")
                 except TimeoutError:
-                    why = f"no answer from {address[0]}:{port} within {within:g} s"
+                    why = f"no answer from {address[0]}:{port} within {within:.1f} s"
                 except ConnectionRefusedError:
                     # EVE's "remote temporary failure": the host is there, its service is not.
                     return ProbeResult(True, f"{address[0]}:{port} refused the connection")

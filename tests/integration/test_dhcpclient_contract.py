@@ -76,18 +76,23 @@ def _plumb(node: str, srv: str) -> None:
         ipr.addr("add", index=ipr.link_lookup(ifname="srv0")[0], address="10.88.0.1", prefixlen=24)
 
 
-def dhcp_server(netns: str, root: Path) -> subprocess.Popen[bytes]:
-    """dnsmasq as the DHCP server of ``netns`` (no DNS), in the foreground, as root, without
-    its ping check of new addresses (it holds every first offer for 3 s)."""
-    argv = ["nsenter", f"--net=/run/netns/{netns}", "dnsmasq", "--keep-in-foreground",
-            "--conf-file=/dev/null", "--port=0", "--interface=srv0", "--bind-interfaces",
+def dhcp_server_argv(netns: str, ifname: str, root: Path) -> list[str]:
+    """dnsmasq as the DHCP server on ``ifname`` (10.88.0.1/24) of ``netns`` (no DNS), in the
+    foreground, as root, its files in ``root``, without its ping check of new addresses (it
+    holds every first offer for 3 s)."""
+    return ["nsenter", f"--net=/run/netns/{netns}", "dnsmasq", "--keep-in-foreground",
+            "--conf-file=/dev/null", "--port=0", f"--interface={ifname}", "--bind-interfaces",
             "--dhcp-range=10.88.0.100,10.88.0.150,255.255.255.0,120",
             f"--dhcp-option=3,{ROUTER}", f"--dhcp-option=6,{DNS}", "--user=root",
             f"--dhcp-leasefile={root / 'leases'}", f"--pid-file={root / 'dnsmasq.pid'}",
             f"--log-facility={root / 'dnsmasq.log'}", "--log-dhcp",
             "--no-ping"]  # fmt: skip
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def start_dhcp_server(netns: str, ifname: str, root: Path) -> subprocess.Popen[bytes]:
+    """:func:`dhcp_server_argv` started (the caller terminates it)."""
+    return subprocess.Popen(dhcp_server_argv(netns, ifname, root), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
 
 def _alive(pid: int) -> bool:
@@ -152,7 +157,7 @@ async def env(
             await asyncio.to_thread(netns.create, name)
             made.append(name)
         await asyncio.to_thread(_plumb, node, srv)
-        server = dhcp_server(srv, root)
+        server = await asyncio.to_thread(start_dhcp_server, srv, "srv0", root)
         yield Env("real", driver(), driver, kill, _alive, node)
     finally:
         for d in drivers:
