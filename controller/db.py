@@ -179,7 +179,7 @@ CREATE TABLE cluster (
     servers_max    INTEGER NOT NULL,
     agents_min     INTEGER NOT NULL,
     agents_max     INTEGER NOT NULL,
-    network_tag    TEXT NOT NULL,         -- port label of the cluster interface
+    network_tags   TEXT NOT NULL,         -- JSON list of port labels: the cluster interface first
     manifest_url   TEXT NOT NULL,
     k3s_image      TEXT NOT NULL,         -- as the operator gave it ('' = no K3s VM)
     k3s_objects    BLOB,                  -- EdgeDevConfig with the content tree and datastores
@@ -201,6 +201,7 @@ CREATE TABLE cluster_member (
     slot           INTEGER NOT NULL,      -- picks the member's addresses
     joined_at      REAL NOT NULL,
     added          TEXT NOT NULL,         -- JSON: shared objects the controller added to its config
+    config_error   TEXT NOT NULL,         -- why its config could not be written ('' = none)
     PRIMARY KEY (cluster_id, device_uuid),
     UNIQUE (cluster_id, slot)
 );
