@@ -6,9 +6,10 @@ ports live in, within a timeout, and closes it at once.  As EVE counts a refused
 TCP reset from the controller's address) as a remote failure that says nothing bad about the
 node's ports, a refusal is a success with that detail.
 
-Namespaces: one worker thread per prober enters the namespace (``setns``) once, resolves the
-host there (so DNS goes out through the node's ports) and makes the sockets; the event loop
-connects them, so a timeout never leaves a thread blocked in ``connect``.  The thread is the
+Namespaces: one worker thread per prober enters the namespace (:mod:`agent.drivers.netns`;
+again when the namespace was made anew), resolves the host there (so DNS goes out through the
+node's ports) and makes the sockets; the event loop connects them, so a timeout never leaves a
+thread blocked in ``connect``.  The thread is the
 prober's own: a thread that entered another namespace must never go back to a shared pool.
 Resolution itself cannot be interrupted; it is bounded by the resolver's own timeouts.  Call
 :meth:`TcpProber.close`.
@@ -17,7 +18,6 @@ Resolution itself cannot be interrupted; it is bounded by the resolver's own tim
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import os
 import socket
@@ -25,7 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-_CLONE_NEWNET = 0x40000000
+from agent.drivers.errors import DriverError
+from agent.drivers.netns import enter, netns_path, ns_id
 
 
 @dataclass(frozen=True)
@@ -47,30 +48,19 @@ class Prober(Protocol):
     async def close(self) -> None: ...
 
 
-def _enter(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if ctypes.CDLL(None, use_errno=True).setns(fd, _CLONE_NEWNET) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"entering network namespace {path}: {os.strerror(code)}")
-    finally:
-        os.close(fd)
-
-
 class TcpProber:
     """Probes from the network namespace ``/run/netns/<netns>`` (or a path; None: the
     process's own)."""
 
     def __init__(self, netns: str | None = None) -> None:
-        self.path = None if netns is None else netns if "/" in netns else f"/run/netns/{netns}"
+        self.path = None if netns is None else netns_path(netns)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"probe-{netns or 'self'}")
-        self._entered = False
+        self._entered: tuple[int, int] | None = None
 
     def _sockets(self, host: str, port: int) -> list[tuple[socket.socket, tuple[str, int]]]:
         """In the worker thread: resolve in the namespace and make one socket per address."""
-        if self.path is not None and not self._entered:
-            _enter(self.path)
-            self._entered = True
+        if self.path is not None and (self._entered is None or ns_id(self.path) != self._entered):
+            self._entered = enter(self.path)  # again when the namespace was made anew
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         out = []
         for family, kind, proto, _, address in infos:
@@ -89,6 +79,8 @@ class TcpProber:
             return ProbeResult(False, f"cannot resolve {host} within {within:.1f} s")
         except socket.gaierror as exc:
             return ProbeResult(False, f"cannot resolve {host}: {exc.strerror}")
+        except DriverError as exc:  # the namespace is gone or cannot be entered
+            return ProbeResult(False, str(exc))
         except OSError as exc:
             return ProbeResult(False, f"no socket for {host}: {exc.strerror or exc}")
         why = f"{host} resolves to no address"
