@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.model.config import NodeConfig, ObjectError, diff_configs
-from agent.reconcile import configitems, netplan, nodefirewall, portconfig
+from agent.reconcile import cluster, configitems, netplan, nodefirewall, portconfig
 from agent.reconcile.apps import start_condition
 from agent.reconcile.engine import Engine, EngineSettings
 from agent.reconcile.items import (
@@ -155,7 +155,8 @@ class NodeReconciler:
         """Every desired item of ``config``.  Pure but for the start-delay timers it arms."""
         desired: dict[ItemRef, Item] = {}
         desired.update(configitems.render(config.items))
-        self._render_errors = []
+        # A cluster member's K3s VM gets its K3s configuration before anything renders it.
+        config, self._render_errors = cluster.prepare(config)
         layout = None
         if self.networks is not None:
             effective = self.ports.effective() if self.ports is not None else None
@@ -316,7 +317,7 @@ class NodeReconciler:
         by_owner: dict[OwnerRef, OwnerStatus] = dict(rolled)
         invalid: dict[OwnerRef, list[ObjectError]] = {}
         for err in self._object_errors:
-            owner = DEVICE_OWNER if err.kind == "configitem" else (err.kind, err.id)
+            owner = DEVICE_OWNER if err.kind in ("configitem", "device") else (err.kind, err.id)
             invalid.setdefault(owner, []).append(err)
             names.setdefault(owner, err.name)
         out = []
