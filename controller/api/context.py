@@ -14,6 +14,7 @@ from aiohttp import web
 
 from agent.wire.pb.attest import attest_pb2
 from controller import attestation
+from controller.certpolicy import CertPolicy
 from controller.identity import ControllerIdentity
 from controller.limits import ReportLimits
 from controller.records import DeviceCert, NonceRecord
@@ -40,6 +41,8 @@ class ApiSettings:
     4 MiB in a minute is ~70 kB/s, slower than any link a node should be managed over."""
     limits: ReportLimits = field(default_factory=ReportLimits)
     """Per-upload caps, per-device rates and storage quota of reports and logs."""
+    cert_policy: CertPolicy = field(default_factory=CertPolicy)
+    """Which device certificates registration accepts."""
 
 
 class QuoteVerifier(Protocol):

@@ -9,7 +9,9 @@ The device is identified by (onboarding certificate, serial), where ``softSerial
 * new pair -> a device with a random UUID, 201;
 * same pair, same device certificate -> 200 (EVE re-registers on every boot);
 * same pair, another device certificate, or a device certificate already in use -> 409;
-* onboarding certificate not allow-listed, or serial not allowed -> 403.
+* onboarding certificate not allow-listed, or serial not allowed -> 403;
+* device certificate expired, not yet valid, or with a weak key, or an onboarding certificate
+  with a weak key -> 400, logged as a warning (see :mod:`controller.certpolicy`).
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from logging import WARNING
 
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from google.protobuf.message import DecodeError
 
@@ -38,6 +40,7 @@ from controller.api.common import (
     read_body,
 )
 from controller.api.context import context
+from controller.certpolicy import CertRefused, check_device_cert, check_key
 from controller.identity import ControllerIdentity
 from controller.records import OnboardDecision, RegisterOutcome
 
@@ -108,7 +111,18 @@ async def register(request: web.Request) -> web.Response:
     if decision is not OnboardDecision.ALLOWED:
         raise ApiError(403, f"{decision.value} (serial {serial!r}, onboarding {onboard_sha256})")
 
+    policy = context(request).settings.cert_policy
+    try:
+        check_key(onboard_cert, policy)
+    except CertRefused as exc:
+        raise ApiError(400, f"onboarding certificate refused: {exc}", level=WARNING) from exc
     device_pem, device_cert = _device_cert(bytes(message.pemCert))
+    try:
+        check_device_cert(device_cert, store.now(), policy)
+    except CertRefused as exc:
+        raise ApiError(
+            400, f"device certificate refused (serial {serial!r}): {exc}", level=WARNING
+        ) from exc
     outcome, device = store.register_device(
         onboard_sha256=onboard_sha256,
         serial=serial,
@@ -138,12 +152,6 @@ def _device_cert(pem_cert: bytes) -> tuple[bytes, x509.Certificate]:
         cert = pki.load_cert(pem)
     except ValueError as exc:
         raise ApiError(400, f"pemCert is not a certificate: {exc}") from exc
-    key = cert.public_key()
-    supported = isinstance(key, rsa.RSAPublicKey) or (
-        isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size in (256, 384)
-    )
-    if not supported:
-        raise ApiError(400, f"device certificate key {type(key).__name__} cannot sign envelopes")
     # Store one canonical PEM, whatever framing or extra blocks the device sent.
     return cert.public_bytes(Encoding.PEM), cert
 
