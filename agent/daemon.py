@@ -33,7 +33,6 @@ from typing import Any
 from agent import status as status_mod
 from agent.boot import BootResult, TpmMode, boot
 from agent.drivers.conntrack import NfConntrack
-from agent.drivers.dhcpclient import DhcpClientDriver
 from agent.drivers.dnsmasq import DnsmasqDriver
 from agent.drivers.docker import DockerRuntime
 from agent.drivers.errors import DriverError
@@ -41,7 +40,6 @@ from agent.drivers.hypervisor import HypervisorSettings
 from agent.drivers.libvirt import LibvirtHypervisor
 from agent.drivers.metadata import MetadataServer
 from agent.drivers.netlink import NetlinkDriver
-from agent.drivers.netprobe import TcpProber
 from agent.drivers.nflog import NflogListener
 from agent.drivers.nft import LibNft, NftSettings
 from agent.drivers.systemd import sd_notify, watchdog_interval
@@ -72,8 +70,6 @@ from agent.reconcile.flows import FlowCollector, FlowSettings
 from agent.reconcile.metadata import MetadataAnswers
 from agent.reconcile.networks import Networks
 from agent.reconcile.node import VAULT_READY, NodeReconciler
-from agent.reconcile.portconfig import PortConfigurator
-from agent.reconcile.portselect import PortManager, controller_target
 from agent.reconcile.records import RecordBook
 from agent.reconcile.workloads import Workloads
 from agent.reconcile.workspace import WorkloadDrivers, Workspace
@@ -107,9 +103,8 @@ class Node:
             if self.workloads is not None and settings.networks
             else None
         )
-        self.ports = self._make_ports(self.networks) if self.networks is not None else None
         self.reconciler = NodeReconciler(
-            self.runtime, workloads=self.workloads, networks=self.networks, ports=self.ports
+            self.runtime, workloads=self.workloads, networks=self.networks
         )
         self.identity: NodeIdentity | None = None
         self.client: ControllerClient | None = None
@@ -154,20 +149,6 @@ class Node:
             ),
         )
         return Workloads(drivers, Workspace(root=self.vault_root, items=self.items))
-
-    def _make_ports(self, networks: Networks) -> PortManager:
-        """The ports the config names, in the networks' namespace, each new port config
-        tested by reaching the controller (its address is known once the identity is)."""
-        name, netns = self.settings.host_name, self.settings.netns
-        state = self.paths.persist / "status" / "net"
-        dhcp = DhcpClientDriver(name, self.paths.run / "dhcp", netns=netns)
-        return PortManager(
-            PortConfigurator(networks.netlink, dhcp, RecordBook(state)),
-            TcpProber(netns),
-            state / "portconfig.json",
-            self.items,
-            lambda: controller_target(self.identity.server if self.identity else None),
-        )
 
     def _make_networks(self, workloads: Workloads) -> Networks:
         """Bridges, app interfaces and dnsmasq in the node's namespace (root, or ``--netns``)."""
@@ -508,8 +489,6 @@ class Node:
                     await self.networks.firewall.nft.close()
                 if self.networks.metadata is not None:
                     await self.networks.metadata.server.stop()
-            if self.ports is not None:
-                await self.ports.prober.close()  # DHCP clients keep running: adopted later
 
     async def _link(self, stop: asyncio.Event) -> None:
         """The saved config first, onboarding if the node has none, then the link tasks."""
@@ -617,6 +596,7 @@ class Node:
         uploader = FlowLogUploader(
             client, device=device, device_uuid=self.device_uuid,
             queue=FlowLogQueue(self.paths.persist / "flowlog"), liveness=self.liveness,
+            health=self.storage,
         )  # fmt: skip
         collector = FlowCollector(
             NfConntrack(netns), NflogListener(NFLOG_GROUP, netns),

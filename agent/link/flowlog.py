@@ -34,6 +34,7 @@ from agent.link.offload import seal_as_device_async
 from agent.link.transport import ControllerClient, TransportError
 from agent.util.atomicfile import write_atomic
 from agent.util.liveness import Liveness
+from agent.util.storagehealth import StorageHealth
 from agent.util.timing import jittered, wait_or_stop
 from agent.wire.envelope import Signer
 from agent.wire.pb.flowlog import flowlog_pb2
@@ -201,8 +202,10 @@ class FlowLogUploader:
         device_uuid: str,
         queue: FlowLogQueue,
         liveness: Liveness | None = None,
+        health: StorageHealth | None = None,
     ) -> None:
         self._client = client
+        self._health = health or StorageHealth()
         self._device = device
         self._uuid = device_uuid
         self.queue = queue
@@ -210,28 +213,28 @@ class FlowLogUploader:
         self.wake = asyncio.Event()
         self.uploaded = 0
         self.refused = 0
+        #: Files that could be neither sent nor removed: skipped, so they hold up nothing.
+        self._stuck: set[Path] = set()
 
     def _write(self, reports: Sequence[FlowReportLike]) -> None:
         self.queue.put([flow_message(self._uuid, r).SerializeToString() for r in reports])
 
     async def add(self, reports: Sequence[FlowReportLike]) -> None:
         """Queue one message per report (built and written in a worker thread).  Disk
-        trouble is logged: those reports are lost, the next ones are tried again."""
+        trouble goes to the storage health (one line while it lasts): those reports are lost,
+        the next ones are tried again."""
         if not reports:
             return
         try:
             await asyncio.to_thread(self._write, list(reports))
         except OSError as exc:
-            log.error("flow logs: cannot queue %d messages: %s", len(reports), exc)
+            self._health.failed("flow log queue", exc)
             return
+        self._health.ok("flow log queue")
         self.wake.set()
 
-    async def _post(self, path: Path) -> bool | None:
+    async def _post(self, path: Path, data: bytes) -> bool | None:
         """True delivered, False refused for good (dropped), None kept (stop the pass)."""
-        try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            return True  # trimmed meanwhile
         body = await seal_as_device_async(data, self._device)
         try:
             resp = await self._client.request("flowlog", body)
@@ -248,16 +251,34 @@ class FlowLogUploader:
     async def upload_pending(self) -> bool:
         """Post every queued message in order; False at the first one that must wait."""
         for path in await asyncio.to_thread(self.queue.pending):
-            sent = await self._post(path)
+            if path in self._stuck:
+                continue
+            try:
+                data = await asyncio.to_thread(path.read_bytes)
+            except FileNotFoundError:
+                continue  # trimmed meanwhile
+            except OSError as exc:  # it would fail for ever and hold up the rest: drop it
+                log.error("flow logs: %s unreadable (%s): dropped", path.name, exc)
+                await self._discard(path)
+                continue
+            sent = await self._post(path, data)
             if sent is None:
                 return False
-            await asyncio.to_thread(path.unlink, missing_ok=True)
+            await self._discard(path)
             if sent:
                 self.uploaded += 1
             else:
                 self.refused += 1
                 log.error("controller refused flow log %s for good; dropped", path.name)
         return True
+
+    async def _discard(self, path: Path) -> None:
+        """Remove a sent or dropped file; one that cannot be removed is skipped from now on."""
+        try:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        except OSError as exc:
+            log.error("flow logs: cannot remove %s (%s): skipped from now on", path.name, exc)
+            self._stuck.add(path)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Upload until ``stop``: at once when reports arrive, backing off from 5 s to 300 s

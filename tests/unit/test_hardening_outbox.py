@@ -187,3 +187,25 @@ async def test_the_device_logs_failed_directory_is_bounded(
     up = LogUploader(cast(ControllerClient, client), device=device_signer, spool=spool)
     assert await up.upload_pending() is True
     assert sorted(p.name for p in spool.failed_dir.iterdir()) == ["dev.1003.gz", "dev.1004.gz"]
+
+
+async def test_an_unreadable_flow_log_message_does_not_hold_up_the_rest(
+    tmp_path: Path, device_signer: SoftwareSigner
+) -> None:
+    from agent.link.flowlog import FlowLogQueue, FlowLogUploader
+    from tests.unit.test_flowlog import DEV, report
+
+    client = FakeClient()
+    up = FlowLogUploader(
+        cast(ControllerClient, client),
+        device=device_signer,
+        device_uuid=DEV,
+        queue=FlowLogQueue(tmp_path / "flowlog"),
+    )
+    (tmp_path / "flowlog").mkdir()
+    (tmp_path / "flowlog" / "1.pb").mkdir()  # oldest, and reads fail with EISDIR
+    await up.add([report(1)])
+    assert await up.upload_pending() is True  # before: the OSError ended every pass
+    assert up.uploaded == 1 and len(client.sent) == 1
+    assert await up.upload_pending() is True  # the unremovable one is skipped, not retried
+    assert len(client.sent) == 1

@@ -464,3 +464,39 @@ class _FastBackoff:
 
     def reset(self) -> None:
         pass
+
+
+# ---------------------------------------------------------------- flow logs
+
+
+async def test_flow_log_queue_on_a_full_disk_is_reported_once(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    device_signer: Any,
+) -> None:
+    """Before: one error line per sample (every two minutes, for as long as the disk is full)."""
+    from typing import cast
+
+    from agent.link import flowlog
+    from agent.link.flowlog import FlowLogQueue, FlowLogUploader
+    from agent.link.transport import ControllerClient
+    from tests.unit.test_flowlog import DEV, report
+
+    disk = DiskFull()
+    monkeypatch.setattr(flowlog, "write_atomic", disk)
+    health = health_tracker()
+    up = FlowLogUploader(
+        cast(ControllerClient, FakeClient()),
+        device=device_signer,
+        device_uuid=DEV,
+        queue=FlowLogQueue(tmp_path / "flowlog"),
+        health=health,
+    )
+    for _ in range(5):
+        await up.add([report(1)])
+    assert len([r for r in caplog.records if "flow log queue" in r.getMessage()]) == 1
+    assert [p.what for p in health.problems()] == ["flow log queue"]
+    disk.full = False
+    await up.add([report(2)])
+    assert health.problems() == [] and len(up.queue.pending()) == 1
