@@ -33,17 +33,21 @@ from typing import Any
 from agent import status as status_mod
 from agent.boot import BootResult, TpmMode, boot
 from agent.drivers.conntrack import NfConntrack
+from agent.drivers.dhcpclient import DhcpClientDriver
 from agent.drivers.dnsmasq import DnsmasqDriver
 from agent.drivers.docker import DockerRuntime
-from agent.drivers.errors import DriverError
+from agent.drivers.errors import DriverError, TemporaryError
 from agent.drivers.hypervisor import HypervisorSettings
+from agent.drivers.kubeapi import KubeApi
 from agent.drivers.libvirt import LibvirtHypervisor
 from agent.drivers.metadata import MetadataServer
 from agent.drivers.netlink import NetlinkDriver
+from agent.drivers.netprobe import TcpProber
 from agent.drivers.nflog import NflogListener
 from agent.drivers.nft import LibNft, NftSettings
 from agent.drivers.systemd import sd_notify, watchdog_interval
 from agent.link.applogs import AppLogSpool, AppLogUploader
+from agent.link.appmeta import queue_app_meta
 from agent.link.attestation import Attestor, NoTpmQuotes, QuoteSource
 from agent.link.checkpoint import CheckpointStore
 from agent.link.configsync import ConfigSync
@@ -57,19 +61,26 @@ from agent.link.identity import (
     record_registration,
     store_uuid,
 )
+from agent.link.kubeinfo import queue_kube_cluster
 from agent.link.logship import LogSpool, LogUploader
 from agent.link.onboarding import OnboardingError, UuidResult, fetch_uuid, onboard
 from agent.link.reporting import DeviceFacts, Outbox, Reporter
 from agent.link.tpmidentity import TpmQuotes, load_tpm_identity
 from agent.link.transport import ControllerClient, TransportError
+from agent.model.config import NodeConfig
 from agent.model.configitems import ConfigItems
+from agent.reconcile.appmeta import AppMetaStore
 from agent.reconcile.apptelemetry import AppTelemetry
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.firewall import NFLOG_GROUP, InterfaceDrops
 from agent.reconcile.flows import FlowCollector, FlowSettings
+from agent.reconcile.kubestatus import KubeClusterStatus
+from agent.reconcile.kubewatch import ClusterWatch
 from agent.reconcile.metadata import MetadataAnswers
 from agent.reconcile.networks import Networks
 from agent.reconcile.node import VAULT_READY, NodeReconciler
+from agent.reconcile.portconfig import PortConfigurator
+from agent.reconcile.portselect import PortManager, controller_target
 from agent.reconcile.records import RecordBook
 from agent.reconcile.workloads import Workloads
 from agent.reconcile.workspace import WorkloadDrivers, Workspace
@@ -103,8 +114,9 @@ class Node:
             if self.workloads is not None and settings.networks
             else None
         )
+        self.ports = self._make_ports(self.networks) if self.networks is not None else None
         self.reconciler = NodeReconciler(
-            self.runtime, workloads=self.workloads, networks=self.networks
+            self.runtime, workloads=self.workloads, networks=self.networks, ports=self.ports
         )
         self.identity: NodeIdentity | None = None
         self.client: ControllerClient | None = None
@@ -112,6 +124,9 @@ class Node:
         self.attestor: Attestor | None = None
         self.sync: ConfigSync | None = None
         self.reporter: Reporter | None = None
+        self.outbox: Outbox | None = None
+        #: What apps posted to the metadata server (kubeconfigs), in the vault.
+        self.app_meta = AppMetaStore(self.vault_root)
         self.uploader: LogUploader | None = None
         self.telemetry: AppTelemetry | None = None
         #: Per app, what the firewall dropped of its interfaces (for the metrics report).
@@ -150,13 +165,30 @@ class Node:
         )
         return Workloads(drivers, Workspace(root=self.vault_root, items=self.items))
 
+    def _make_ports(self, networks: Networks) -> PortManager:
+        """The ports the config names, in the networks' namespace, each new port config
+        tested by reaching the controller (its address is known once the identity is)."""
+        name, netns = self.settings.host_name, self.settings.netns
+        state = self.paths.persist / "status" / "net"
+        dhcp = DhcpClientDriver(name, self.paths.run / "dhcp", netns=netns)
+        return PortManager(
+            PortConfigurator(networks.netlink, dhcp, RecordBook(state)),
+            TcpProber(netns),
+            state / "portconfig.json",
+            self.items,
+            lambda: controller_target(self.identity.server if self.identity else None),
+        )
+
     def _make_networks(self, workloads: Workloads) -> Networks:
         """Bridges, app interfaces and dnsmasq in the node's namespace (root, or ``--netns``)."""
         name, netns = self.settings.host_name, self.settings.netns
         netlink = NetlinkDriver(name, netns)
         # The server answers from the reconciler's current config and plan (made just after).
         answers = MetadataAnswers(
-            lambda: self.reconciler.current, lambda: self.reconciler.layout, netlink
+            lambda: self.reconciler.current,
+            lambda: self.reconciler.layout,
+            netlink,
+            sink=self._app_meta_posted,
         )
         return Networks(
             netlink,
@@ -164,8 +196,37 @@ class Node:
             RecordBook(self.paths.persist / "status" / "net"),
             dnsmasq=DnsmasqDriver(name, self.paths.run / "dnsmasq", netns=netns),
             nft=LibNft(NftSettings(name, netns=netns)),
-            metadata=MetadataServer(answers, netns=netns),
+            metadata=MetadataServer(answers, netns=netns, poster=answers.post),
         )
+
+    async def _app_meta_posted(self, app_id: str, kind: int, data: bytes) -> None:
+        """An app posted its kubeconfig or custom status: kept in the vault, and reported to
+        the controller as EVE does (ZInfoAppInstMetaData) when it changed.  Raises
+        TemporaryError while the vault is locked (the metadata server answers 500; the app
+        posts again)."""
+        if not await asyncio.to_thread(self.app_meta.save, app_id, kind, data):
+            return
+        log.info("app %s posted its %s (%d bytes)", app_id,
+                 "kubeconfig" if kind == 1 else f"metadata of type {kind}", len(data))  # fmt: skip
+        if self.outbox is not None and self.device_uuid is not None:
+            await asyncio.to_thread(
+                queue_app_meta, self.outbox, self.device_uuid, app_id, kind, data
+            )
+
+    async def _accept(self, config: NodeConfig) -> bool:
+        """The config to the reconciler; what removed apps posted is forgotten (and reported
+        gone), as EVE drops an app's AppInstMetaData with the app."""
+        accepted = await self.reconciler.accept(config)
+        try:
+            gone = await asyncio.to_thread(self.app_meta.forget, config.apps)
+        except (TemporaryError, OSError):
+            gone = []
+        for app_id, kind in gone:
+            if self.outbox is not None and self.device_uuid is not None:
+                await asyncio.to_thread(
+                    queue_app_meta, self.outbox, self.device_uuid, app_id, kind, b""
+                )
+        return accepted
 
     def vault_root(self) -> Path | None:
         """The open vault's directory, None while it is locked (nothing at rest goes there)."""
@@ -464,7 +525,7 @@ class Node:
             certs=certs,
             attestor=self.attestor,
             checkpoints=CheckpointStore(self.paths.checkpoint, "lastconfig"),
-            apply=self.reconciler.accept,
+            apply=self._accept,
             items=self.items,
             on_unknown_device=self._recheck_uuid,
             ecdh=ecdh,
@@ -489,6 +550,8 @@ class Node:
                     await self.networks.firewall.nft.close()
                 if self.networks.metadata is not None:
                     await self.networks.metadata.server.stop()
+            if self.ports is not None:
+                await self.ports.prober.close()  # DHCP clients keep running: adopted later
 
     async def _link(self, stop: asyncio.Event) -> None:
         """The saved config first, onboarding if the node has none, then the link tasks."""
@@ -544,11 +607,13 @@ class Node:
             ).run(stop)
         if self.networks is not None:
             tasks["acl counters"] = self._acl_counters(stop)
+            tasks["cluster status"] = self._cluster_status(stop)
             tasks.update(self._flow_logs(stop, client, identity.device))
+        self.outbox = Outbox(self.paths.outbox, health=self.storage)
         self.reporter = Reporter(
             client,
             device=identity.device,
-            outbox=Outbox(self.paths.outbox, health=self.storage),
+            outbox=self.outbox,
             facts=self.facts,
             items=self.items,
             owners=self.reconciler.owners,
@@ -573,6 +638,28 @@ class Node:
             },
             grace=self.settings.stop_grace,
         )
+
+    async def _cluster_status(self, stop: asyncio.Event) -> None:
+        """While this node is a cluster member: the cluster as its K3s VM's API tells it, to
+        the controller (ZInfoKubeCluster) when it changed, at the metrics interval."""
+        api = KubeApi(self.settings.netns)
+        watch = ClusterWatch(api, self.app_meta, lambda: self.reconciler.current,
+                             lambda: self.reconciler.layout)  # fmt: skip
+        last: KubeClusterStatus | None = None
+        try:
+            while not stop.is_set():
+                status = await watch.sample()
+                if status is not None and status != last and self.outbox is not None:
+                    assert self.device_uuid is not None
+                    await asyncio.to_thread(
+                        queue_kube_cluster, self.outbox, self.device_uuid, status
+                    )
+                    last = status
+                interval = float(self.items().int("timer.metric.interval"))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+        finally:
+            await api.close()
 
     async def _acl_counters(self, stop: asyncio.Event) -> None:
         """Read the firewall's counters at the metrics interval (a full read of the tables)."""
