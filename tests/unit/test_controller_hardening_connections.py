@@ -127,21 +127,21 @@ async def test_idle_connections_leave_pings_answered_and_are_closed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    settings = ServerSettings(handshake_timeout=3.0, header_timeout=3.0, log_interval=60.0)
+    settings = ServerSettings(handshake_timeout=4.0, header_timeout=4.0, log_interval=60.0)
     async with running(tmp_path, settings) as srv:
         started = time.monotonic()
         tcp_only = await open_many(150, srv.tcp)
         tls_idle = await open_many(150, srv.tls_conn)
         half = await open_many(20, srv.half_header)
         opened = time.monotonic() - started
-        assert opened < 2.5, f"opening took {opened:.1f} s: the test cannot show anything"
+        assert opened < 3.0, f"opening took {opened:.1f} s: the test cannot show anything"
 
         ping_started = time.monotonic()
         assert await srv.ping() == 200
         assert time.monotonic() - ping_started < 1.0
 
         everyone = [*tcp_only, *tls_idle, *half]
-        closed = await asyncio.gather(*(closed_by_server(s, 6.0) for s in everyone))
+        closed = await asyncio.gather(*(closed_by_server(s, 8.0) for s in everyone))
         assert all(closed), f"{closed.count(False)} idle connections still open"
         assert await srv.ping() == 200
         close_all(everyone)
@@ -152,7 +152,7 @@ async def test_idle_connections_leave_pings_answered_and_are_closed(
         r.getMessage() for r in lines
     ]
     messages = " | ".join(r.getMessage() for r in lines)
-    assert "no complete request within 3 s" in messages
+    assert "no complete request within 4 s" in messages
     assert "TLS handshakes failing or timing out" in messages
 
 
