@@ -16,7 +16,8 @@ from typing import cast
 
 import pytest
 
-from agent.link import gzlog, reporting
+from agent.link import gzlog
+from agent.link import outbox as outbox_mod
 from agent.link.logship import LogSpool, LogUploader
 from agent.link.reporting import Outbox, Reporter
 from agent.link.transport import ControllerClient
@@ -126,7 +127,7 @@ async def test_an_unreadable_entry_is_moved_aside_and_the_rest_goes(
 async def test_rejected_is_bounded(
     tmp_path: Path, device_signer: SoftwareSigner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(reporting, "MAX_REJECTED", 3, raising=False)
+    monkeypatch.setattr(outbox_mod, "MAX_REJECTED", 3, raising=False)
     keys = [f"app:{n}" for n in range(6)]
     client = FakeClient(*([400] * 6))
     rep, box = make(tmp_path, device_signer, client)

@@ -23,7 +23,7 @@ import pytest
 
 from agent.link import checkpoint as checkpoint_mod
 from agent.link import configsync, identity, logship
-from agent.link import reporting as reporting_mod
+from agent.link import outbox as outbox_mod
 from agent.link.logship import LogSpool, LogUploader
 from agent.link.reporting import Outbox, device_info
 from agent.util import atomicfile
@@ -212,7 +212,7 @@ def test_outbox_keeps_what_the_disk_refuses_in_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     disk = DiskFull()
-    monkeypatch.setattr(reporting_mod, "write_atomic", disk)
+    monkeypatch.setattr(outbox_mod, "write_atomic", disk)
     health = health_tracker()
     box = Outbox(tmp_path / "outbox", health=health)
     assert box.put("device", b"v1") is False  # before: raised OSError
@@ -237,7 +237,7 @@ async def test_device_info_reaches_the_controller_while_the_disk_is_full(
     from agent.link.transport import ControllerClient
     from agent.model.configitems import ConfigItems
 
-    monkeypatch.setattr(reporting_mod, "write_atomic", DiskFull())
+    monkeypatch.setattr(outbox_mod, "write_atomic", DiskFull())
     health = health_tracker()
     box = Outbox(tmp_path / "outbox", health=health)
     client = FakeClient()
