@@ -33,7 +33,7 @@ from agent.wire import envelope
 from agent.wire.envelope import Signer, SoftwareSigner
 from agent.wire.pb.attest import attest_pb2
 from tests.loopwatch import LoopWatch
-from tests.unit.link_harness import live_controller, onboard_device
+from tests.unit.link_harness import live_controller, make_pki, onboard_device
 from tests.unit.test_controller_harness import software_signer
 
 #: How long each slow platform call takes: past the watchdog's 50 ms.
@@ -133,7 +133,10 @@ async def test_seal_as_device_async_is_seal_as_device(loop_watch: LoopWatch) -> 
 async def test_the_link_never_waits_for_the_platform_on_the_loop(
     tmp_path: Path, loop_watch: LoopWatch
 ) -> None:
-    async with live_controller(tmp_path) as ctl:
+    # The controller's certificates are made (and fsynced) off the loop: the watch is about
+    # the link, and a loaded disk must not fail it.
+    pki = await asyncio.to_thread(make_pki, tmp_path / "controller")
+    async with live_controller(tmp_path, pki=pki) as ctl:
         client = ctl.client()
         device = SlowSigner(software_signer("device"))
         certs = ControllerCertStore(
