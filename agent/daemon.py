@@ -64,7 +64,7 @@ from agent.link.identity import (
 from agent.link.kubeinfo import queue_kube_cluster
 from agent.link.logship import LogSpool, LogUploader
 from agent.link.onboarding import OnboardingError, UuidResult, fetch_uuid, onboard
-from agent.link.reporting import DeviceFacts, Outbox, Reporter
+from agent.link.reporting import DeviceFacts, Outbox, PortConfigFacts, PortFacts, Reporter
 from agent.link.tpmidentity import TpmQuotes, load_tpm_identity
 from agent.link.transport import ControllerClient, TransportError
 from agent.model.config import NodeConfig
@@ -264,7 +264,22 @@ class Node:
             vault_reason=self.vault.status.reason if self.vault else "",
             persist=str(self.paths.persist),
             storage_problems=tuple(self.storage.problems()),
+            port_configs=self._port_configs(),
         )
+
+    def _port_configs(self) -> tuple[PortConfigFacts, ...]:
+        """The port configs the node keeps, for the device info (EVE's systemAdapter)."""
+        if self.ports is None:
+            return ()
+        return tuple(
+            PortConfigFacts(
+                tuple(PortFacts(r.port.ifname, r.port.name, r.port.management, r.port.cost,
+                                r.port.dhcp, r.addresses, r.routers, r.dns, r.port.mtu)
+                      for r in config.ports),
+                config.in_use, config.last_failed, config.last_succeeded, config.last_error,
+            )
+            for config in self.ports.report()
+        )  # fmt: skip
 
     def maintenance_reasons(self) -> tuple[str, ...]:
         """Why the node is in maintenance mode (empty: it is not), with EVE's reasons.

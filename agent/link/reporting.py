@@ -99,6 +99,34 @@ _MAINTENANCE_REASONS = {
 
 
 @dataclass(frozen=True)
+class PortFacts:
+    """One port of a port config (EVE's ``DevicePort`` in ``SystemAdapterInfo``)."""
+
+    ifname: str
+    name: str
+    management: bool
+    cost: int
+    #: ``client``, ``static`` or ``none``.
+    dhcp: str
+    addresses: tuple[str, ...] = ()
+    routers: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
+    mtu: int = 0
+
+
+@dataclass(frozen=True)
+class PortConfigFacts:
+    """A port config the node keeps (EVE's ``DevicePortStatus``): the config's first, then the
+    last working one when it differs.  Times are wall clock, 0 for never."""
+
+    ports: tuple[PortFacts, ...]
+    in_use: bool
+    last_failed: float = 0.0
+    last_succeeded: float = 0.0
+    last_error: str = ""
+
+
+@dataclass(frozen=True)
 class DeviceFacts:
     """What the device info message says, gathered by the daemon from its components."""
 
@@ -119,6 +147,8 @@ class DeviceFacts:
     #: The persist directory, and the writes to it that fail now (full disk, I/O errors).
     persist: str = "/persist"
     storage_problems: tuple[StorageProblem, ...] = ()
+    #: The port configs (``systemAdapter``); empty while the agent manages no port.
+    port_configs: tuple[PortConfigFacts, ...] = ()
 
 
 def device_info(facts: DeviceFacts) -> info_pb2.ZInfoMsg:
@@ -169,7 +199,36 @@ def device_info(facts: DeviceFacts) -> info_pb2.ZInfoMsg:
         target = status.unknownConfigItems if key in facts.items.unknown else status.configItems
         target[key].error = error
     _storage_info(dinfo.storage_info.add(), facts)
+    if facts.port_configs:
+        _system_adapter(dinfo.systemAdapter, facts.port_configs)
     return msg
+
+
+#: common.DHCPType by the model's names.
+_DHCP_TYPES = {"static": 1, "none": 2, "client": 4}
+
+
+def _system_adapter(
+    adapters: info_pb2.SystemAdapterInfo, configs: Sequence[PortConfigFacts]
+) -> None:
+    """EVE's DPC list as nim reports it: ``currentIndex`` is the config in use, a failed test
+    shows as ``lastFailed`` and ``lastError`` of its config."""
+    adapters.currentIndex = next((i for i, c in enumerate(configs) if c.in_use), 0)
+    for config in configs:
+        status = adapters.status.add(key="zedagent", lastError=config.last_error[:1024])
+        if config.last_failed:
+            status.lastFailed.CopyFrom(timestamp(config.last_failed))
+        if config.last_succeeded:
+            status.lastSucceeded.CopyFrom(timestamp(config.last_succeeded))
+        for port in config.ports:
+            out = status.ports.add(
+                ifname=port.ifname, name=port.name, isMgmt=port.management, cost=port.cost,
+                free=port.management and port.cost == 0, dhcpType=_DHCP_TYPES.get(port.dhcp, 0),
+                mtu=port.mtu,
+            )  # fmt: skip
+            out.IPAddrs.extend(port.addresses)
+            out.defaultRouters.extend(port.routers)
+            out.dnsServers.extend(port.dns)
 
 
 def _storage_info(target: info_pb2.StorageInfo, facts: DeviceFacts) -> None:

@@ -132,6 +132,16 @@ def _effect(lease: Lease | None) -> tuple[str, str] | None:
     return None if lease is None else (str(lease.address), str(lease.router or ""))
 
 
+def _as_recorded(
+    item: PortItem, present: set[IPInterface], owned: set[IPInterface], routes: set[Route]
+) -> bool:
+    """Whether a static port carries exactly what its item says of the agent's: its address,
+    none other of the agent's, and its default route."""
+    wanted = {ipaddress.ip_interface(item.address)} if item.address else set()
+    route = _route(item, item.gateway) if wanted else None
+    return wanted <= present and not (present & owned) - wanted and route in (None, *routes)
+
+
 def _route_record(route: Route) -> dict[str, Any]:
     return {"dst": str(route.dst), "gateway": str(route.gateway), "dev": route.dev,
             "metric": route.metric}  # fmt: skip
@@ -231,7 +241,9 @@ class PortConfigurator(BaseConfigurator):
 
     async def observe(self) -> Mapping[ItemRef, Item] | None:
         out: dict[ItemRef, Item] = {}
-        for key, rec in (await self.records.load(KIND)).items():
+        records = await self.records.load(KIND)
+        ours = set(await self.netlink.routes()) if records else set()
+        for key, rec in records.items():
             try:
                 item = PortItem.from_record(rec)
                 owned = tuple(ipaddress.ip_interface(str(a)) for a in rec.get("owned", ()))
@@ -239,10 +251,16 @@ class PortConfigurator(BaseConfigurator):
             except (KeyError, TypeError, ValueError, DriverError) as exc:
                 log.warning("port record %s unusable (%s)", key, exc)
                 continue
-            if await self.netlink.link(item.ifname) is None:
+            try:
+                present = set(await self.netlink.addresses(item.ifname))
+            except NotFoundError:
                 continue  # the link went: the engine creates the item again when it returns
-            known = self._ports.get(item.ifname)
-            if known is None:
+            if item.dhcp == "static" and not _as_recorded(item, present, set(owned), ours):
+                # Not as the record says (a crash mid-change, someone's edit): a drifted item,
+                # so the engine applies the desired one again.
+                item = PortItem(item.ifname, item.name, item.dhcp, "", "", item.mtu,
+                                item.management, item.metric)  # fmt: skip
+            if item.ifname not in self._ports:
                 # Adopted: what the agent set before a restart is its own again.
                 self._ports[item.ifname] = _Port(item, owned, routes, applied=True)
             out[item.ref] = item

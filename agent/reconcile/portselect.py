@@ -138,6 +138,8 @@ class Selection:
     given by the caller."""
 
     last_working: dict[str, Port] | None = None
+    #: When (wall clock) the last working config last passed a test.
+    succeeded_at: float = 0.0
     failed: dict[str, Failure] = field(default_factory=dict)
     offered: dict[str, Port] | None = None
     #: The config version that offered the current ports (for messages).
@@ -206,11 +208,16 @@ class Selection:
             return None
         return failure.at + better
 
-    def passed(self, fp: str) -> bool:
-        """The test of ``fp`` passed: it is the last working config.  False for a stale test."""
+    @property
+    def working_fp(self) -> str | None:
+        return self._working_fp
+
+    def passed(self, fp: str, now: float) -> bool:
+        """The test of ``fp`` passed at ``now``: it is the last working config.  False for a
+        stale test."""
         if fp != self.testing or self.offered is None:
             return False
-        self.last_working, self._working_fp = dict(self.offered), fp
+        self.last_working, self._working_fp, self.succeeded_at = dict(self.offered), fp, now
         self.failed.pop(fp, None)
         self.testing = None
         return True
@@ -253,6 +260,7 @@ class Selection:
             "version": STATE_VERSION,
             "last_working": None if self.last_working is None
             else [port_json(p) for _, p in sorted(self.last_working.items())],
+            "succeeded_at": self.succeeded_at,
             "failed": {fp: {"at": f.at, "why": f.why} for fp, f in self.failed.items()},
         }  # fmt: skip
         return json.dumps(doc, sort_keys=True, indent=1).encode()
@@ -279,7 +287,10 @@ class Selection:
         for fp, entry in list(raw.items())[-MAX_FAILED:]:
             if isinstance(entry, dict) and isinstance(entry.get("at"), int | float):
                 failed[str(fp)[:64]] = Failure(float(entry["at"]), str(entry.get("why", ""))[:1024])
-        return cls(last_working=last, failed=failed)
+        succeeded = doc.get("succeeded_at", 0.0)
+        if not isinstance(succeeded, int | float) or isinstance(succeeded, bool):
+            raise ValueError("succeeded_at is not a time")
+        return cls(last_working=last, succeeded_at=float(succeeded), failed=failed)
 
 
 def load_selection(path: Path) -> Selection:
@@ -310,6 +321,30 @@ def controller_target(server: str | None) -> tuple[str, int] | None:
     except ValueError:
         return None
     return (host, port) if host else None
+
+
+@dataclass(frozen=True)
+class PortReport:
+    """One port of a port config, with the addressing it has now (the config in use) or is
+    configured with (another)."""
+
+    port: Port
+    addresses: tuple[str, ...] = ()
+    routers: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PortConfigReport:
+    """A port config the node keeps, as EVE reports its DPCs (``SystemAdapterInfo``): the
+    config's first, then the last working one when it differs."""
+
+    ports: tuple[PortReport, ...]
+    in_use: bool
+    #: Wall-clock times; 0: never.
+    last_failed: float = 0.0
+    last_succeeded: float = 0.0
+    last_error: str = ""
 
 
 # --- the async part -------------------------------------------------------------------------------
@@ -369,6 +404,38 @@ class PortManager:
     def render(self, layout: NetPlan) -> dict[ItemRef, Item]:
         """The port items of ``layout`` (planned with :meth:`effective`)."""
         return portconfig.render(layout)
+
+    def report(self) -> list[PortConfigReport]:
+        """The port configs the node keeps, the config's first; empty when it has none."""
+        sel = self.selection
+        configs = [(sel.offered, sel.offered_fp)] if sel.offered is not None else []
+        if sel.last_working is not None and not sel.committed:
+            configs.append((sel.last_working, sel.working_fp))
+        effective = sel.effective()
+        in_use_fp = fingerprint(effective) if effective is not None else None
+        error = self.errors()
+        out = []
+        for ports, fp in configs:
+            assert ports is not None
+            in_use = fp == in_use_fp
+            failure = sel.failed.get(fp or "")
+            out.append(PortConfigReport(
+                tuple(self._port_report(p, in_use) for _, p in sorted(ports.items())), in_use,
+                failure.at if failure is not None else 0.0,
+                sel.succeeded_at if fp == sel.working_fp else 0.0,
+                error[0][0] if error and fp == sel.offered_fp else "",
+            ))  # fmt: skip
+        return out
+
+    def _port_report(self, port: Port, in_use: bool) -> PortReport:
+        addresses: tuple[str, ...] = (port.address,) if port.address else ()
+        routers: tuple[str, ...] = (port.gateway,) if port.gateway else ()
+        dns = port.dns
+        lease = self.configurator.lease(port.ifname) if in_use else None
+        if lease is not None and port.dhcp == "client":
+            addresses, routers = (str(lease.address),), tuple(str(r) for r in lease.routers)
+            dns = dns or tuple(str(d) for d in lease.dns)
+        return PortReport(port, addresses, routers, dns)
 
     def errors(self) -> list[tuple[str, float]]:
         """The device's port error (message, wall-clock time) while there is one."""
@@ -478,7 +545,7 @@ class PortManager:
         return "; ".join(waiting) or "no management port"
 
     async def _passed(self, fp: str, detail: str) -> None:
-        if self.selection.passed(fp):
+        if self.selection.passed(fp, self._wallclock()):
             log.info("port config of config %s works (%s): now the last working one",
                      self.selection.version, detail)  # fmt: skip
             await self._save()
@@ -511,7 +578,9 @@ async def _wait_any(event: asyncio.Event, stop: asyncio.Event, seconds: float) -
 
 __all__ = [
     "Failure",
+    "PortConfigReport",
     "PortManager",
+    "PortReport",
     "Selection",
     "controller_target",
     "fingerprint",

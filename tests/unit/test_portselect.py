@@ -70,7 +70,7 @@ def test_first_boot_uses_the_candidate_and_commits_it_once_it_works() -> None:
     assert sel.effective() == A
     fp = sel.start(100.0, 600)
     assert fp == fingerprint(A) and sel.effective() == A
-    assert sel.passed(fp) and sel.last_working == A and sel.committed
+    assert sel.passed(fp, 100.0) and sel.last_working == A and sel.committed
     assert sel.start(101.0, 600) is None  # nothing to test any more
     assert sel.error(600) is None
 
@@ -100,7 +100,7 @@ def test_a_failed_candidate_falls_back_and_waits_for_a_change_or_the_better_inte
     sel.offer(C, "4")
     fp_c = sel.start(1602.0, 0)
     assert fp_c is not None and not sel.fail(fp, "stale", 1603.0)
-    assert sel.passed(fp_c) and sel.last_working == C and sel.error(0) is None
+    assert sel.passed(fp_c, 1604.0) and sel.last_working == C and sel.error(0) is None
 
 
 def test_first_boot_failure_keeps_the_candidate_and_retries_it() -> None:
@@ -179,7 +179,7 @@ def test_selection_invariants(ops: list[tuple[str, Any]], better: int, booted: b
         elif sel.testing is not None:
             fp = sel.testing
             if arg:
-                assert sel.passed(fp) and sel.last_working == sel.offered
+                assert sel.passed(fp, now) and sel.last_working == sel.offered
             else:
                 assert sel.fail(fp, "no", now)
                 # Not tried again before the better interval (never with 0).
@@ -337,7 +337,7 @@ async def test_dhcp_then_bad_static_falls_back_then_good_static(site: Site) -> N
     await site.accept(dhcp_doc("1"))
     await eventually(committed(site, dhcp_doc("1")))
     assert site.eth0() == ({"10.88.0.120/24", "192.0.2.9/32"}, {"10.88.0.1"})
-    assert (site.root / "net" / "portconfig.json").exists()
+    await eventually((site.root / "net" / "portconfig.json").exists)  # saved just after
 
     # A static address on the wrong network: the controller is not reached, the agent goes
     # back to DHCP by itself and says why.
@@ -350,6 +350,13 @@ async def test_dhcp_then_bad_static_falls_back_then_good_static(site: Site) -> N
     assert site.dhcp_net.clients  # the DHCP client runs again
     tries = len(site.prober.calls)
     assert tries >= 2  # a few tries over the test duration
+    # Reported as EVE's DPC list: the config's (failed) first, the one in use second.
+    assert site.manager is not None
+    bad, used = site.manager.report()
+    assert not bad.in_use and bad.last_failed == site.wall and "failed its test" in bad.last_error
+    assert bad.ports[0].addresses == ("10.66.0.5/24",) and bad.ports[0].routers == ("10.66.0.1",)
+    assert used.in_use and used.last_succeeded == site.wall and used.last_error == ""
+    assert (used.ports[0].addresses, used.ports[0].routers) == (("10.88.0.120/24",), ("10.88.0.1",))
     # The same ports in another config version: no retry (the better interval has not passed).
     await site.accept(static_doc("3", "10.66.0.5", "10.66.0.0/24", "10.66.0.1"))
     await asyncio.sleep(0.2)
@@ -363,6 +370,8 @@ async def test_dhcp_then_bad_static_falls_back_then_good_static(site: Site) -> N
     assert site.eth0() == ({"10.88.0.20/24", "192.0.2.9/32"}, {"10.88.0.1"})
     assert site.device_errors() == [] and not site.dhcp_net.clients
     assert ("release", "eth0") in site.dhcp_net.events
+    (only,) = site.manager.report()
+    assert only.in_use and only.last_error == "" and only.ports[0].addresses == ("10.88.0.20/24",)
 
 
 async def test_retried_after_the_better_interval(site: Site) -> None:
@@ -458,3 +467,30 @@ async def test_a_restart_adopts_what_the_agent_set(site: Site) -> None:
     await site.accept(dhcp_doc("2"))  # the agent's own address goes, the other stays
     await eventually(committed(site, dhcp_doc("2")))
     assert site.eth0() == ({"10.88.0.120/24", "192.0.2.9/32"}, {"10.88.0.1"})
+
+
+async def test_a_change_cut_short_is_seen_as_drift(tmp_path: Path) -> None:
+    """The record is written before the port changes: after a crash in between, the record
+    names the new item but the port still carries the old one; observe must not take the
+    record's word for it."""
+    from agent.drivers.errors import TemporaryError
+    from agent.reconcile.portconfig import PortItem
+
+    host = FakeNetworkHost()
+    host.add_link(None, "eth0", None)
+    netlink = FakeNetlink(NODE, host=host)
+    dhcp = FakeDhcpClient(FakeDhcpNetwork(host), NODE)
+    records = RecordBook(tmp_path / "net")
+    bad = PortItem("eth0", "eth0", "static", "10.66.0.5/24", "10.66.0.1", management=True)
+    good = PortItem("eth0", "eth0", "static", "10.88.0.20/24", "10.88.0.1", management=True)
+    first = PortConfigurator(netlink, dhcp, records)
+    await first.create(bad)
+    netlink.fail_next("ensure_port_addresses", TemporaryError("cut short"))
+    with pytest.raises(TemporaryError):
+        await first.modify(bad, good)
+    again = PortConfigurator(netlink, dhcp, records)  # the agent restarted
+    (seen,) = (await again.observe() or {}).values()
+    assert isinstance(seen, PortItem) and seen != good and seen.ref == good.ref
+    await again.modify(seen, good)
+    assert {str(a) for a in await netlink.addresses("eth0")} == {"10.88.0.20/24"}
+    assert (await again.observe() or {}).get(good.ref) == good
