@@ -134,20 +134,26 @@ async def test_impossible_object_messages_are_400(
 
 async def test_hostile_sizes_are_bounded(ctl: Harness, device: FakeDevice) -> None:
     msg = app_info(device.uuid, AppID=APP, AppName="n" * 100_000, state=999)
-    for _ in range(100):
-        err = msg.ainfo.appErr.add(description="\x1b[2J" + "e" * 30_000, severity=77)  # type: ignore[arg-type]
+    # Under the controller's 1 MiB cap on a report (larger ones are refused whole, below).
+    for _ in range(30):
+        err = msg.ainfo.appErr.add(description="\x1b[2J" + "e" * 25_000, severity=77)  # type: ignore[arg-type]
         err.timestamp.seconds = 1_800_000_000
     msg.ainfo.appErr[1].timestamp.seconds = -86_400  # 1969: valid protobuf, no usable time
     assert (await device.send(f"/id/{device.uuid}/info", msg)).status == 201
     [status] = ctl.store.object_statuses(device.uuid)
     assert len(status.name) == 256 and status.state == "UNKNOWN(999)"
     assert len(status.errors) == 17  # 16 kept, one saying how many were not
-    assert status.errors[-1].description == "84 more not stored"
+    assert status.errors[-1].description == "14 more not stored"
     assert all(len(e.description) <= 2048 for e in status.errors)
     assert status.errors[0].severity == "UNKNOWN(77)"
     assert status.errors[0].time == 1_800_000_000.0 and status.errors[1].time is None
     # A time protobuf cannot express at all (past year 9999): the message is refused.
     msg.ainfo.appErr[1].timestamp.seconds = 253_402_300_800
+    assert (await device.send(f"/id/{device.uuid}/info", msg)).status == 400
+    # So is a report over the cap, before anything is decoded.
+    msg.ainfo.appErr[1].timestamp.seconds = 0
+    for _ in range(10):
+        msg.ainfo.appErr.add(description="e" * 25_000)
     assert (await device.send(f"/id/{device.uuid}/info", msg)).status == 400
 
 
