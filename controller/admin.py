@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from agent.wire import pki
 from agent.wire.pb.certs import certs_pb2
 from agent.wire.pb.config import devconfig_pb2
-from controller import configs, configsecrets
+from controller import clusterwork, configs, configsecrets
+from controller.clusters import ClusterStore
 from controller.records import (
     ConfigVersion,
     Device,
@@ -150,11 +151,12 @@ def _onboard_json(entry: OnboardEntry) -> dict[str, Any]:
 def device_list(state: StateDir, *, as_json: bool) -> None:
     with open_store(state) as store:
         devices = store.list_devices()
+        tags = ClusterStore(store.connection, store.clock).all_tags()
     if as_json:
-        _print_json([_device_summary(d) for d in devices])
+        _print_json([{**_device_summary(d), "tags": tags.get(d.uuid, {})} for d in devices])
         return
     _print_table(
-        ("UUID", "SERIAL", "REGISTERED", "LAST SEEN", "ATTESTATION"),
+        ("UUID", "SERIAL", "REGISTERED", "LAST SEEN", "ATTESTATION", "TAGS"),
         [
             (
                 d.uuid,
@@ -162,10 +164,15 @@ def device_list(state: StateDir, *, as_json: bool) -> None:
                 rfc3339(d.registered_at) or "-",
                 rfc3339(d.last_seen) or "-",
                 str(d.attest_state),
+                _tags_text(tags.get(d.uuid, {})),
             )
             for d in devices
         ],
     )
+
+
+def _tags_text(tags: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(tags.items())) or "-"
 
 
 def device_show(state: StateDir, device_text: str, *, as_json: bool) -> None:
@@ -179,8 +186,18 @@ def device_show(state: StateDir, device_text: str, *, as_json: bool) -> None:
         policy = store.pcr_policy(device.uuid)
         pcr_report = store.pcr_report(device.uuid)
         objects = store.object_statuses(device.uuid)
+        clusters = ClusterStore(store.connection, store.clock)
+        tags = clusters.tags(device.uuid)
+        member = clusters.membership(device.uuid)
+        cluster = clusters.cluster(member.cluster_id) if member else None
     detail = {
         **_device_summary(device),
+        "tags": tags,
+        "cluster": (
+            {"name": cluster.name, "id": cluster.id, "role": member.role.value}
+            if cluster and member
+            else None
+        ),
         "cert_sha256": device.cert_sha256.hex(),
         "require_attestation": device.require_attestation,
         "allow_no_tpm": device.allow_no_tpm,
@@ -223,6 +240,8 @@ def device_show(state: StateDir, device_text: str, *, as_json: bool) -> None:
         ("escrowed keys", str(keys)),
         ("PCR policy", _policy_text(policy, pcr_report)),
         ("device certs", ", ".join(c["type"] for c in detail["device_certs"]) or "-"),
+        ("tags", _tags_text(tags)),
+        ("cluster", f"{cluster.name} ({member.role})" if cluster and member else "-"),
     ]
     if current is not None:
         rows.append(
@@ -263,6 +282,7 @@ def device_remove(state: StateDir, device_text: str) -> None:
     """Forget a device; it can register again with its onboarding certificate."""
     with open_store(state) as store:
         device = resolve_device(store, device_text)
+        clusterwork.forget_device(store, device.uuid)  # its cluster's history says why it left
         store.remove_device(device.uuid)
     print(f"removed {device.uuid}")
 
@@ -546,6 +566,10 @@ def config_set(
                     "--encrypt-secrets encrypts them for the device",
                     file=sys.stderr,
                 )
+        try:  # a cluster member keeps its cluster part (controller.clusterwork)
+            config = clusterwork.with_cluster_part(store, state, device.uuid, config)
+        except clusterwork.ClusterError as exc:
+            raise AdminError(f"{device.uuid} is a cluster member: {exc}") from exc
         try:
             stored = store.add_config(
                 device.uuid,

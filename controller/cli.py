@@ -16,13 +16,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from controller import admin
+from controller import admin, clusteradmin, clusterwork
 from controller.db import SchemaTooNew
 from controller.identity import InitRefused, init_certs
 from controller.listener import ServerSettings
 from controller.logsafe import SafeFormatter
 from controller.records import ObjectKind, ReportKind
-from controller.server import DEFAULT_LISTEN, ListenAddress, serve
+from controller.server import DEFAULT_LISTEN, ListenAddress
 from controller.state import DEFAULT_STATE_DIR, StateDir
 from controller.store import Store
 
@@ -209,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--app", metavar="APPUUID", help="only this app instance's logs")
     logs.add_argument("--last", type=_positive, metavar="N", help="only the newest N")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new entries")
+    clusteradmin.add_parsers(commands, device_cmds, common, as_json)
     return parser
 
 
@@ -221,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
         return _init(state, args)
     if command == "serve":
         return _serve(state, args)
+    if clusteradmin.handles(args):
+        return clusteradmin.run(state, args)
     if command == "onboard":
         if action == "add":
             admin.onboard_add(state, args.cert, args.serial, args.any_serial)
@@ -307,7 +310,7 @@ def _serve(state: StateDir, args: argparse.Namespace) -> int:
         raise admin.AdminError(f"no certificates in {state.certs}: run 'eve-controller init' first")
     try:
         server_settings = ServerSettings(max_connections=args.max_connections)
-        asyncio.run(serve(state, listen, server_settings=server_settings))
+        asyncio.run(clusterwork.serve_with_clusters(state, listen, server_settings=server_settings))
     except OSError as exc:
         raise admin.AdminError(f"cannot serve on {args.listen}: {exc}") from exc
     except ValueError as exc:  # unreadable PEM, or a signing cert that does not chain

@@ -78,6 +78,12 @@ class Store:
     def clock(self) -> Clock:
         return self._clock
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection, for modules that keep their own tables (controller.clusters), so
+        their changes can share a transaction with the store's tables."""
+        return self._conn
+
     def reopen(self) -> Store:
         """Another connection to the same file, with the same clock, for use in another thread.
 
