@@ -197,6 +197,8 @@ class Node:
         self.netns = netns
         self.controller = controller
         self.agent: Process | None = None
+        #: More ``eve-agent run`` options (``--flowlog-interval 2``...).
+        self.extra_args: list[str] = []
         config = root / "config"
         config.mkdir(parents=True)
         (config / "server").write_text(controller.address + "\n")
@@ -217,6 +219,7 @@ class Node:
                 "--log-level",
                 "debug",
                 *(["--netns", self.netns] if self.netns else []),
+                *self.extra_args,
             ],
             self.root / "agent.log",
         )

@@ -1,7 +1,8 @@
 """Network instances end to end: our controller, the agent process with its own network
 namespace (``--netns``), dockerd and the local registry.
 
-A container app on a local instance gets its address; the agent is killed (SIGKILL) in the
+A container app on a local instance gets its address; its flows reach the controller as flow
+logs (an allowed one with its ACE, a dropped one); the agent is killed (SIGKILL) in the
 middle of an ACL change and started again: the bridge, the app's interface, dnsmasq and the
 firewall tables are adopted (same names, same dnsmasq process, one of each), the change lands,
 and deleting the config leaves nothing in the namespace (no link but loopback, no nft table, no
@@ -15,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -24,8 +26,10 @@ from typing import Any
 
 import pytest
 
+from agent.drivers.containers import container_prefix
+from agent.reconcile.firewall import NFLOG_GROUP
 from tests.e2e.harness import Controller, Node, sample_images, wait_for
-from tests.e2e.sample_apps import CT_NAME, FileServer, apps_config
+from tests.e2e.sample_apps import APP_CT, CT_NAME, FileServer, apps_config, host_name
 
 FAST = [{"key": "timer.config.interval", "value": "5"}]
 NI = "7a1e5f0c-3b2d-4c8e-9f10-00000000e001"
@@ -121,7 +125,8 @@ def test_killed_mid_change_adopts_and_delete_leaves_nothing(
     wait_for(running, 240, "the app running with its interface")
     before_links, before_tables = links(netns), tables(netns)
     (dnsmasq,) = _dnsmasq_pids(node.root)
-    assert len(before_links) == 2 and len(before_tables) == 2  # bridge + vif; nat + filter
+    # bridge + vif; nat + filter + the node firewall
+    assert len(before_links) == 2 and len(before_tables) == 3
     assert "dport 80" in _ns(netns, "nft", "list", "ruleset")
 
     # An ACL change, and the agent killed while it applies it.
@@ -146,3 +151,76 @@ def test_killed_mid_change_adopts_and_delete_leaves_nothing(
     wait_for(lambda: not links(netns) and not _dnsmasq_pids(node.root), 120,
              "the network instance to go")  # fmt: skip
     wait_for(lambda: not tables(netns), 30, "the firewall tables to go")
+
+
+TCP_TRY = (
+    "import socket, sys\n"
+    "try:\n"
+    "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()\n"
+    "except OSError:\n"
+    "    pass\n"
+)
+
+
+def test_flow_logs_reach_the_controller(site: tuple[Controller, Node, str, Any]) -> None:
+    ctl, node, netns, (images, port) = site
+    node.extra_args = ["--flowlog-interval", "2"]
+    node.start()
+    device = node.wait_onboarded()
+    ctl.set_config(device, config(images, port, "80"))
+    wait_for(lambda: any(o.get("kind") == "app" and o.get("phase") == "RUNNING"
+                         and o.get("interfaces") for o in node.status().get("owners", [])),
+             240, "the app running with its interface")  # fmt: skip
+    # Somewhere to route to from the node's namespace: a veth pair whose far end answers
+    # nothing, and connections nobody answers leave conntrack after 5 s (this namespace only;
+    # longer than a sample: a flow born and gone between two samples is not seen).
+    for argv in (
+        ["ip", "link", "add", "fl0", "type", "veth", "peer", "name", "fl1"],
+        ["ip", "addr", "add", "198.51.100.1/24", "dev", "fl0"],
+        ["ip", "link", "set", "fl0", "up"],
+        ["ip", "link", "set", "fl1", "up"],
+        ["ip", "neigh", "add", "198.51.100.2", "lladdr", "02:00:00:00:00:99", "dev", "fl0"],
+        ["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_syn_sent=5"],
+    ):
+        subprocess.run(["ip", "netns", "exec", netns, *argv], check=True, timeout=30)
+
+    # The collector is on once it bound the firewall's NFLOG group in the namespace (its first
+    # sample with the app's interface planned): traffic before that is not logged.
+    def bound() -> bool:
+        listing = _ns(netns, "cat", "/proc/net/netfilter/nfnetlink_log")
+        return str(NFLOG_GROUP) in (line.split()[0] for line in listing.splitlines() if line)
+
+    wait_for(bound, 30, "the flow collector to bind its NFLOG group")
+    name = container_prefix(host_name(node.root)) + APP_CT
+    pid = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Pid}}", name],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.strip()
+    for fport in ("80", "81"):  # ACE 1 allows TCP 80; 81 meets the implicit drop
+        subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-c", TCP_TRY,
+                        "198.51.100.2", fport], check=True, timeout=30)  # fmt: skip
+
+    def flows() -> list[dict[str, Any]]:
+        out = []
+        for line in ctl.json_lines("flowlog", device):
+            message = line.get("message", {})
+            scope = message.get("scope", {})
+            if message.get("devId") == device and scope.get("uuid") == APP_CT:
+                assert scope.get("netInstUUID") == NI and scope.get("intf") == "eth0"
+                out += message.get("flows", [])
+        return out
+
+    def both() -> bool:
+        got = {(f["flow"].get("destPort"), f.get("action"), f.get("aclId", 0)) for f in flows()}
+        return {(80, "ActionAccept", 1), (81, "ActionDrop", 0)} <= got
+
+    wait_for(both, 90, "an allowed and a dropped flow in the controller's flow logs")
+    allowed = next(f for f in flows() if f["flow"].get("destPort") == 80)
+    assert allowed["flow"]["dest"] == "198.51.100.2" and allowed["flow"]["protocol"] == 6
+    assert allowed["flow"]["src"].startswith("10.66.0.") and int(allowed.get("txPkts", 0)) >= 1, (
+        allowed
+    )
+    assert allowed["startTime"] and allowed["endTime"]
