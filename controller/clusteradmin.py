@@ -18,11 +18,11 @@ import uuid as uuidlib
 from typing import Any
 
 from agent.wire.pb.config import devconfig_pb2
-from controller import admin, clusterconfig, clusterwork
+from controller import admin, clusterconfig, clusterstatus, clusterwork
 from controller.admin import AdminError, _print_json, _print_table, _printable, open_store
 from controller.clusters import ClusterRecord, ClusterStore, TagError, check_tag
 from controller.composer import Event, Size, State
-from controller.records import ObjectKind, rfc3339
+from controller.records import rfc3339
 from controller.state import StateDir
 from controller.store import Store
 
@@ -376,6 +376,8 @@ def cluster_show(state: StateDir, name: str, *, as_json: bool) -> None:
         cs = ClusterStore(store.connection, store.clock)
         record = resolve_cluster(cs, name)
         detail = _cluster_json(record)
+        members = cs.members(record.id)
+        kube, kube_at = clusterstatus.cluster_kube(cs, record, members)
         prefix = clusterconfig.cluster_prefix(record.net_index)
         detail |= {
             "cluster_prefix": str(prefix),
@@ -389,7 +391,8 @@ def cluster_show(state: StateDir, name: str, *, as_json: bool) -> None:
             "lost_after": record.lost_after,
             "token": "set (never shown)",
             "created": rfc3339(record.created_at),
-            "members": [_member_json(store, cs, record, m) for m in cs.members(record.id)],
+            "members": [clusterstatus.member_status(store, cs, record, m, kube) for m in members],
+            "kubernetes_report": rfc3339(kube_at),
             "events": [
                 {"at": rfc3339(e.at), "text": e.text, "reason": e.reason}
                 for e in cs.events(record.id, last=SHOW_EVENTS)
@@ -419,12 +422,16 @@ def cluster_show(state: StateDir, name: str, *, as_json: bool) -> None:
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
     print()
+    print(f"Kubernetes as last reported: {detail['kubernetes_report'] or 'no report yet'}")
     _print_table(
-        ("NODE", "ROLE", "ADDRESS", "JOINED", "LAST SEEN", "K3S VM", "VERSION", "PROBLEMS"),
+        ("NODE", "ROLE", "ADDRESS", "JOINED", "LAST SEEN", "K3S VM", "READY", "K8S", "VERSION",
+         "PROBLEMS"),
         [
             (
                 m["node"], m["role"], m["address"], m["joined"] or "-", m["last_seen"] or "-",
-                _printable(m["vm_state"] or "-"), _printable(m["version"] or "-"),
+                _printable(m["vm_state"] or "-"), "yes" if m["ready"] else "no",
+                _printable(m["kubernetes"]["version"] if m["kubernetes"] else "-"),
+                _printable(m["version"] or "-"),
                 _printable("; ".join(m["problems"]))[:120] or "-",
             )
             for m in detail["members"]
@@ -432,35 +439,6 @@ def cluster_show(state: StateDir, name: str, *, as_json: bool) -> None:
     )  # fmt: skip
     print()
     _print_events(detail["events"])
-
-
-def _member_json(
-    store: Store, cs: ClusterStore, record: ClusterRecord, member: Any
-) -> dict[str, Any]:
-    device = store.device(member.device_uuid)
-    app_id = clusterconfig.object_ids(record.id, member.device_uuid).app
-    vm = next(
-        (o for o in store.object_statuses(member.device_uuid, ObjectKind.APP)
-         if o.object_id == app_id),
-        None,
-    )  # fmt: skip
-    problems = [member.config_error] if member.config_error else []
-    if vm is not None:
-        problems += [e.description for e in vm.errors]
-    address = clusterconfig.member_address(
-        clusterconfig.cluster_prefix(record.net_index), member.slot
-    )
-    return {
-        "node": member.device_uuid,
-        "role": member.role.value,
-        "address": str(address),
-        "joined": rfc3339(member.joined_at),
-        "last_seen": rfc3339(device.last_seen) if device else None,
-        "vm_state": vm.state if vm else None,
-        "ready": vm is not None and vm.state == "RUNNING" and not vm.errors,
-        "version": cs.node_version(member.device_uuid),
-        "problems": problems,
-    }
 
 
 def _print_events(events: list[dict[str, Any]]) -> None:

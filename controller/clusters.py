@@ -317,6 +317,24 @@ class ClusterStore:
         ).fetchone()
         return str(row[0])[:64] if row and row[0] is not None else None
 
+    def kube_report(self, device_uuid: str, cluster_id: str) -> tuple[float, Any] | None:
+        """The device's latest cluster report (ZInfoKubeCluster, as the K3s VM's API told its
+        node) for this cluster: when it came, and its ``clusterInfo`` as parsed JSON.  Hostile:
+        the caller checks every field."""
+        row = self._conn.execute(
+            "SELECT received_at, json_extract(json, '$.clusterInfo') FROM report"
+            " WHERE device_uuid = ? AND kind = 'info' AND json_valid(json)"
+            " AND json_extract(json, '$.ztype') = 'ZiKubeCluster'"
+            " AND json_extract(json, '$.clusterInfo.clusterId') = ? ORDER BY id DESC LIMIT 1",
+            (device_uuid, cluster_id),
+        ).fetchone()
+        if row is None or row[1] is None:
+            return None
+        try:
+            return float(row[0]), json.loads(row[1])
+        except ValueError:
+            return None
+
     # --- configs written inside a cluster transaction ----------------------------------------
 
     def next_config_version(self, device_uuid: str) -> int:

@@ -226,10 +226,38 @@ def test_cluster_lifecycle(
             uuid_of(by_uuid[0]), ReportKind.INFO, b"",
             json.dumps({"ztype": "ZiDevice", "dinfo": {"swList": [{"shortVersion": "9.9\x1b"}]}}),
         )  # fmt: skip
+        ready = {"type": "KUBE_NODE_CONDITION_TYPE_READY", "set": True}
+        nodes_seen = [
+            {
+                "name": "a",
+                "nodeId": uuid_of(by_uuid[0]),
+                "roleServer": True,
+                "apiServerSersion": "v1.30.1+k3s1",
+                "conditions": [ready],
+            },
+            {"nodeId": uuid_of(by_uuid[1]), "conditions": [{**ready, "set": False}]},
+            "garbage",
+            {"nodeId": 5},
+            {"nodeId": uuid_of(by_uuid[2]), "conditions": "x"},
+        ]
+        store.add_report(
+            uuid_of(by_uuid[2]), ReportKind.INFO, b"",
+            json.dumps({"ztype": "ZiKubeCluster",
+                        "clusterInfo": {"clusterId": record.id, "nodes": nodes_seen}}),
+        )  # fmt: skip
     shown = json.loads(cli("cluster", "show", "sjc", "--json"))
     assert shown["state"] == "up" and len(shown["members"]) == 4
-    first = shown["members"][0]
+    first, second, third, fourth = shown["members"]
     assert first["role"] == "init" and first["ready"] and first["version"] == "9.9\x1b"
+    assert first["kubernetes"] == {
+        "name": "a",
+        "ready": True,
+        "role": "server",
+        "version": "v1.30.1+k3s1",
+    }
+    assert not second["ready"] and second["kubernetes"]["ready"] is False
+    assert third["kubernetes"]["ready"] is None and not fourth["ready"]
+    assert shown["kubernetes_report"] is not None
     assert [m["role"] for m in shown["members"]].count("agent") == 1
     text = cli("cluster", "show", "sjc")
     assert "\x1b" not in text and "9.9\\x1b" in text and "RUNNING" in text
