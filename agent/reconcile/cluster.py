@@ -12,6 +12,7 @@ data first, when there is any, then the agent's cloud-config) what K3s needs:
   https://<join_server_ip>:6443``; ``node-ip``, ``tls-san`` (the node's cluster address, which
   the agent dials to read the cluster's state), ``node-name`` and ``node-label``s with the node's
   UUID and the cluster's id;
+- ``/etc/eve/k3s-member.env``: the role and addresses as ``EVE_K3S_*=value`` lines (no token);
 - a script that posts the kubeconfig K3s writes (``/etc/rancher/k3s/k3s.yaml``) to the metadata
   server (``/eve/v1/kubeconfig``, as EVE's K3s does) until it is taken - servers only;
 - ``runcmd`` enabling ``k3s.service`` (servers) or ``k3s-agent.service`` (agents): the units
@@ -40,6 +41,7 @@ from agent.reconcile import userdata
 K3S_CONFIG = "/etc/rancher/k3s/config.yaml"
 K3S_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
 POST_SCRIPT = "/usr/local/sbin/eve-post-kubeconfig"
+MEMBER_ENV = "/etc/eve/k3s-member.env"
 API_PORT = 6443
 
 _POST = f"""#!/bin/sh
@@ -91,12 +93,45 @@ def k3s_config(cluster: ClusterConfig, device_uuid: str) -> dict[str, object]:
     return doc
 
 
+def member_env(cluster: ClusterConfig, device_uuid: str) -> str:
+    """``/etc/eve/k3s-member.env``: the member's role and addresses as ``EVE_K3S_*=value``
+    lines (no token), for tools in the VM that read no YAML (the test guest acts its role from
+    it) and for a person looking at the VM."""
+    k3s = k3s_config(cluster, device_uuid)
+    role = "init" if is_init(cluster) else "agent" if cluster.is_worker else "server"
+    lines = {
+        "EVE_K3S_ROLE": role,
+        "EVE_K3S_NODE_IP": node_address(cluster),
+        "EVE_K3S_NODE_NAME": str(k3s["node-name"]),
+        "EVE_K3S_NODE_UUID": device_uuid,
+        "EVE_K3S_CLUSTER_ID": cluster.id,
+        "EVE_K3S_CLUSTER_NAME": cluster.name,
+        "EVE_K3S_SERVER": str(k3s.get("server", "")),
+    }
+    return "".join(f"{k}={v}\n" for k, v in lines.items())
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings as literal blocks: the files stay readable (and greppable) in the
+    VM's user data."""
+
+
+def _literal(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    style = "|" if "\n" in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _literal)
+
+
 def cloud_config(cluster: ClusterConfig, device_uuid: str) -> str:
     """The agent's ``#cloud-config`` part for the K3s VM."""
-    files: list[dict[str, str]] = [{
-        "path": K3S_CONFIG, "permissions": "0600", "owner": "root:root",
-        "content": yaml.safe_dump(k3s_config(cluster, device_uuid), sort_keys=True),
-    }]  # fmt: skip
+    files: list[dict[str, str]] = [
+        {"path": K3S_CONFIG, "permissions": "0600", "owner": "root:root",
+         "content": yaml.safe_dump(k3s_config(cluster, device_uuid), sort_keys=True)},
+        {"path": MEMBER_ENV, "permissions": "0644",
+         "content": member_env(cluster, device_uuid)},
+    ]  # fmt: skip
     runcmd: list[list[str]] = []
     if cluster.is_worker:
         runcmd.append(["systemctl", "enable", "--now", "k3s-agent.service"])
@@ -105,7 +140,7 @@ def cloud_config(cluster: ClusterConfig, device_uuid: str) -> str:
         runcmd.append(["systemctl", "enable", "--now", "k3s.service"])
         runcmd.append(["sh", "-c", f"nohup {POST_SCRIPT} >/dev/null 2>&1 &"])
     doc = {"write_files": files, "runcmd": runcmd}
-    return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=1000)
+    return "#cloud-config\n" + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000)
 
 
 def _subtype(data: bytes) -> str:
