@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.drivers.dhcpclient import DhcpClient, Lease
-from agent.drivers.errors import DriverError, NotFoundError, TemporaryError
+from agent.drivers.errors import DriverError, NotFoundError
 from agent.drivers.netlink_api import IPInterface, Netlink, Route
 from agent.model.ports import Port
 from agent.reconcile.items import DEVICE_OWNER, BaseConfigurator, Item, ItemRef, OwnerRef
@@ -196,6 +196,10 @@ class PortConfigurator(BaseConfigurator):
             return f"{ifname} has no DHCP lease yet"
         return None
 
+    def following(self) -> bool:
+        """Whether a DHCP port is applied (the lease follower has work)."""
+        return any(p.item.dhcp == "client" and p.applied for p in self._ports.values())
+
     def lease(self, ifname: str) -> Lease | None:
         port = self._ports.get(ifname)
         return port.lease if port is not None else None
@@ -220,7 +224,7 @@ class PortConfigurator(BaseConfigurator):
         if self._clock() >= port.client_next:
             try:
                 state = await self.dhcp.ensure(ifname)
-            except TemporaryError as exc:
+            except DriverError as exc:
                 port.client_failures += 1
                 delay = min(MAX_CLIENT_BACKOFF, 2.0**port.client_failures)
                 port.client_next = self._clock() + delay

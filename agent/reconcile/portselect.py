@@ -458,13 +458,22 @@ class PortManager:
                     self._task_fp = testing
                     self._task = asyncio.create_task(self._guarded(engine, testing),
                                                      name="port test")  # fmt: skip
-                wait = self._poll
+                wait = self._poll if self._dhcp_wanted(engine) else 30.0
                 retry = self.selection.retry_at(self._better())
                 if retry is not None:
                     wait = min(wait, max(0.0, retry - self._wallclock()))
                 await _wait_any(self._wake, stop, wait)
         finally:
             await self._cancel()
+
+    def _dhcp_wanted(self, engine: Engine) -> bool:
+        """Whether a DHCP port is desired or applied: leases to follow every poll (else the
+        loop idles; offers and test results wake it anyway)."""
+        return self.configurator.following() or any(
+            isinstance(item, portconfig.PortItem) and item.dhcp == "client"
+            for ref, item in engine.desired.items()
+            if ref[0] == portconfig.KIND
+        )
 
     def _idle(self) -> bool:
         return self._task is None or self._task.done()
