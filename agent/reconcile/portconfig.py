@@ -30,7 +30,7 @@ import hashlib
 import ipaddress
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,6 +166,8 @@ class _Port:
     #: DHCP client restarts: failures in a row and the monotonic time of the next attempt.
     client_failures: int = 0
     client_next: float = 0.0
+    #: The last lease problem logged (each one once, not every poll).
+    problem: str = ""
 
 
 class PortConfigurator(BaseConfigurator):
@@ -173,7 +175,7 @@ class PortConfigurator(BaseConfigurator):
 
     def __init__(
         self, netlink: Netlink, dhcp: DhcpClient, records: RecordBook, *,
-        clock: Any = time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:  # fmt: skip
         self.netlink = netlink
         self.dhcp = dhcp
@@ -216,8 +218,11 @@ class PortConfigurator(BaseConfigurator):
                     continue  # changed while we waited for the lock
                 try:
                     await self._follow(port)
+                    port.problem = ""
                 except (DriverError, OSError) as exc:
-                    log.warning("port %s: applying its DHCP lease failed: %s", ifname, exc)
+                    if str(exc) != port.problem:
+                        port.problem = str(exc)
+                        log.warning("port %s: applying its DHCP lease failed: %s", ifname, exc)
 
     async def _follow(self, port: _Port) -> None:
         ifname = port.item.ifname
