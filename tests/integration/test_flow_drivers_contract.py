@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 import pytest
@@ -63,6 +63,8 @@ class Env:
     #: Send ``count`` UDP datagrams of ``size`` bytes to ``port`` from one socket.
     send: Callable[[int, int, int], Awaitable[None]]
     netns: str | None = None
+    #: The fake half's listeners, closed at teardown (their binding is process-wide).
+    listeners: list[FakeNflog] = field(default_factory=list)
 
 
 def _fake_env() -> Env:
@@ -80,7 +82,7 @@ def _fake_env() -> Env:
         fake_traffic(conntrack, listeners, port, count, size, sport[0])
         sport[0] += 1
 
-    return Env("fake", conntrack, nflog, send)
+    return Env("fake", conntrack, nflog, send, listeners=listeners)
 
 
 def fake_traffic(ct: FakeConntrack, listeners: list[FakeNflog], port: int, count: int,
@@ -109,6 +111,8 @@ async def env(
         made = _fake_env()
         yield made
         await made.conntrack.close()
+        for fake in made.listeners:
+            await fake.close()
         return
     missing = netns_missing({"nft": "nftables", "ip": "iproute2"}, ())
     if missing is not None:
