@@ -136,8 +136,11 @@ class Composition:
         return next((m.node for m in self.members if m.role is Role.INIT), None)
 
 
+_RANK = {Role.INIT: 0, Role.SERVER: 1, Role.AGENT: 2}
+
+
 def _order(member: Member) -> tuple[int, int]:
-    return ({Role.INIT: 0, Role.SERVER: 1, Role.AGENT: 2}[member.role], member.slot)
+    return (_RANK[member.role], member.slot)
 
 
 def _seniority(member: Member) -> tuple[int, float, str]:
@@ -160,12 +163,17 @@ def _ineligible(node: Node, cluster: Cluster, now: float) -> str | None:
     return None
 
 
-def index_by_tag(nodes: Iterable[Node]) -> dict[tuple[str, str], list[Node]]:
-    """Nodes grouped by each ``(key, value)`` tag they carry, each group by UUID."""
-    groups: dict[tuple[str, str], list[Node]] = {}
+def index_by_tag(
+    nodes: Iterable[Node], wanted: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], list[Node]]:
+    """The nodes carrying each of the ``wanted`` ``(key, value)`` tags, each group by UUID."""
+    groups: dict[tuple[str, str], list[Node]] = {pair: [] for pair in wanted}
+    keys = {key for key, _ in groups}
     for node in nodes:
-        for pair in node.tags.items():
-            groups.setdefault(pair, []).append(node)
+        for key in keys:
+            value = node.tags.get(key)
+            if value is not None and (group := groups.get((key, value))) is not None:
+                group.append(node)
     for group in groups.values():
         group.sort(key=lambda n: n.uuid)
     return groups
@@ -176,7 +184,7 @@ def compose(
 ) -> dict[str, Composition]:
     """The composition of every cluster, by cluster id (see the module docstring)."""
     by_uuid = {n.uuid: n for n in nodes}
-    by_tag = index_by_tag(nodes)
+    by_tag = index_by_tag(nodes, {c.selector for c in clusters})
     order = sorted(clusters, key=lambda c: (c.created_at, c.id))
     claimed: dict[str, str] = {}
     kept: dict[str, list[Member]] = {}
@@ -229,10 +237,11 @@ def _keep(
         kept.append(member)
         slots.add(member.slot)
     # Cap (members above the maximum only come from odd input): the newest leave.
-    servers = [m for m in kept if m.role.is_server][: cluster.servers.max]
-    agents = [m for m in kept if not m.role.is_server][: cluster.agents.max]
+    servers = [m for m in kept if m.role is not Role.AGENT][: cluster.servers.max]
+    agents = [m for m in kept if m.role is Role.AGENT][: cluster.agents.max]
+    staying = {m.node for m in servers} | {m.node for m in agents}
     for extra in kept:
-        if extra not in servers and extra not in agents:
+        if extra.node not in staying:
             size = cluster.servers if extra.role.is_server else cluster.agents
             label = "servers" if extra.role.is_server else "agents"
             events.append(
@@ -255,8 +264,8 @@ def _fill(
     now: float,
     events: list[Event],
 ) -> Composition:
-    servers = [m for m in kept if m.role.is_server]
-    agents = [m for m in kept if not m.role.is_server]
+    servers = [m for m in kept if m.role is not Role.AGENT]
+    agents = [m for m in kept if m.role is Role.AGENT]
     if not cluster.active:
         members = [*servers, *agents]
         return _finish(cluster, members, State.DEACTIVATED, "deactivated", events)

@@ -28,6 +28,9 @@
    and ``iptables-legacy-restore``; one ACE edited (goal: under 50 ms); the packet path between
    two apps on one bridge with the 5,000 ACEs loaded, beside the same pair with no rules
    (throughput, latency, new connections per second; tools/netprobe.py).
+8. The controller's cluster composer (tools/bench_clusters.py): 10,000 tagged nodes and 500
+   clusters composed from nothing and recomposed in steady state with one member lost, beside
+   the bare sort of the same nodes by UUID and grouping by tag.
 
 ``--no-workloads`` leaves out 5, ``--workloads-only`` runs only 5, ``--quick`` makes 5 shorter
 (fewer runs, 15 s CPU windows), ``--workload-window`` sets its CPU windows (default 60 s).
@@ -52,6 +55,7 @@ from agent.model.config import diff_configs, from_proto
 from agent.wire import envelope, pki
 from agent.wire.envelope import SoftwareSigner, pem_cert_hash
 from agent.wire.pb.config import devconfig_pb2
+from tools.bench_clusters import bench_composer
 from tools.bench_engine import bench_engine
 from tools.bench_firewall import bench_firewall
 from tools.bench_nft import bench_apply
@@ -381,6 +385,7 @@ def main() -> int:
     if not args.workloads_only:
         rows += bench_config(args.repeat)
         rows += bench_engine(args.repeat)
+        rows += bench_composer(args.repeat)
         if not args.skip_rss:
             rows += bench_rss()
         if not args.skip_tpm:
