@@ -125,11 +125,15 @@ def run(state: StateDir, args: argparse.Namespace) -> int:
     return 0
 
 
-def _recompose(state: StateDir, store: Store) -> clusterwork.Outcome:
+def _keys(state: StateDir) -> clusterwork.ControllerKeys:
     try:
-        return clusterwork.recompose(store, clusterwork.load_keys(state))
+        return clusterwork.load_keys(state)
     except clusterwork.ClusterError as exc:
         raise AdminError(str(exc)) from exc
+
+
+def _recompose(state: StateDir, store: Store) -> clusterwork.Outcome:
+    return clusterwork.recompose(store, _keys(state))
 
 
 def _outcome(outcome: clusterwork.Outcome) -> str:
@@ -319,7 +323,7 @@ def cluster_delete(state: StateDir, name: str) -> None:
     with open_store(state) as store:
         cs = ClusterStore(store.connection, store.clock)
         record = resolve_cluster(cs, name)
-        keys = clusterwork.load_keys(state)
+        keys = _keys(state)
         with cs.transaction():
             # Recompose without it: the members' configs lose the cluster part.
             members = cs.members(record.id)
