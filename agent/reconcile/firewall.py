@@ -130,6 +130,25 @@ def _logged(exprs: Iterable[dict[str, Any]], comment: str) -> Rule:
     return Rule((*exprs, limit, log))
 
 
+#: How libnftables names the protocols it lists back.
+_L4_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp"}
+
+
+def _l4(proto: int, sport: int | None = None, dport: int | None = None) -> list[dict[str, Any]]:
+    """Protocol and port matches as the kernel lists them back (so that a restarted agent finds
+    its chains unchanged): with a port, the protocol's own header field (``tcp dport``: the
+    protocol is implied); without, ``meta l4proto`` by name."""
+    name = _L4_NAMES.get(proto)
+    if name in ("tcp", "udp", "sctp") and (sport is not None or dport is not None):
+        out = []
+        for field, port in (("sport", sport), ("dport", dport)):
+            if port is not None:
+                left = {"payload": {"protocol": name, "field": field}}
+                out.append({"match": {"op": "==", "left": left, "right": port}})
+        return out
+    return [_match("l4proto", name if name is not None else proto)]
+
+
 def _ace_rule(app_id: str, vif: VifPlan, ace: Ace, number: int, hosts: list[HostSet]) -> list[Rule]:
     """The egress rule(s) of one ACE.  PermanentError for what EVE refuses or this agent does
     not do yet.  A ``host`` match adds its set to ``hosts``."""
@@ -157,11 +176,12 @@ def _ace_rule(app_id: str, vif: VifPlan, ace: Ace, number: int, hosts: list[Host
         raise PermanentError(f"ACE {ace.id}: ports need protocol tcp, udp or sctp")
     if protocol is not None:
         proto = PROTOCOLS.get(protocol, None)
-        exprs.append(_match("l4proto", int(proto) if proto is not None else int(protocol)))
-    if "lport" in ports:
-        exprs.append(_match("sport", int(ports["lport"])))
-    if "fport" in ports:
-        exprs.append(_match("dport", int(ports["fport"])))
+        sport, dport = ports.get("lport"), ports.get("fport")
+        exprs += _l4(
+            int(proto) if proto is not None else int(protocol),
+            int(sport) if sport is not None else None,
+            int(dport) if dport is not None else None,
+        )
     comment = f"ace:{app_id}:{vif.index}:{ace.id}"
     action = ace.actions[0] if ace.actions else None
     if action is not None and action.portmap:
@@ -262,7 +282,7 @@ def _portmap_parts(ace: Ace) -> tuple[int, int, int]:
 
 def _portmap_in(vif: VifPlan, ace: Ace) -> Rule:
     proto, _lport, app_port = _portmap_parts(ace)
-    return Rule((_match("l4proto", proto), _match("dport", app_port), *_mark(ace.id),
+    return Rule((*_l4(proto, dport=app_port), *_mark(ace.id),
                  {"accept": None}), comment=f"ace-in:{vif.app_id}:{vif.index}:{ace.id}",
                 counter=True)  # fmt: skip
 
@@ -276,7 +296,7 @@ def _portmap_nat(vif: VifPlan, ace: Ace, ports: Iterable[Any]) -> list[Rule]:
             continue
         comment = f"portmap:{vif.app_id}:{vif.index}:{ace.id}:{port.name}"
         out.append(Rule((
-            _match("iifname", port.ifname), _match("l4proto", proto), _match("dport", lport),
+            _match("iifname", port.ifname), *_l4(proto, dport=lport),
             {"dnat": {"addr": vif.ip, "port": app_port}},
         ), comment=comment, counter=True))  # fmt: skip
     return out

@@ -97,21 +97,19 @@ def _names(names: Iterable[str]) -> Any:
 
 
 def _port(protocol: str, first: int, last: int | None = None) -> list[dict[str, Any]]:
+    # ``tcp dport`` (the protocol implied), as the kernel lists it back.
     right: Any = first if last is None or last == first else {"range": [first, last]}
-    return [
-        _meta("l4proto", _PROTOCOLS[protocol]),
-        {"match": {"op": "==", "left": {"payload": {"protocol": "th", "field": "dport"}},
-                   "right": right}},
-    ]  # fmt: skip
+    left = {"payload": {"protocol": protocol, "field": "dport"}}
+    return [{"match": {"op": "==", "left": left, "right": right}}]
 
 
 _ESTABLISHED = {
     "match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}
 }
-_INVALID = {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["invalid"]}}
+_INVALID = {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}
 _ECHO = {"match": {"op": "==", "left": {"payload": {"protocol": "icmp", "field": "type"}},
                    "right": "echo-request"}}  # fmt: skip
-_ICMPV6 = _meta("l4proto", 58)
+_ICMPV6 = _meta("l4proto", "ipv6-icmp")
 _ACCEPT: dict[str, Any] = {"accept": None}
 _DROP: dict[str, Any] = {"drop": None}
 _RESET: dict[str, Any] = {"reject": {"type": "tcp reset"}}
