@@ -85,7 +85,9 @@ def test_tagged_nodes_become_a_cluster(controller: Controller, nodes: list[Node]
     with contextlib.closing(sqlite3.connect(controller.state / "controller.db")) as db:
         (token,) = db.execute("SELECT token FROM cluster").fetchone()
     assert isinstance(token, str) and len(token) > 20
-    for text in (*outputs, json.dumps(shown), *(n.log() for n in nodes)):
+    assert controller.server is not None
+    server_log = controller.server.output()
+    for text in (*outputs, json.dumps(shown), server_log, *(n.log() for n in nodes)):
         assert token not in text
     for n in nodes:
         assert token not in (n.root / "run" / "status.json").read_text()
