@@ -7,6 +7,8 @@
 #   make demo | bench    tools/demo.py | tools/bench.py (ARGS= passes arguments)
 #   make proto           regenerate agent/wire/pb from proto/
 #   make images          build the test images (images/*/build.sh; cached by input hash)
+#   make deb             Debian packages eve-agent and eve-controller in build/ (packaging/)
+#   make image           the bootable node disk image (images/node/; cached by input hash)
 #   make services | services-stop | services-status  dockerd, libvirtd, virtlogd, registry
 #   make fmt             ruff format + ruff check --fix
 #   make clean           remove .venv and caches (services keep running)
@@ -41,10 +43,10 @@ define start_services
 endef
 
 .PHONY: help deps deps-apt deps-venv lint fmt test test-unit test-integration test-e2e \
-	demo bench proto images services services-stop services-status clean
+	demo bench proto images deb image services services-stop services-status clean
 
 help:
-	@sed -n '3,13s/^# \{0,1\}//p' Makefile
+	@sed -n '3,15s/^# \{0,1\}//p' Makefile
 
 deps:
 	bash tools/deps.sh
@@ -63,6 +65,10 @@ lint: deps
 	if [ -f tools/gen_proto.py ]; then \
 		echo "== gen_proto --check"; $(PY) tools/gen_proto.py --check || rc=1; \
 	fi; \
+	echo "== lintian (make deb)"; \
+	if debs=$$(bash packaging/build-deb.sh | awk '{print $$2}'); then \
+		lintian --fail-on error,warning $$debs || rc=1; \
+	else rc=1; fi; \
 	if [ $$rc -ne 0 ]; then echo "lint: FAILED"; else echo "lint: ok"; fi; \
 	exit $$rc
 
@@ -100,6 +106,12 @@ proto: deps
 images: deps
 	@$(start_services)
 	bash images/build.sh $(ARGS)
+
+deb: deps
+	bash packaging/build-deb.sh
+
+image: deps
+	bash images/build.sh node
 
 services:
 	bash tools/services.sh start

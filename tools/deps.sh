@@ -35,6 +35,8 @@ DEB_PACKAGES=(
     busybox-static xorriso genisoimage syslinux mtools dosfstools
     # building the venv (C extensions: tpm2-pytss, libvirt-python)
     pkg-config python3-venv python3-dev libffi-dev libssl-dev gcc libc6-dev
+    # packages and the node image (make deb, make image; lintian in make lint)
+    dpkg-dev debhelper lintian mmdebstrap systemd-container fdisk
     # tools used by the scripts and tests
     sqlite3 curl procps
 )
