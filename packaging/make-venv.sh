@@ -98,6 +98,37 @@ if leftover=$(grep -rlF "$dest" "$dest"); then
     printf '  %s\n' $leftover >&2
     exit 1
 fi
+# The relocated scripts no longer match the hashes in their distributions' RECORD files: write
+# the hashes of the files as packaged (otherwise RECORD would name the staging path's hash, and
+# two builds in different directories would differ).
+"$dest/bin/python" -B - "$site" <<'PY'
+import base64
+import csv
+import hashlib
+import io
+import pathlib
+import sys
+
+site = pathlib.Path(sys.argv[1])
+for record in sorted(site.glob("*.dist-info/RECORD")):
+    rows = list(csv.reader(io.StringIO(record.read_text())))
+    changed = False
+    for row in rows:
+        if len(row) != 3 or not row[1]:
+            continue
+        path = (site / row[0]).resolve()
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        if row[1] != f"sha256={digest}":
+            row[1], row[2] = f"sha256={digest}", str(len(data))
+            changed = True
+    if changed:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows(rows)
+        record.write_text(out.getvalue())
+PY
 # Every extension module imports, and so do the modules named by --import (from /, so that the
 # source tree in the working directory does not count): a module that strip broke, or whose
 # C library is missing, fails the build here rather than on a node.
