@@ -326,26 +326,26 @@ def _delete_route(ipr: Any, route: Route) -> None:
         _nl(f"deleting route to {route.dst}", ipr.route, "del", **_route_args(route))
 
 
-def _sysctl(ifname: str) -> str:
-    return f"/proc/sys/net/ipv4/conf/{check_ifname(ifname)}/forwarding"
+def _sysctl(ifname: str, key: str = "forwarding") -> str:
+    return f"/proc/sys/net/ipv4/conf/{check_ifname(ifname)}/{key}"
 
 
-def _read_forwarding(ifname: str) -> bool:
+def _read_forwarding(ifname: str, key: str = "forwarding") -> bool:
     try:
-        with open(_sysctl(ifname)) as f:
+        with open(_sysctl(ifname, key)) as f:
             return f.read().strip() == "1"
     except OSError as exc:
-        raise driver_error(exc.errno or errno.EIO, f"forwarding of {ifname}") from exc
+        raise driver_error(exc.errno or errno.EIO, f"{key} of {ifname}") from exc
 
 
-def _write_forwarding(ifname: str, on: bool) -> None:
-    if _read_forwarding(ifname) == on:
+def _write_forwarding(ifname: str, on: bool, key: str = "forwarding") -> None:
+    if _read_forwarding(ifname, key) == on:
         return
     try:
-        with open(_sysctl(ifname), "w") as f:
+        with open(_sysctl(ifname, key), "w") as f:
             f.write("1" if on else "0")
     except OSError as exc:
-        raise driver_error(exc.errno or errno.EIO, f"setting forwarding of {ifname}") from exc
+        raise driver_error(exc.errno or errno.EIO, f"setting {key} of {ifname}") from exc
 
 
 class NetlinkDriver(Naming):
@@ -535,6 +535,16 @@ class NetlinkDriver(Naming):
 
     async def forwarding(self, ifname: str) -> bool:
         return await self._ns.run(lambda _: _read_forwarding(ifname))
+
+    async def set_proxy_arp(self, ifname: str, on: bool, *, port: bool = False) -> None:
+        if port:
+            check_ifname(ifname)
+        else:
+            check_ours(self._node, ifname)
+        await self._ns.run(lambda _: _write_forwarding(ifname, on, "proxy_arp"))
+
+    async def proxy_arp(self, ifname: str) -> bool:
+        return await self._ns.run(lambda _: _read_forwarding(ifname, "proxy_arp"))
 
     async def ensure_port_addresses(
         self,

@@ -332,6 +332,16 @@ class Netlink(Protocol):
         refuses.  (Routes through a port are :meth:`ensure_route` with ``dev`` the port.)"""
         ...
 
+    async def set_proxy_arp(self, ifname: str, on: bool, *, port: bool = False) -> None:
+        """Proxy ARP on our link (``net.ipv4.conf.<if>.proxy_arp``: the link answers ARP for
+        addresses routed through another link), or, with ``port``, on a port the config names.
+        Idempotent.  NotFoundError when the link is missing."""
+        ...
+
+    async def proxy_arp(self, ifname: str) -> bool:
+        """Any link's proxy ARP flag.  NotFoundError when the link is missing."""
+        ...
+
     async def ensure_bridge_filtering(self) -> bool:
         """Bridged IPv4 passes the IP hooks of this namespace (``net.bridge.bridge-nf-call-
         iptables``), so the firewall sees app-to-app traffic on one bridge.  Idempotent.

@@ -61,6 +61,7 @@ class FakeLink:
     master: FakeLink | None = None
     addresses: list[IPInterface] = field(default_factory=list)
     forwarding: bool = False
+    proxy_arp: bool = False
     #: A veth's other side and its namespace.
     peer: tuple[FakeNamespace, FakeLink] | None = None
 
@@ -437,6 +438,20 @@ class FakeNetlink(Naming):
         added = wanted - have
         link.addresses += sorted(added, key=lambda a: (a.version, a))
         return tuple(sorted((mine & wanted & have) | added, key=lambda a: (a.version, a)))
+
+    async def set_proxy_arp(self, ifname: str, on: bool, *, port: bool = False) -> None:
+        ns = self._enter("set_proxy_arp")
+        link = ns.get(check_ifname(ifname)) if port else self._ours(ns, ifname)
+        if link is None:
+            raise driver_error(errno.ENOENT, f"proxy_arp of {ifname}")
+        link.proxy_arp = on
+
+    async def proxy_arp(self, ifname: str) -> bool:
+        ns = self._enter("proxy_arp")
+        link = ns.get(check_ifname(ifname))
+        if link is None:
+            raise driver_error(errno.ENOENT, f"proxy_arp of {ifname}")
+        return link.proxy_arp
 
     async def ensure_bridge_filtering(self) -> bool:
         self._enter("ensure_bridge_filtering").bridge_filtering = True

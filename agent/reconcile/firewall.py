@@ -212,6 +212,13 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
     for ni in sorted(netplan.instances.values(), key=lambda n: n.id):
         if ni.kind != LOCAL or ni.addressing is None:
             continue
+        if ni.cluster_port:
+            # A cluster instance's subnet spans the members' nodes: its apps talk to each
+            # other with their own addresses (K3s needs them), only the rest is NATed.
+            subnet = _prefix(str(ni.addressing.subnet))
+            postrouting.append(Rule((
+                _match("saddr", subnet), _match("daddr", subnet), {"accept": None},
+            ), comment=f"nat:{ni.id}:cluster", counter=True))  # fmt: skip
         for port in ni.ports:
             postrouting.append(Rule((
                 _match("saddr", _prefix(str(ni.addressing.subnet))),

@@ -25,7 +25,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agent.drivers.netlink_api import MAX_INDEX, LinkKind, link_name
 from agent.model.acl import Ace
@@ -53,6 +53,9 @@ class NiPlan:
     dns_servers: tuple[str, ...]
     static_dns: tuple[tuple[str, tuple[str, ...]], ...]
     mtu: int
+    #: A cluster member's cluster instance: the port its subnet is reached through, across the
+    #: members' nodes (see :func:`mark_cluster`); "" for any other instance.
+    cluster_port: str = ""
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,24 @@ def plan(config: NodeConfig, node: str, ports: Mapping[str, Port] | None = None)
             mtu=ni.mtu,
         )  # fmt: skip
     _plan_vifs(config, node, out)
+    mark_cluster(config, out)
     return out
+
+
+def mark_cluster(config: NodeConfig, out: NetPlan) -> None:
+    """A cluster member's K3s VM sits at the node's cluster address on a local instance that
+    every member has, with the same subnet: that instance's subnet is spread over the members'
+    nodes through its (first) port (:mod:`agent.reconcile.networks`).  Nothing when the node is
+    in no cluster, or no app interface of a local instance with a port has that address."""
+    if config.cluster is None:
+        return
+    own = str(ipaddress.ip_interface(config.cluster.ip_prefix).ip)
+    vif = next((v for v in out.vifs.values() if v.ip == own), None)
+    if vif is None:
+        return
+    ni = out.instances[vif.ni_id]
+    if ni.kind == LOCAL and ni.ports:
+        out.instances[ni.id] = replace(ni, cluster_port=ni.ports[0].ifname)
 
 
 def _plan_vifs(config: NodeConfig, node: str, out: NetPlan) -> None:

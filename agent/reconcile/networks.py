@@ -24,14 +24,14 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.drivers.containers import ContainerRuntime
 from agent.drivers.dnsmasq import Dnsmasq
 from agent.drivers.errors import NotFoundError, TemporaryError
 from agent.drivers.metadata import METADATA_ADDRESS, MetadataServer
-from agent.drivers.netlink_api import LinkKind, Netlink, parse_name
+from agent.drivers.netlink_api import LinkKind, Netlink, Route, parse_name
 from agent.drivers.nft_api import Nft
 from agent.model.config import ObjectError
 from agent.reconcile import dnsdhcp, firewall, nodefirewall
@@ -59,6 +59,12 @@ class BridgeItem:
     #: The ports a local instance NATs out of (forwarding on: the replies come in there).
     nat_ports: tuple[str, ...] = ()
     display: str = field(default="", compare=False)
+    #: A cluster instance (its subnet spread over the members' nodes): the port the rest of
+    #: the subnet is reached through, the subnet, and the instance's own app addresses (host
+    #: routes to the bridge).  See :func:`render`.
+    cluster_port: str = ""
+    subnet: str = ""
+    host_routes: tuple[str, ...] = ()
 
     @property
     def ref(self) -> ItemRef:
@@ -77,14 +83,18 @@ class BridgeItem:
     def record(self) -> dict[str, Any]:
         return {"ni_id": self.ni_id, "name": self.name, "kind": self.kind,
                 "address": self.address, "mac": self.mac, "mtu": self.mtu, "port": self.port,
-                "nat_ports": list(self.nat_ports), "display": self.display}  # fmt: skip
+                "nat_ports": list(self.nat_ports), "display": self.display,
+                "cluster_port": self.cluster_port, "subnet": self.subnet,
+                "host_routes": list(self.host_routes)}  # fmt: skip
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> BridgeItem:
         return cls(str(rec["ni_id"]), str(rec["name"]), str(rec["kind"]), str(rec["address"]),
                    str(rec["mac"]), int(rec["mtu"]), str(rec["port"]),
                    tuple(str(p) for p in rec.get("nat_ports", ())),
-                   str(rec.get("display", "")))  # fmt: skip
+                   str(rec.get("display", "")), str(rec.get("cluster_port", "")),
+                   str(rec.get("subnet", "")),
+                   tuple(str(r) for r in rec.get("host_routes", ())))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -133,13 +143,22 @@ def render(netplan: NetPlan, node: str, container_apps: Iterable[str]) -> dict[I
     """Bridge items of every planned instance, VIF items of the container apps' interfaces."""
     out: dict[ItemRef, Item] = {}
     for ni in netplan.instances.values():
-        address = ""
+        address = subnet = ""
+        hosts: tuple[str, ...] = ()
         if ni.kind == LOCAL and ni.addressing is not None:
             address = f"{ni.addressing.gateway}/{ni.addressing.subnet.prefixlen}"
+            if ni.cluster_port:
+                # The subnet is the members': only the gateway and this node's apps are here
+                # (host routes), the rest is behind the cluster port; proxy ARP on both sides
+                # lets apps and the port's network reach each other without NAT.
+                address = f"{ni.addressing.gateway}/32"
+                subnet = str(ni.addressing.subnet)
+                hosts = tuple(sorted(v.ip for v in netplan.vifs.values()
+                                     if v.ni_id == ni.id and v.ip))  # fmt: skip
         port = ni.ports[0].ifname if ni.kind != LOCAL and ni.ports else ""
         nat = tuple(p.ifname for p in ni.ports) if ni.kind == LOCAL else ()
         item = BridgeItem(ni.id, ni.bridge, ni.kind, address, bridge_mac(node, ni.id), ni.mtu,
-                          port, nat, ni.name)  # fmt: skip
+                          port, nat, ni.name, ni.cluster_port, subnet, hosts)  # fmt: skip
         out[item.ref] = item
     containers = set(container_apps)
     for vif in netplan.vifs.values():
@@ -185,8 +204,7 @@ class BridgeConfigurator(_Recorded):
                 continue
             have = {str(a) for a in link.addresses}
             if item.address and item.address not in have:
-                item = BridgeItem(item.ni_id, item.name, item.kind, "", item.mac, item.mtu,
-                                  item.port, item.nat_ports, item.display)  # fmt: skip
+                item = replace(item, address="")
             out[item.ref] = item
         return out
 
@@ -212,6 +230,38 @@ class BridgeConfigurator(_Recorded):
             await self._release(old.port)
         if item.port:
             await self.netlink.set_master(item.port, item.name)
+        await self._spread(item, old)
+
+    async def _spread(self, item: BridgeItem, old: BridgeItem | None) -> None:
+        """A cluster instance's routes and proxy ARP (see :func:`render`); what an older
+        version set and this one does not is taken back."""
+        if item.cluster_port:
+            for ip in item.host_routes:
+                await self.netlink.ensure_route(Route(ipaddress.ip_network(f"{ip}/32"),
+                                                      dev=item.name))  # fmt: skip
+            await self.netlink.ensure_route(
+                Route(ipaddress.ip_network(item.subnet), dev=item.cluster_port)
+            )
+            await self.netlink.set_proxy_arp(item.name, True)
+            await self.netlink.set_proxy_arp(item.cluster_port, True, port=True)
+            await self.netlink.set_forwarding(item.cluster_port, True, port=True)
+        if old is None or not old.cluster_port:
+            return
+        for ip in set(old.host_routes) - set(item.host_routes):
+            with contextlib.suppress(NotFoundError):
+                await self.netlink.delete_route(
+                    Route(ipaddress.ip_network(f"{ip}/32"), dev=old.name)
+                )
+        if (old.cluster_port, old.subnet) != (item.cluster_port, item.subnet):
+            await self._unspread(old)
+
+    async def _unspread(self, old: BridgeItem) -> None:
+        with contextlib.suppress(NotFoundError):
+            await self.netlink.delete_route(
+                Route(ipaddress.ip_network(old.subnet), dev=old.cluster_port)
+            )
+        with contextlib.suppress(NotFoundError):  # the port may be gone
+            await self.netlink.set_proxy_arp(old.cluster_port, False, port=True)
 
     async def _release(self, port: str) -> None:
         with contextlib.suppress(NotFoundError):
@@ -229,6 +279,8 @@ class BridgeConfigurator(_Recorded):
     async def delete(self, item: BridgeItem) -> None:
         if item.port:
             await self._release(item.port)
+        if item.cluster_port:
+            await self._unspread(item)
         await self.netlink.delete_link(item.name)
         await self.records.remove(BRIDGE, item.ni_id)
 

@@ -471,6 +471,22 @@ async def test_forwarding_sysctl(env: Env) -> None:
         await drv.forwarding("nlnone0")
 
 
+async def test_proxy_arp_sysctl(env: Env) -> None:
+    drv = env.drv
+    br = env.name(LinkKind.BRIDGE, 12)
+    await drv.ensure_bridge(br)
+    assert await drv.proxy_arp(br) is False
+    await drv.set_proxy_arp(br, True)
+    await drv.set_proxy_arp(br, True)
+    assert await drv.proxy_arp(br) is True
+    await drv.set_proxy_arp(br, False)
+    assert await drv.proxy_arp(br) is False
+    with pytest.raises(NotFoundError):
+        await drv.set_proxy_arp(env.name(LinkKind.BRIDGE, 13), True)
+    with pytest.raises(NotFoundError):
+        await drv.set_proxy_arp("nlnone0", True, port=True)
+
+
 async def test_bridge_filtering_sysctl(env: Env) -> None:
     path = "/proc/sys/net/bridge/bridge-nf-call-iptables"
     where = f"--net=/run/netns/{env.drv.netns}"
