@@ -160,7 +160,12 @@ class Node:
             containers=DockerRuntime(name),
             hypervisor=LibvirtHypervisor(
                 # Seeds hold user data: /run is memory, never the disk.
-                HypervisorSettings(name, state_dir=self.paths.run / "domains")
+                HypervisorSettings(
+                    name,
+                    state_dir=self.paths.run / "domains",
+                    # An emulated node's bridges are in its namespace: VM taps move there.
+                    nic_netns=self.settings.netns if self.settings.networks else None,
+                )
             ),
         )
         return Workloads(drivers, Workspace(root=self.vault_root, items=self.items))

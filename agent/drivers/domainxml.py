@@ -82,15 +82,26 @@ class Disk:
     readonly: bool = False
 
 
+#: libvirt's user aliases start with "ua-"; an ethernet interface's says which bridge it joins.
+_BRIDGE_ALIAS = "ua-br-"
+
+
 @dataclass(frozen=True)
 class Nic:
     """A network interface on a bridge the network reconciler made: libvirt creates the tap
-    (named ``target`` when given, so the agent can find it) and enslaves it."""
+    (named ``target`` when given, so the agent can find it) and enslaves it.
+
+    ``ethernet``: the bridge is in another network namespace than libvirt's (an emulated
+    node's), so the interface is libvirt's ``ethernet`` kind: libvirt makes the tap
+    ``target`` (required) in its own namespace and the hypervisor driver moves it to the bridge
+    (:func:`agent.drivers.netlink.claim_links`); the bridge's name rides in the interface's
+    alias (``ua-br-<bridge>``)."""
 
     bridge: str
     mac: str
     target: str | None = None
     model: str = "virtio"
+    ethernet: bool = False
 
     def __post_init__(self) -> None:
         if not _MAC.match(self.mac) or int(self.mac[:2], 16) & 1:
@@ -100,6 +111,8 @@ class Nic:
                 raise ValueError(f"bad interface name {name!r}")
         if self.model not in ("virtio", "e1000", "rtl8139"):
             raise ValueError(f"unknown NIC model {self.model!r}")
+        if self.ethernet and not self.target:
+            raise ValueError("an ethernet interface needs its tap's name")
 
 
 @dataclass(frozen=True)
@@ -226,11 +239,18 @@ def build(config: DomainConfig) -> str:
                 _sub(el, "target", dev="hdc", bus="ide")
         _sub(el, "readonly")
     for nic in config.nics:
-        el = _sub(devices, "interface", type="bridge")
-        _sub(el, "mac", address=nic.mac)
-        _sub(el, "source", bridge=nic.bridge)
-        if nic.target:
-            _sub(el, "target", dev=nic.target)
+        if nic.ethernet:
+            assert nic.target is not None
+            el = _sub(devices, "interface", type="ethernet")
+            _sub(el, "mac", address=nic.mac)
+            _sub(el, "target", dev=nic.target, managed="yes")
+            _sub(el, "alias", name=f"{_BRIDGE_ALIAS}{nic.bridge}")
+        else:
+            el = _sub(devices, "interface", type="bridge")
+            _sub(el, "mac", address=nic.mac)
+            _sub(el, "source", bridge=nic.bridge)
+            if nic.target:
+                _sub(el, "target", dev=nic.target)
         _sub(el, "model", type=nic.model)
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "log", file=str(config.console_log), append="on")
@@ -336,17 +356,25 @@ def parse(xml: str) -> DomainConfig:
             disks.append(Disk(path=path, format=fmt, readonly=readonly))
     nics: list[Nic] = []
     for iface in root.iterfind("devices/interface"):
-        mac, source = iface.find("mac"), iface.find("source")
-        if iface.get("type") != "bridge" or mac is None or source is None:
+        mac, source, alias = iface.find("mac"), iface.find("source"), iface.find("alias")
+        kind = iface.get("type")
+        if kind == "bridge" and source is not None:
+            bridge = source.get("bridge", "")
+        elif kind == "ethernet" and alias is not None:
+            bridge = alias.get("name", "").removeprefix(_BRIDGE_ALIAS)
+        else:
+            continue
+        if mac is None:
             continue
         target, model = iface.find("target"), iface.find("model")
         try:
             nics.append(
                 Nic(
-                    bridge=source.get("bridge", ""),
+                    bridge=bridge,
                     mac=mac.get("address", "").lower(),
                     target=target.get("dev") if target is not None else None,
                     model=model.get("type", "virtio") if model is not None else "virtio",
+                    ethernet=kind == "ethernet",
                 )
             )
         except ValueError as exc:

@@ -11,7 +11,7 @@ import enum
 import hashlib
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -63,6 +63,9 @@ class HypervisorSettings:
     qemu_log_dir: Path | None = Path("/var/log/libvirt/qemu")
     #: How often a graceful shutdown polls the domain's state.
     poll_interval: float = 0.2
+    #: The network namespace the network instances' bridges live in when it is not libvirt's
+    #: (an emulated node's ``--netns``): NICs are then taps moved there (see ``Nic.ethernet``).
+    nic_netns: str | None = None
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,9 @@ class Layout:
                 accel=accel,
                 console_log=self.console_log(name),
                 disks=spec.disks,
-                nics=spec.nics,
+                nics=tuple(
+                    replace(n, ethernet=True) if self.settings.nic_netns else n for n in spec.nics
+                ),
                 kernel=spec.kernel,
                 seed=self.domain_dir(name) / SEED if spec.cloud_init is not None else None,
                 seed_bus=spec.seed_bus,

@@ -66,6 +66,7 @@ from agent.drivers.hypervisor import (
     domain_uuid,
 )
 from agent.drivers.kvm import kvm_probe, kvm_usable
+from agent.drivers.netlink import claim_links
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +344,11 @@ class LibvirtHypervisor(LayoutNaming):
             return self._info(dom, config.mark)
 
         info = await self._call(f"define and start {config.name}", define_and_create)
+        netns = self._settings.nic_netns
+        if netns is not None and config.nics:
+            # The bridges are in the emulated node's namespace: its taps go there.
+            links = [(n.target, n.bridge) for n in config.nics if n.target]
+            await asyncio.to_thread(claim_links, links, netns)
         log.info("libvirt: started %s (generation %d)", config.name, spec.generation)
         return info
 

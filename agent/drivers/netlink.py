@@ -30,13 +30,14 @@ import errno
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_interface, ip_network
 from typing import Any, TypeVar
 
-from agent.drivers.errors import NotFoundError, PermanentError, TemporaryError
+from agent.drivers.errors import DriverError, NotFoundError, PermanentError, TemporaryError
 from agent.drivers.netlink_api import (
     IFNAMSIZ,
     MAIN_TABLE,
@@ -694,3 +695,52 @@ def _veth_peer(
         if have is not None and have.dev == ifname and have not in routes:
             _delete_route(ipr, have)
     return _info(ipr, _get(ipr, ifname))
+
+
+# --- taps from libvirt's namespace -----------------------------------------------------------
+
+
+def claim_links(links: Sequence[tuple[str, str]], netns: str) -> None:
+    """Move each link ``(name, bridge)`` from the calling thread's namespace into ``netns``
+    (a name or a path) and enslave it to its bridge there, up.  For an emulated node's VMs:
+    libvirt makes their taps in its own namespace, QEMU keeps using them once moved.  A link
+    already moved is only enslaved.  Blocking (a worker thread); typed driver errors
+    (NotFoundError: a tap or bridge missing)."""
+    from pyroute2 import IPRoute
+
+    path = netns_path(netns)
+    with IPRoute() as ipr:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for name, _bridge in links:
+                found = _nl(f"looking up {name}", ipr.link_lookup, ifname=check_ifname(name))
+                if found:
+                    _nl(f"moving {name} into {path}", ipr.link, "set", index=found[0],
+                        net_ns_fd=fd)  # fmt: skip
+        finally:
+            os.close(fd)
+    failed: list[Exception] = []
+
+    def inside() -> None:
+        # A thread of its own: it enters the namespace and ends.
+        try:
+            enter(path)
+            with IPRoute() as ipr:
+                for name, bridge in links:
+                    found = _nl(f"looking up {name}", ipr.link_lookup, ifname=name)
+                    master = _nl(f"looking up {bridge}", ipr.link_lookup, ifname=bridge)
+                    if not found or not master:
+                        missing = name if not found else bridge
+                        raise driver_error(errno.ENODEV, f"{missing} in {path}")
+                    _nl(f"enslaving {name} to {bridge}", ipr.link, "set", index=found[0],
+                        master=master[0], state="up")  # fmt: skip
+        except (DriverError, OSError) as exc:  # handed to the caller
+            failed.append(exc)
+
+    worker = threading.Thread(target=inside, name="claim-links", daemon=True)
+    worker.start()
+    worker.join(30)
+    if worker.is_alive():
+        raise TemporaryError(f"moving taps into {path}: no answer within 30 s")
+    if failed:
+        raise failed[0]

@@ -218,3 +218,16 @@ def test_nics_are_bridge_interfaces_and_checked() -> None:
         args = {"bridge": "br0", "mac": "02:11:22:33:44:55", **bad}
         with pytest.raises(ValueError):
             Nic(**args)
+
+
+def test_an_emulated_nodes_nic_is_an_ethernet_tap_naming_its_bridge() -> None:
+    nic = Nic("eabcdefb1", "02:11:22:33:44:55", "eabcdefv7", ethernet=True)
+    xml = domainxml.build(config(nics=(nic,)))
+    iface = ET.fromstring(xml).find("devices/interface")
+    assert iface is not None and iface.get("type") == "ethernet"
+    assert iface.find("source") is None  # the bridge is not in libvirt's namespace
+    assert iface.find("target").get("dev") == "eabcdefv7"  # type: ignore[union-attr]
+    assert iface.find("alias").get("name") == "ua-br-eabcdefb1"  # type: ignore[union-attr]
+    assert domainxml.parse(xml).nics == (nic,)
+    with pytest.raises(ValueError, match="tap"):
+        Nic("eabcdefb1", "02:11:22:33:44:55", ethernet=True)
