@@ -11,12 +11,10 @@ guest reads it, takes its address by DHCP, serves a "Kubernetes API" with its ow
 a kubeconfig to the metadata server; the agent's ClusterWatch reads that API from the
 namespace with the real KubeApi.
 
-libvirtd lives in the root namespace and puts a VM's tap on a bridge there, so the test makes a
-stand-in bridge of the instance bridge's name in the root namespace and carries the tap, once
-QEMU holds it, into the node's namespace onto the real bridge (a tap can change namespace under
-a running QEMU).  On a real node the agent and libvirtd share one namespace and none of this
-happens.  Teardown removes the domain, dnsmasq, both namespaces' links and the files, also when
-the test fails.
+libvirtd lives in the root namespace, the bridge in the node's: the hypervisor driver makes the
+VM's NIC an ethernet tap and moves it onto the bridge after the start (``nic_netns``, as an
+emulated node's agent does).  Teardown removes the domain, dnsmasq, both namespaces' links and
+the files, also when the test fails.
 
 The other roles (a joining server, an agent) are checked without a VM, in seconds: the guest's
 initramfs unpacked, its role script run in a chroot with namespaces of its own (network, PID).
@@ -55,7 +53,7 @@ from agent.drivers.netlink import NetlinkDriver
 from agent.drivers.nft import LibNft, NftSettings
 from agent.model.config import ClusterConfig, NodeConfig
 from agent.model.secret import Secret
-from agent.reconcile import cluster, netplan
+from agent.reconcile import cluster
 from agent.reconcile.appmeta import AppMetaStore
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.engine import EngineSettings
@@ -116,7 +114,9 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
         await hypervisor.close()
     base = Path(tempfile.mkdtemp(prefix="eve-kg-", dir="/var/tmp"))
     os.chmod(base, 0o711)  # QEMU (libvirt-qemu) and dnsmasq reach files below it
-    hypervisor = LibvirtHypervisor(HypervisorSettings(node, state_dir=base / "domains"))
+    hypervisor = LibvirtHypervisor(
+        HypervisorSettings(node, state_dir=base / "domains", nic_netns=netns)
+    )
     containers = FakeContainerRuntime(node)
     port = f"kgp{tag}"
     try:
@@ -177,14 +177,8 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     finally:
         await hypervisor.close()
         await containers.close()
-        for bridge in _stand_ins.pop(node, ()):
-            await asyncio.to_thread(_run, "ip", "link", "del", bridge, check=False)
         await asyncio.to_thread(_run, "ip", "netns", "del", netns, check=False)
         shutil.rmtree(base, ignore_errors=True)
-
-
-#: Root-namespace stand-in bridges made per node (removed by the fixture).
-_stand_ins: dict[str, list[str]] = {}
 
 
 def _member(**changes: Any) -> ClusterConfig:
@@ -226,28 +220,6 @@ def _config(env: Env, port: str) -> NodeConfig:
     return dataclasses.replace(env.config(doc), cluster=_member())
 
 
-async def _carry_taps(site: Site, tap: str, bridge: str) -> None:
-    """Whenever QEMU's tap ``tap`` is up on the root namespace's stand-in bridge, move it into
-    the node's namespace onto ``bridge`` (see the module docstring).  Runs until cancelled."""
-    sysfs = Path("/sys/class/net") / tap
-    while True:
-        if (sysfs / "master").exists():
-            try:
-                state = await site.hypervisor.state(uuid.UUID(APP_VM))
-            except Exception:  # noqa: BLE001 - not defined yet
-                state = None
-            if state is not None and state.state.active:
-                moved = await asyncio.to_thread(
-                    _run, "ip", "link", "set", tap, "netns", site.netns, check=False
-                )
-                if moved.returncode == 0:
-                    await asyncio.to_thread(
-                        _run, "ip", "-n", site.netns, "link", "set", tap, "master", bridge,
-                        "up", check=False,
-                    )  # fmt: skip
-        await asyncio.sleep(0.2)
-
-
 async def _console(site: Site) -> str:
     path = site.hypervisor.console_log(uuid.UUID(APP_VM))
     if not path.exists():
@@ -270,15 +242,6 @@ async def _until(what: str, check: Any, seconds: float, site: Site) -> Any:
 async def test_a_k3s_member_vm_acts_its_role_and_the_agent_reads_its_api(site: Site) -> None:
     env, rec = site.env, site.rec
     config = _config(env, site.port)
-    # The names the agent will give the instance's bridge and the VM's tap (the plan is pure).
-    layout = netplan.plan(cluster.prepare(config)[0], site.node)
-    assert not layout.errors, layout.errors
-    bridge = layout.instances[NI].bridge
-    tap = layout.vifs[(APP_VM, 0)].host_name
-    _stand_ins.setdefault(site.node, []).append(bridge)  # removed by the fixture
-    await asyncio.to_thread(_run, "ip", "link", "add", bridge, "type", "bridge")
-    await asyncio.to_thread(_run, "ip", "link", "set", bridge, "up")
-    carrier = asyncio.create_task(_carry_taps(site, tap, bridge))
     api = KubeApi(site.netns)
     try:
         started = asyncio.get_running_loop().time()
@@ -327,9 +290,6 @@ async def test_a_k3s_member_vm_acts_its_role_and_the_agent_reads_its_api(site: S
         assert "token: <redacted>" in console
         print(f"k3s guest: kubeconfig posted {booted:.1f} s after apply started")
     finally:
-        carrier.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await carrier
         await api.close()
 
 
