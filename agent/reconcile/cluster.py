@@ -46,15 +46,20 @@ API_PORT = 6443
 
 _POST = f"""#!/bin/sh
 # Posts K3s's kubeconfig to the node's metadata server until it is taken (written by eve-agent).
+# Only a 200 means taken: a 204 says the node does not know this VM's address (yet).
+url=http://169.254.169.254/eve/v1/kubeconfig
+json='Content-Type: application/json'
+kube={K3S_KUBECONFIG}
 while :; do
-    if [ -s {K3S_KUBECONFIG} ]; then
+    if [ -s "$kube" ]; then
         if command -v curl >/dev/null; then
-            curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' \\
-                --data-binary @{K3S_KUBECONFIG} http://169.254.169.254/eve/v1/kubeconfig && exit 0
+            code=$(curl -s -o /dev/null -w '%{{http_code}}' -X POST -H "$json" \\
+                --data-binary @"$kube" "$url")
         else
-            wget -q -O /dev/null --header 'Content-Type: application/json' \\
-                --post-file {K3S_KUBECONFIG} http://169.254.169.254/eve/v1/kubeconfig && exit 0
+            code=$(wget -S -O /dev/null --header "$json" --post-file "$kube" "$url" 2>&1 \\
+                | awk '$1 ~ /^HTTP/ {{c = $2}} END {{print c}}')
         fi
+        [ "$code" = 200 ] && exit 0
     fi
     sleep 10
 done

@@ -32,8 +32,10 @@ from agent.drivers.dnsmasq import (
     InvalidConfig,
     NftSet,
     NftsetRule,
+    Route,
     StaticHost,
 )
+from agent.drivers.metadata import METADATA_ADDRESS
 from agent.reconcile.items import BaseConfigurator, Item, ItemRef, OwnerRef
 from agent.reconcile.netplan import LOCAL, NetPlan
 
@@ -108,6 +110,11 @@ def render(
                 upstreams=tuple(ipaddress.ip_address(u) for u in dict.fromkeys(upstreams)),
                 mtu=ni.mtu or None,
                 default_route=bool(ni.ports),
+                # An air-gapped instance gives no default route, yet its apps must reach the
+                # metadata server (a VM posting its kubeconfig): a route to it alone.
+                routes=()
+                if ni.ports
+                else (Route(ipaddress.IPv4Network(f"{METADATA_ADDRESS}/32"), a.gateway),),
                 nftsets=tuple(
                     NftsetRule(domain, (NftSet(table, name),))
                     for domain, table, name in sorted((nftsets or {}).get(ni.id, ()))

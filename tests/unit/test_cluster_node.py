@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import dataclasses
 import email
+import subprocess
 import uuid
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -117,3 +119,30 @@ async def test_the_vm_boots_with_the_k3s_configuration(env: Env) -> None:
     console = info.console_log.read_text()  # the test guest prints its seed
     assert "cluster-init: true" in console and "k3s.service" in console
     assert not rec.report.item_errors
+
+
+def test_the_poster_stops_only_on_a_200(tmp_path: Path) -> None:
+    """The VM's poster (run here with a stand-in curl): a 204 (the node does not know the VM's
+    address yet) is no answer, a 200 is."""
+    kube = tmp_path / "k3s.yaml"
+    kube.write_text("apiVersion: v1\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    answers = tmp_path / "answers"
+    (bin_dir / "curl").write_text(
+        '#!/bin/sh\necho "$@" >> ' + str(tmp_path / "calls") + "\n"
+        "code=$(head -n1 " + str(answers) + "); sed -i 1d " + str(answers) + "\n"
+        'printf %s "$code"\n'
+    )
+    (bin_dir / "curl").chmod(0o755)
+    (bin_dir / "sleep").write_text("#!/bin/sh\nexit 0\n")  # no waiting between tries
+    (bin_dir / "sleep").chmod(0o755)
+    answers.write_text("204\n000\n200\n")
+    script = tmp_path / "post.sh"
+    script.write_text(cluster._POST.replace(cluster.K3S_KUBECONFIG, str(kube)))
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    done = subprocess.run(["sh", str(script)], env=env, timeout=10, check=False)
+    assert done.returncode == 0
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert len(calls) == 3  # 204 and a failure were retried; the 200 ended it
+    assert "Content-Type: application/json" in calls[0] and f"@{kube}" in calls[0]
