@@ -20,15 +20,21 @@ operator's) is never removed, even when the config asks for the same one.  Delet
 takes away the agent's addresses and route and stops the client (which releases its lease);
 the link stays up, its MTU as it is.  Operations on one port are serialised (a lock shared
 with the lease follower).
+
+Ports as JSON (:func:`port_json`, :func:`port_from_json`, checked as strictly as the config's)
+and their :func:`fingerprint` serve the port selection's saved state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import ipaddress
+import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -45,6 +51,8 @@ from agent.reconcile.records import RecordBook
 log = logging.getLogger(__name__)
 
 KIND = "port"
+_IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+_LABEL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: Metrics of the agent's default routes: 400 + 100 x cost + a slot per port.
 METRIC_BASE, METRIC_SLOTS = 400, 100
 #: The longest pause between two attempts to start a DHCP client that keeps dying.
@@ -150,6 +158,64 @@ def _route_record(route: Route) -> dict[str, Any]:
 def _route_from(rec: Mapping[str, Any]) -> Route:
     return Route(ipaddress.ip_network(str(rec["dst"])), ipaddress.ip_address(str(rec["gateway"])),
                  dev=str(rec["dev"]), metric=int(rec["metric"]))  # fmt: skip
+
+
+# --- ports as JSON (the port selection's saved state) ---------------------------------------
+
+
+def port_json(port: Port) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(port).items()}
+
+
+def port_from_json(doc: Any) -> Port:
+    """A port from the state file, checked as strictly as the config's.  Raises ValueError."""
+    if not isinstance(doc, dict):
+        raise ValueError("a port is not an object")
+
+    def text(key: str, pattern: re.Pattern[str] | None = None) -> str:
+        value = doc.get(key)
+        if not isinstance(value, str) or (pattern is not None and not pattern.fullmatch(value)):
+            raise ValueError(f"port field {key} is not valid")
+        return value
+
+    def number(key: str, low: int, high: int) -> int:
+        value = doc.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ValueError(f"port field {key} is not valid")
+        return value
+
+    def flag(key: str) -> bool:
+        value = doc.get(key)
+        if not isinstance(value, bool):
+            raise ValueError(f"port field {key} is not valid")
+        return value
+
+    labels, dns = doc.get("shared_labels"), doc.get("dns")
+    if not isinstance(labels, list) or len(labels) > 64 or not isinstance(dns, list):
+        raise ValueError("port labels or DNS servers are not lists")
+    dhcp = text("dhcp")
+    if dhcp not in ("client", "static", "none"):
+        raise ValueError("port field dhcp is not valid")
+    address, gateway = text("address"), text("gateway")
+    if address:
+        ipaddress.ip_interface(address)
+    if gateway:
+        ipaddress.ip_address(gateway)
+    return Port(
+        name=text("name", _LABEL), ifname=text("ifname", _IFNAME), management=flag("management"),
+        for_apps=flag("for_apps"), cost=number("cost", 0, 255),
+        shared_labels=tuple(str(x) for x in labels if isinstance(x, str) and _LABEL.fullmatch(x)),
+        dhcp=dhcp, address=address, gateway=gateway,
+        dns=tuple(str(ipaddress.ip_address(str(d))) for d in dns[:16]),
+        mtu=number("mtu", 0, 65535),
+    )  # fmt: skip
+
+
+def fingerprint(ports: Mapping[str, Port]) -> str:
+    """A digest of a port config (every field of every port), to tell configs apart."""
+    doc = [port_json(ports[name]) for name in sorted(ports)]
+    data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 @dataclass
@@ -359,4 +425,13 @@ class PortConfigurator(BaseConfigurator):
         await self.records.save(KIND, item.ifname, rec)
 
 
-__all__ = ["KIND", "PortConfigurator", "PortItem", "render", "route_metric"]
+__all__ = [
+    "KIND",
+    "PortConfigurator",
+    "PortItem",
+    "fingerprint",
+    "port_from_json",
+    "port_json",
+    "render",
+    "route_metric",
+]

@@ -30,18 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import hashlib
-import ipaddress
 import json
 import logging
-import re
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from agent.drivers.netprobe import Prober
 from agent.model.configitems import ConfigItems
@@ -50,6 +46,7 @@ from agent.reconcile import portconfig
 from agent.reconcile.engine import Engine
 from agent.reconcile.items import Item, ItemRef
 from agent.reconcile.netplan import NetPlan
+from agent.reconcile.portconfig import fingerprint, port_from_json, port_json
 from agent.reconcile.state import ItemState
 from agent.util.atomicfile import write_atomic
 
@@ -59,66 +56,6 @@ STATE_VERSION = 1
 #: Failed candidates remembered (a hostile controller must not grow the state file).
 MAX_FAILED = 16
 MAX_STATE = 256 * 1024
-_IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
-_LABEL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-
-
-# --- ports as JSON --------------------------------------------------------------------------------
-
-
-def port_json(port: Port) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(port).items()}
-
-
-def port_from_json(doc: Any) -> Port:
-    """A port from the state file, checked as strictly as the config's.  Raises ValueError."""
-    if not isinstance(doc, dict):
-        raise ValueError("a port is not an object")
-
-    def text(key: str, pattern: re.Pattern[str] | None = None) -> str:
-        value = doc.get(key)
-        if not isinstance(value, str) or (pattern is not None and not pattern.fullmatch(value)):
-            raise ValueError(f"port field {key} is not valid")
-        return value
-
-    def number(key: str, low: int, high: int) -> int:
-        value = doc.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise ValueError(f"port field {key} is not valid")
-        return value
-
-    def flag(key: str) -> bool:
-        value = doc.get(key)
-        if not isinstance(value, bool):
-            raise ValueError(f"port field {key} is not valid")
-        return value
-
-    labels, dns = doc.get("shared_labels"), doc.get("dns")
-    if not isinstance(labels, list) or len(labels) > 64 or not isinstance(dns, list):
-        raise ValueError("port labels or DNS servers are not lists")
-    dhcp = text("dhcp")
-    if dhcp not in ("client", "static", "none"):
-        raise ValueError("port field dhcp is not valid")
-    address, gateway = text("address"), text("gateway")
-    if address:
-        ipaddress.ip_interface(address)
-    if gateway:
-        ipaddress.ip_address(gateway)
-    return Port(
-        name=text("name", _LABEL), ifname=text("ifname", _IFNAME), management=flag("management"),
-        for_apps=flag("for_apps"), cost=number("cost", 0, 255),
-        shared_labels=tuple(str(x) for x in labels if isinstance(x, str) and _LABEL.fullmatch(x)),
-        dhcp=dhcp, address=address, gateway=gateway,
-        dns=tuple(str(ipaddress.ip_address(str(d))) for d in dns[:16]),
-        mtu=number("mtu", 0, 65535),
-    )  # fmt: skip
-
-
-def fingerprint(ports: Mapping[str, Port]) -> str:
-    """A digest of a port config (every field of every port), to tell configs apart."""
-    doc = [port_json(ports[name]) for name in sorted(ports)]
-    data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(data).hexdigest()[:32]
 
 
 # --- the pure selection ---------------------------------------------------------------------------
@@ -385,6 +322,8 @@ class PortManager:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._task_fp: str | None = None
+        self._saving: asyncio.Future[None] | None = None
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="portconfig-state")
 
     def _better(self) -> int:
         return self._items().int("timer.port.testbetterinterval")
@@ -458,6 +397,8 @@ class PortManager:
                     self._task_fp = testing
                     self._task = asyncio.create_task(self._guarded(engine, testing),
                                                      name="port test")  # fmt: skip
+                    # Its end wakes the loop: a retry of the same candidate may wait for it.
+                    self._task.add_done_callback(lambda _: self._wake.set())
                 wait = self._poll if self._dhcp_wanted(engine) else 30.0
                 retry = self.selection.retry_at(self._better())
                 if retry is not None:
@@ -465,6 +406,19 @@ class PortManager:
                 await _wait_any(self._wake, stop, wait)
         finally:
             await self._cancel()
+            await self._saved()
+
+    async def _saved(self) -> None:
+        """Wait (10 s at most) for the last save to land, also when cancelled meanwhile (the
+        reconciler cancels this task as it stops): a test's outcome must reach the disk."""
+        saving = self._saving
+        if saving is None:
+            return
+        try:
+            await asyncio.wait([saving], timeout=10)
+        except asyncio.CancelledError:
+            await asyncio.wait([saving], timeout=10)
+            raise
 
     def _dhcp_wanted(self, engine: Engine) -> bool:
         """Whether a DHCP port is desired or applied: leases to follow every poll (else the
@@ -557,19 +511,25 @@ class PortManager:
         if self.selection.passed(fp, self._wallclock()):
             log.info("port config of config %s works (%s): now the last working one",
                      self.selection.version, detail)  # fmt: skip
-            await self._save()
             self._changed()
+            await self._save()
 
     async def _failed(self, fp: str, why: str) -> None:
         if self.selection.fail(fp, why, self._wallclock()):
             found = self.selection.error(self._better())
             log.error("%s", found[0] if found else f"port config failed its test: {why}")
+            self._changed()  # the last working ports back at once; saved just after
             await self._save()
-            self._changed()
 
     async def _save(self) -> None:
+        # One writer thread: saves land in the order they were made (the last is the latest
+        # state).  Shielded, and awaited by run() on its way out: a stop while it is written
+        # must not lose a test's outcome.
+        loop = asyncio.get_running_loop()
+        data = self.selection.to_bytes()
+        self._saving = loop.run_in_executor(self._writer, write_atomic, self.state_file, data)
         try:
-            await asyncio.to_thread(write_atomic, self.state_file, self.selection.to_bytes())
+            await asyncio.shield(self._saving)
         except OSError as exc:  # kept in memory; the next change writes it again
             log.warning("cannot save the port config state: %s", exc)
 
