@@ -257,8 +257,9 @@ class Site:
         self._task: asyncio.Task[None] | None = None
 
     async def fake_sleep(self, seconds: float) -> None:
+        # A test's second passes in 0.1 s: time enough for the engine to apply the ports.
+        await asyncio.sleep(0.1)
         self.mono += seconds
-        await asyncio.sleep(0.005)
 
     async def start(self) -> NodeReconciler:
         netlink = FakeNetlink(NODE, host=self.host)
