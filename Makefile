@@ -26,7 +26,7 @@ PYTEST_ARGS ?=
 # Write a JUnit XML report there when set (e.g. JUNIT=build/junit.xml).
 JUNIT ?=
 # Hard limit for one pytest run, in seconds; each test also has pytest-timeout's 300 s.
-TEST_TIMEOUT ?= 1080
+TEST_TIMEOUT ?= 2400
 # Arguments for demo and bench.
 ARGS ?=
 
