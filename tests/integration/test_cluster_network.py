@@ -40,24 +40,12 @@ from agent.reconcile.engine import EngineSettings
 from agent.reconcile.networks import Networks
 from agent.reconcile.node import NodeReconciler
 from agent.reconcile.records import RecordBook
+from tests.integration.nshelpers import app_standin, ask, in_ns, ip, serve_who
 from tests.integration.prereqs import netns_missing
 
 NI = "6d3b3b4e-8a3c-4c47-9d41-0000000c1001"
 CLUSTER = "6d3b3b4e-8a3c-4c47-9d41-0000000c1009"
 PORT = Port("cp0", "cp0", True, True, 0, ("all", "uplink", "clusterlan"), "none")
-#: A server that answers each connection with the caller's address, then closes.
-WHO = (
-    "import socket, sys\n"
-    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-    "s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(8)\n"
-    "while True:\n"
-    "    c, a = s.accept(); c.sendall(a[0].encode()); c.close()\n"
-)
-ASK = (
-    "import socket, sys\n"
-    "c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)\n"
-    "print(c.recv(64).decode())\n"
-)
 
 
 @dataclass
@@ -96,48 +84,27 @@ class Member:
                           cluster=cluster)  # fmt: skip
 
 
-def _ip(*argv: str) -> None:
-    subprocess.run(["ip", *argv], check=True, capture_output=True, timeout=30)
-
-
-def _in(ns: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
-                          check=False, timeout=timeout)  # fmt: skip
-
-
 def _topology(tag: str) -> list[str]:
     """lan (a bridge, 192.0.2.1 with a web server), two node namespaces with their cluster port
     cp0 on it (192.0.2.11, .12); returns every namespace made."""
     lan = f"ecl-{tag}-lan"
     made = [lan]
-    _ip("netns", "add", lan)
-    _ip("-n", lan, "link", "add", "lan0", "type", "bridge")
-    _ip("-n", lan, "addr", "add", "192.0.2.1/24", "dev", "lan0")
-    _ip("-n", lan, "link", "set", "lan0", "up")
-    _ip("-n", lan, "link", "set", "lo", "up")
+    ip("netns", "add", lan)
+    ip("-n", lan, "link", "add", "lan0", "type", "bridge")
+    ip("-n", lan, "addr", "add", "192.0.2.1/24", "dev", "lan0")
+    ip("-n", lan, "link", "set", "lan0", "up")
+    ip("-n", lan, "link", "set", "lo", "up")
     for n in (1, 2):
         node = f"ecl-{tag}-n{n}"
         made.append(node)
-        _ip("netns", "add", node)
-        _ip("-n", node, "link", "set", "lo", "up")
-        _ip("-n", node, "link", "add", "cp0", "type", "veth", "peer", "name", f"l{n}",
+        ip("netns", "add", node)
+        ip("-n", node, "link", "set", "lo", "up")
+        ip("-n", node, "link", "add", "cp0", "type", "veth", "peer", "name", f"l{n}",
             "netns", lan)  # fmt: skip
-        _ip("-n", node, "addr", "add", f"192.0.2.{10 + n}/24", "dev", "cp0")
-        _ip("-n", node, "link", "set", "cp0", "up")
-        _ip("-n", lan, "link", "set", f"l{n}", "master", "lan0", "up")
+        ip("-n", node, "addr", "add", f"192.0.2.{10 + n}/24", "dev", "cp0")
+        ip("-n", node, "link", "set", "cp0", "up")
+        ip("-n", lan, "link", "set", f"l{n}", "master", "lan0", "up")
     return made
-
-
-def _vm(node_ns: str, vm_ns: str, bridge: str, address: str) -> None:
-    """The member's K3s VM stand-in: a namespace on the node's cluster bridge."""
-    _ip("netns", "add", vm_ns)
-    _ip("-n", vm_ns, "link", "set", "lo", "up")
-    _ip("-n", node_ns, "link", "add", "vm0", "type", "veth", "peer", "name", "eth0",
-        "netns", vm_ns)  # fmt: skip
-    _ip("-n", node_ns, "link", "set", "vm0", "master", bridge, "up")
-    _ip("-n", vm_ns, "addr", "add", f"{address}/24", "dev", "eth0")
-    _ip("-n", vm_ns, "link", "set", "eth0", "up")
-    _ip("-n", vm_ns, "route", "add", "default", "via", "10.244.0.1")
 
 
 @pytest.fixture
@@ -154,8 +121,7 @@ async def members(
     closers = []
     try:
         made += await asyncio.to_thread(_topology, tag)
-        servers.append(await asyncio.to_thread(subprocess.Popen, [
-            "ip", "netns", "exec", made[0], "python3", "-c", WHO, "8080"]))  # fmt: skip
+        servers.append(await asyncio.to_thread(serve_who, made[0], 8080))
         for n in (1, 2):
             node_ns = f"ecl-{tag}-n{n}"
             name = f"cl{tag}{n}"
@@ -186,28 +152,24 @@ async def test_members_reach_each_other_with_their_own_addresses(members: list[M
         assert await m.reconciler.apply(m.config(), 30), m.reconciler.report
         layout = m.reconciler.layout
         assert layout is not None and layout.instances[NI].cluster_port == "cp0"
-        await asyncio.to_thread(_vm, m.node_ns, m.vm_ns, layout.instances[NI].bridge, m.address)
+        await asyncio.to_thread(app_standin, m.node_ns, m.vm_ns, layout.instances[NI].bridge,
+                                "vm0", f"{m.address}/24", "10.244.0.1")  # fmt: skip
     one, two = members
-    servers = [
-        await asyncio.to_thread(subprocess.Popen, [
-            "ip", "netns", "exec", two.vm_ns, "python3", "-c", WHO, str(port)])
-        for port in (6443, 22)
-    ]  # fmt: skip
+    servers = [await asyncio.to_thread(serve_who, two.vm_ns, port) for port in (6443, 22)]
     try:
         await asyncio.sleep(0.5)
         # The K3s port the portmap ACE opens: reached, and the caller's own address arrives.
-        got = await asyncio.to_thread(_in, one.vm_ns, "python3", "-c", ASK, two.address, "6443")
+        got = await asyncio.to_thread(ask, one.vm_ns, two.address, 6443)
         assert got.returncode == 0, got.stderr + await asyncio.to_thread(_diagnose, members)
         assert got.stdout.strip() == one.address  # no NAT inside the cluster subnet
         # A port no ACE opens: dropped by the receiving VM's ingress chain.
-        got = await asyncio.to_thread(_in, one.vm_ns, "python3", "-c", ASK, two.address, "22")
+        got = await asyncio.to_thread(ask, one.vm_ns, two.address, 22)
         assert got.returncode != 0
         # Out of the subnet: NATed through the node's port as for any local instance.
-        got = await asyncio.to_thread(_in, one.vm_ns, "python3", "-c", ASK, "192.0.2.1", "8080")
+        got = await asyncio.to_thread(ask, one.vm_ns, "192.0.2.1", 8080)
         assert got.returncode == 0 and got.stdout.strip() == "192.0.2.11", got.stderr
         # The node reaches its own VM (a host route), and the other member's through the port.
-        got = await asyncio.to_thread(_in, two.node_ns, "python3", "-c", ASK, two.address,
-                                      "6443")  # fmt: skip
+        got = await asyncio.to_thread(ask, two.node_ns, two.address, 6443)
         assert got.returncode == 0, got.stderr
     finally:
         for proc in servers:
@@ -217,7 +179,7 @@ async def test_members_reach_each_other_with_their_own_addresses(members: list[M
     # Out of the cluster: the port is the node's own again (no route, no proxy ARP).
     empty = NodeConfig(one.device, "2", 0.0, parse_items([]), ports={"cp0": PORT})
     assert await one.reconciler.apply(empty, 30), one.reconciler.report
-    routes = await asyncio.to_thread(_in, one.node_ns, "ip", "route", "show", "dev", "cp0")
+    routes = await asyncio.to_thread(in_ns, one.node_ns, "ip", "route", "show", "dev", "cp0")
     assert "10.244.0.0/24" not in routes.stdout
     assert not await one.nets.netlink.proxy_arp("cp0")
 
@@ -227,6 +189,6 @@ def _diagnose(members: list[Member]) -> str:
     for m in members:
         for argv in (["ip", "-br", "addr"], ["ip", "route"], ["nft", "list", "ruleset"],
                      ["sh", "-c", "grep -H . /proc/sys/net/ipv4/conf/*/proxy_arp"]):  # fmt: skip
-            done = _in(m.node_ns, *argv)
+            done = in_ns(m.node_ns, *argv)
             out.append(f"[{m.node_ns}] $ {' '.join(argv)}\n{done.stdout}{done.stderr}")
     return "\n".join(out)

@@ -1,0 +1,173 @@
+"""Switch and air-gapped network instances with real packets (root; namespaces made here).
+
+- A switch instance bridges a node port to an "outside" namespace whose dnsmasq hands out
+  addresses: an app on the instance (a namespace on the bridge, as a VM's DHCP client would be)
+  leases an outside address and reaches the outside with it, no NAT in between.
+- An air-gapped local instance (no port) connects its two apps as their ACLs say and nothing
+  else: an allowed port passes with the caller's own address, others are dropped either way,
+  the node's own listeners are out of reach, and there is no way out.
+
+The agent runs its network reconciler in the node's namespace (bridges, firewall; no workloads:
+the apps are stand-ins at the addresses the plan gives them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from agent.drivers.docker_fake import FakeContainerRuntime
+from agent.drivers.netlink import NetlinkDriver
+from agent.drivers.nft import LibNft, NftSettings
+from agent.model.acl import Ace, AceMatch
+from agent.model.config import AppInstance, AppInterface, NetworkInstance, NodeConfig
+from agent.model.configitems import parse_items
+from agent.model.ports import Port
+from agent.model.secret import Secret
+from agent.reconcile.configitems import RuntimeItems
+from agent.reconcile.engine import EngineSettings
+from agent.reconcile.networks import Networks
+from agent.reconcile.node import NodeReconciler
+from agent.reconcile.records import RecordBook
+from tests.integration.nshelpers import app_standin, ask, in_ns, ip, serve_who
+from tests.integration.prereqs import netns_missing
+
+DEVICE = "6d3b3b4e-8a3c-4c47-9d41-0000000f0001"
+NI = "6d3b3b4e-8a3c-4c47-9d41-0000000f0002"
+APPS = ["6d3b3b4e-8a3c-4c47-9d41-0000000f00a1", "6d3b3b4e-8a3c-4c47-9d41-0000000f00a2"]
+
+
+@dataclass
+class Site:
+    tag: str
+    node_ns: str
+    rec: NodeReconciler
+    made: list[str] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def ns(self, name: str) -> str:
+        made = f"ekd-{self.tag}-{name}"
+        ip("netns", "add", made)
+        ip("-n", made, "link", "set", "lo", "up")
+        self.made.append(made)
+        return made
+
+
+@pytest.fixture
+async def site(
+    require_service: Callable[[str, str], NoReturn], tmp_path: Path
+) -> AsyncIterator[Site]:
+    why = netns_missing({"nft": "nftables", "dnsmasq": "dnsmasq-base", "busybox": "busybox"},
+                        ("nftables", "pyroute2"))  # fmt: skip
+    if why is not None:
+        require_service("network namespaces, nftables, dnsmasq, busybox", why)
+    tag = uuid.uuid4().hex[:6]
+    node_ns = f"ekd-{tag}-node"
+    await asyncio.to_thread(ip, "netns", "add", node_ns)
+    await asyncio.to_thread(ip, "-n", node_ns, "link", "set", "lo", "up")
+    name = f"kd{tag}"
+    netlink = NetlinkDriver(name, node_ns)
+    nft = LibNft(NftSettings(name, netns=node_ns))
+    nets = Networks(netlink, FakeContainerRuntime(name), RecordBook(tmp_path / "net"), nft=nft)
+    rec = NodeReconciler(RuntimeItems(), networks=nets,
+                         settings=EngineSettings(resync_interval=3600))  # fmt: skip
+    s = Site(tag, node_ns, rec, [node_ns])
+    try:
+        yield s
+    finally:
+        for proc in s.procs:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+        await netlink.close()
+        await nft.close()
+        for ns in reversed(s.made):
+            await asyncio.to_thread(subprocess.run, ["ip", "netns", "del", ns], check=False,
+                                    capture_output=True)  # fmt: skip
+
+
+def _app(n: int, iface: AppInterface) -> AppInstance:
+    return AppInstance(APPS[n], "1", f"app{n}", True, 1 << 20, 1, 1, 0, (iface,), (), 0, 0,
+                       Secret(), False, 0, 0)  # fmt: skip
+
+
+async def test_a_switch_instance_hands_out_outside_addresses(site: Site, tmp_path: Path) -> None:
+    outside = await asyncio.to_thread(site.ns, "out")
+    await asyncio.to_thread(ip, "-n", site.node_ns, "link", "add", "sw0", "type", "veth", "peer",
+                            "name", "o0", "netns", outside)  # fmt: skip
+    for argv in ((site.node_ns, "link", "set", "sw0", "up"),
+                 (outside, "addr", "add", "192.0.2.1/24", "dev", "o0"),
+                 (outside, "link", "set", "o0", "up")):  # fmt: skip
+        await asyncio.to_thread(ip, "-n", *argv)
+    site.procs.append(await asyncio.to_thread(subprocess.Popen, [
+        "ip", "netns", "exec", outside, "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts",
+        "--port=0", "--interface=o0", "--bind-interfaces", "--no-ping", "--pid-file=",
+        f"--dhcp-leasefile={tmp_path / 'leases'}", "--dhcp-range=192.0.2.100,192.0.2.150,1h",
+    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+    site.procs.append(await asyncio.to_thread(serve_who, outside, 8080))
+    port = Port("sw0", "sw0", False, True, 0, ("all", "lan"), "none")
+    ni = NetworkInstance(NI, "1", "lan", 1, True, "lan", 1, "", "", "", "", (), (), 0)
+    app = _app(0, AppInterface("eth0", NI, "", "", (), 0))
+    config = NodeConfig(DEVICE, "1", 0.0, parse_items([]), apps={app.id: app},
+                        network_instances={NI: ni}, ports={"sw0": port})  # fmt: skip
+    assert await site.rec.apply(config, 30), site.rec.report
+    layout = site.rec.layout
+    assert layout is not None
+    bridge = layout.instances[NI].bridge
+    shown = await asyncio.to_thread(in_ns, site.node_ns, "ip", "-o", "link", "show", "sw0")
+    assert f"master {bridge}" in shown.stdout  # the port is the instance's
+    app_ns = f"ekd-{site.tag}-app"
+    site.made.append(app_ns)
+    await asyncio.to_thread(app_standin, site.node_ns, app_ns, bridge, "ekdv0",
+                            mac=layout.vifs[(app.id, 0)].mac)  # fmt: skip
+    script = tmp_path / "udhcpc.sh"
+    script.write_text('#!/bin/sh\n[ "$1" = bound ] && ip addr add "$ip/$mask" dev "$interface"\n'
+                      "exit 0\n")  # fmt: skip
+    script.chmod(0o755)
+    got = await asyncio.to_thread(in_ns, app_ns, "busybox", "udhcpc", "-i", "eth0", "-n", "-q",
+                                  "-t", "5", "-s", str(script), timeout=60)  # fmt: skip
+    assert got.returncode == 0, got.stdout + got.stderr
+    leased = await asyncio.to_thread(in_ns, app_ns, "ip", "-4", "-o", "addr", "show", "eth0")
+    assert "192.0.2.1" in leased.stdout  # an outside address (.100-.150)
+    address = leased.stdout.split("inet ", 1)[1].split("/", 1)[0]
+    who = await asyncio.to_thread(ask, app_ns, "192.0.2.1", 8080)
+    assert who.returncode == 0 and who.stdout.strip() == address  # bridged, not NATed
+
+
+async def test_an_air_gapped_instance_connects_its_apps_and_nothing_else(site: Site) -> None:
+    ni = NetworkInstance(NI, "1", "island", 2, True, "", 1, "10.60.0.0/24", "10.60.0.1",
+                         "10.60.0.100", "10.60.0.150", (), (), 0)  # fmt: skip
+    to_two = Ace(1, "", 0, (AceMatch("ip", "10.60.0.12"), AceMatch("protocol", "tcp"),
+                            AceMatch("fport", "8080")), ())  # fmt: skip
+    apps = [
+        _app(0, AppInterface("eth0", NI, "10.60.0.11", "", (to_two,), 0)),
+        _app(1, AppInterface("eth0", NI, "10.60.0.12", "", (), 0)),  # no ACE: only replies
+    ]
+    config = NodeConfig(DEVICE, "1", 0.0, parse_items([]), apps={a.id: a for a in apps},
+                        network_instances={NI: ni})  # fmt: skip
+    assert await site.rec.apply(config, 30), site.rec.report
+    layout = site.rec.layout
+    assert layout is not None and not layout.instances[NI].ports
+    bridge = layout.instances[NI].bridge
+    one, two = f"ekd-{site.tag}-a1", f"ekd-{site.tag}-a2"
+    for n, (app_ns, address) in enumerate(((one, "10.60.0.11"), (two, "10.60.0.12"))):
+        site.made.append(app_ns)
+        await asyncio.to_thread(app_standin, site.node_ns, app_ns, bridge, f"ekdv{n}",
+                                f"{address}/24", "10.60.0.1")  # fmt: skip
+    for app_ns, port in ((two, 8080), (two, 9090), (one, 8080)):
+        site.procs.append(await asyncio.to_thread(serve_who, app_ns, port))
+    site.procs.append(await asyncio.to_thread(serve_who, site.node_ns, 2222))
+    await asyncio.sleep(0.5)
+    who = await asyncio.to_thread(ask, one, "10.60.0.12", 8080)
+    assert who.returncode == 0 and who.stdout.strip() == "10.60.0.11"  # its ACL allows it
+    assert (await asyncio.to_thread(ask, one, "10.60.0.12", 9090)).returncode != 0  # not that
+    assert (await asyncio.to_thread(ask, two, "10.60.0.11", 8080)).returncode != 0  # no ACE
+    assert (await asyncio.to_thread(ask, one, "10.60.0.1", 2222)).returncode != 0  # the node
+    nowhere = await asyncio.to_thread(ask, one, "192.0.2.1", 8080)
+    assert nowhere.returncode != 0  # no port: no way out
