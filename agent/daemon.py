@@ -777,8 +777,16 @@ class Node:
             if self.phase != told:
                 sd_notify(f"STATUS={self.phase}")
                 told = self.phase
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+            # Until READY is told, the ready flag wakes the loop too: systemd hears it at once,
+            # not up to half a watchdog period later.
+            waits = [asyncio.ensure_future(stop.wait())]
+            if not notified:
+                waits.append(asyncio.ensure_future(self.ready.wait()))
+            _done, pending = await asyncio.wait(
+                waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
 
 
 async def supervise(

@@ -451,3 +451,26 @@ def test_watchdog_interval_from_systemd(monkeypatch: pytest.MonkeyPatch) -> None
     assert watchdog_interval() == 3.0
     monkeypatch.setenv("WATCHDOG_PID", "1")  # meant for another process
     assert watchdog_interval() is None
+
+
+async def test_ready_is_told_as_soon_as_the_link_runs(
+    tmp_path: Path, notify_socket: socket.socket
+) -> None:
+    """READY=1 does not wait for the watchdog loop's next turn (here 30 s away)."""
+    async with live_controller(tmp_path) as ctl:
+        paths = provision(tmp_path / "node", ctl, "daemon-node-ready")
+        settings = AgentSettings(paths=paths, status_interval=30.0, stop_grace=2.0)
+        node = Node(settings)
+        stop = asyncio.Event()
+        task = asyncio.create_task(node.run(stop))
+        messages: list[bytes] = []
+        try:
+
+            def ready() -> bool:
+                messages.extend(received(notify_socket))
+                return b"READY=1" in messages
+
+            await until(ready, within=10, what="READY=1 before the watchdog loop's next turn")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 5)
