@@ -5,6 +5,7 @@ client that tell who called."""
 from __future__ import annotations
 
 import subprocess
+import time
 
 #: A server that answers each connection with the caller's address, then closes.
 WHO = (
@@ -63,3 +64,24 @@ def app_standin(
     ip("-n", app_ns, "link", "set", "eth0", "up")
     if gateway:
         ip("-n", app_ns, "route", "add", "default", "via", gateway)
+
+
+_CONNECT = (
+    "import socket, sys\n"
+    "socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()\n"
+)
+
+
+def wait_listening(where: list[str], host: str, port: int, within: float = 20.0) -> None:
+    """Until something accepts on ``host:port``, connecting from the namespace ``where`` runs
+    commands in (``["ip", "netns", "exec", NS]`` or ``["nsenter", "--net=..."]``): a server
+    just started may need seconds on a loaded machine.  AssertionError after ``within``."""
+    deadline = time.monotonic() + within
+    while True:
+        done = subprocess.run([*where, "python3", "-c", _CONNECT, host, str(port)],
+                              capture_output=True, check=False, timeout=30)  # fmt: skip
+        if done.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing listens on {host}:{port} after {within:g} s")
+        time.sleep(0.2)

@@ -32,6 +32,7 @@ from agent.model.ports import Port, instance_addressing
 from agent.reconcile import firewall
 from agent.reconcile.flows import FlowCollector, FlowRecord, FlowReport, FlowSettings
 from agent.reconcile.netplan import LOCAL, NetPlan, NiPlan, VifPlan
+from tests.integration.nshelpers import wait_listening
 from tests.integration.prereqs import netns_missing
 from tests.integration.test_networks_real import _GET, _outside
 
@@ -138,6 +139,8 @@ async def site(
                  "--bind", address, "--directory", str(tmp_path)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))  # fmt: skip
+        for ns, address, port in ((outside, REMOTE, 8080), (app, APP_IP, 8000)):
+            await asyncio.to_thread(wait_listening, ["ip", "netns", "exec", ns], address, port)
         yield Site(node, app, outside, plan(up))
     finally:
         await asyncio.to_thread(_teardown, servers, (node, app, outside))

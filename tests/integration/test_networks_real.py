@@ -44,6 +44,7 @@ from agent.reconcile.workloads import Workloads
 from agent.reconcile.workspace import WorkloadDrivers, WorkloadSettings, Workspace
 from tests.integration.conftest import service_missing
 from tests.integration.images import container_image
+from tests.integration.nshelpers import wait_listening
 from tests.unit.blob_server import blob_server
 from tests.unit.workload_env import APP_CT, Env, Registry
 
@@ -343,7 +344,15 @@ async def test_nat_acls_and_a_portmap_with_real_packets(
              "--directory", str(tmp_path / "8080")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ))  # fmt: skip
-        await asyncio.sleep(1.0)  # the servers listening
+        # The servers listening (a loaded machine may take seconds to start them).
+        for where, host, port in (
+            (["ip", "netns", "exec", outside], "192.0.2.2", 8080),
+            (["ip", "netns", "exec", outside], "192.0.2.2", 9090),
+            (["ip", "netns", "exec", node_ns], "127.0.0.1", 7070),
+            (["ip", "netns", "exec", node_ns], "127.0.0.1", 22),
+            (["ip", "netns", "exec", neighbour], "127.0.0.1", 8080),
+        ):
+            await asyncio.to_thread(wait_listening, where, host, port)
         ok = await asyncio.to_thread(_wget, state.pid, "http://192.0.2.2:8080/")  # via NAT
         assert ok, await asyncio.to_thread(_diagnose, node_ns, state.pid)
         assert not await asyncio.to_thread(_wget, state.pid, "http://192.0.2.2:9090/")  # ACL
@@ -381,7 +390,9 @@ async def test_nat_acls_and_a_portmap_with_real_packets(
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         servers.append(app_httpd)
-        await asyncio.sleep(1.0)
+        await asyncio.to_thread(
+            wait_listening, ["nsenter", f"--net=/proc/{state.pid}/ns/net"], "127.0.0.1", 8000
+        )
         got = await asyncio.to_thread(
             subprocess.run,
             ["ip", "netns", "exec", outside, "python3", "-c", _GET, "http://192.0.2.1:8022/"],
