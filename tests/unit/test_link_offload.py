@@ -108,7 +108,10 @@ def _big_config(apps: int = 60) -> dict[str, Any]:
 async def test_a_slow_signature_on_the_loop_is_caught() -> None:
     """The control: signing on the loop with the slow key is a stall the watchdog sees."""
     signer = SlowSigner(software_signer("device"))
-    async with LoopWatch() as watch:
+    # A limit well under the 60 ms stall: the monitor thread polls every 5 ms, and on a loaded
+    # machine it may not run inside the few milliseconds a stall spends past the default 50 ms
+    # limit (CI missed it once); at 20 ms it has 40 ms to catch the stall in the act.
+    async with LoopWatch(limit=0.020) as watch:
         await asyncio.sleep(0.02)
         envelope.seal_as_device(b"payload", signer)
         await asyncio.sleep(0.02)
