@@ -49,6 +49,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.link.appmetrics import AclDrops, AppMetric, add_app_metrics
+from agent.link.deviceops import PowerFacts, add_power_info
 from agent.link.objectinfo import (
     ObjectDetails,
     Owner,
@@ -62,6 +63,7 @@ from agent.link.offload import seal_as_device_async
 from agent.link.outbox import MAX_REJECTED as MAX_REJECTED
 from agent.link.outbox import Outbox as Outbox
 from agent.link.transport import ControllerClient, TransportError
+from agent.model.baseos import PartitionStatus
 from agent.model.configitems import ConfigItems
 from agent.util.liveness import Liveness
 from agent.util.storagehealth import StorageProblem
@@ -149,6 +151,14 @@ class DeviceFacts:
     storage_problems: tuple[StorageProblem, ...] = ()
     #: The port configs (``systemAdapter``); empty while the agent manages no port.
     port_configs: tuple[PortConfigFacts, ...] = ()
+    #: Boot reason, restart counter, reboot/shutdown counters, an operation under way.
+    power: PowerFacts | None = None
+    #: The base OS partitions (``swList``), the running one first; empty: the agent's version
+    #: as the one partition.
+    partitions: tuple[PartitionStatus, ...] = ()
+    #: ``retry_update.counter`` last handled; an update is being written, rebooted or tested.
+    baseos_update_counter: int = 0
+    baseos_updating: bool = False
 
 
 def device_info(facts: DeviceFacts) -> info_pb2.ZInfoMsg:
@@ -164,14 +174,15 @@ def device_info(facts: DeviceFacts) -> info_pb2.ZInfoMsg:
     dinfo.memory = _mem_total_mb()
     dinfo.HostName = socket.gethostname()
     dinfo.bootTime.CopyFrom(timestamp(facts.boot_time))
-    sw = dinfo.swList.add()
-    sw.shortVersion = facts.version
-    sw.partitionLabel = "IMGA"
-    sw.partitionState = "active"
-    sw.activated = True
-    sw.status = info_pb2.RUNNING
+    partitions = facts.partitions or (
+        PartitionStatus("IMGA", "active", facts.version, activated=True),
+    )
+    for partition in partitions:
+        _sw(dinfo.swList.add(), partition)
+    dinfo.baseos_update_counter = facts.baseos_update_counter
     dinfo.state = (
         info_pb2.ZDEVICE_STATE_MAINTENANCE_MODE if facts.maintenance
+        else info_pb2.ZDEVICE_STATE_BASEOS_UPDATING if facts.baseos_updating
         else info_pb2.ZDEVICE_STATE_ONLINE
     )  # fmt: skip
     dinfo.maintenance_mode = bool(facts.maintenance)
@@ -201,7 +212,38 @@ def device_info(facts: DeviceFacts) -> info_pb2.ZInfoMsg:
     _storage_info(dinfo.storage_info.add(), facts)
     if facts.port_configs:
         _system_adapter(dinfo.systemAdapter, facts.port_configs)
+    if facts.power is not None:
+        add_power_info(dinfo, facts.power)
     return msg
+
+
+def _sw(sw: info_pb2.ZInfoDevSW, p: PartitionStatus) -> None:
+    """One partition as EVE's baseosmgr reports it: the running one RUNNING, a written one
+    INSTALLED, one being downloaded or written DOWNLOAD_STARTED; the BaseOsStatus and
+    sub-status by name."""
+    sw.partitionLabel = p.label
+    sw.partitionState = p.state
+    sw.shortVersion = p.version
+    sw.longVersion = p.version
+    sw.activated = p.activated
+    sw.status = (
+        info_pb2.RUNNING if p.activated
+        else info_pb2.ERROR if p.error
+        else info_pb2.DOWNLOAD_STARTED if p.user_status in ("DOWNLOADING", "UPDATING")
+        else info_pb2.INSTALLED if p.version
+        else info_pb2.INITIAL
+    )  # fmt: skip
+    sw.userStatus = info_pb2.BaseOsStatus.Value(p.user_status)  # type: ignore[assignment]
+    sw.subStatus = info_pb2.BaseOsSubStatus.Value(p.sub_status)  # type: ignore[assignment]
+    sw.subStatusStr = p.sub_status_text[:256]
+    sw.subStatusProgress = max(0, p.progress)
+    if p.user_status == "DOWNLOADING":
+        sw.downloadProgress = max(0, min(100, p.progress))
+    if p.error:
+        sw.swErr.description = p.error[:1024]
+        sw.swErr.severity = common_pb2.SEVERITY_ERROR
+        if p.error_time:
+            sw.swErr.timestamp.CopyFrom(timestamp(p.error_time))
 
 
 #: common.DHCPType by the model's names.

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from agent.model.acl import Ace, parse_ace
+from agent.model.baseos import BaseOsConfig, parse_baseos
 from agent.model.configitems import ConfigItems, parse_items
 from agent.model.ports import Port, PortError, instance_addressing, parse_ports, resolve
 from agent.model.secret import Secret
@@ -187,6 +188,8 @@ class NodeConfig:
     #: The node's ports by logical name (:mod:`agent.model.ports`).
     ports: Mapping[str, Port] = field(default_factory=dict)
     cluster: ClusterConfig | None = None
+    #: The wanted base OS (A/B update), None when the config names none.
+    baseos: BaseOsConfig | None = None
     reboot: OpsCounter = OpsCounter()
     shutdown: OpsCounter = OpsCounter()
     maintenance_mode: bool = False
@@ -580,6 +583,7 @@ def from_proto(msg: devconfig_pb2.EdgeDevConfig, *, decrypt: Decrypt | None = No
         present,
         errors,
     )
+    baseos = _baseos(msg, trees, errors)
     ts = msg.config_timestamp
     return NodeConfig(
         device_uuid=device_uuid,
@@ -593,6 +597,7 @@ def from_proto(msg: devconfig_pb2.EdgeDevConfig, *, decrypt: Decrypt | None = No
         apps=apps,
         ports=ports,
         cluster=cluster,
+        baseos=baseos,
         reboot=OpsCounter(int(msg.reboot.counter), bool(msg.reboot.desiredState)),
         shutdown=OpsCounter(int(msg.shutdown.counter), bool(msg.shutdown.desiredState)),
         maintenance_mode=bool(msg.maintenance_mode),
@@ -600,6 +605,26 @@ def from_proto(msg: devconfig_pb2.EdgeDevConfig, *, decrypt: Decrypt | None = No
         controllercert_confighash=msg.controllercert_confighash[:MAX_NAME],
         errors=tuple(errors),
     )
+
+
+def _baseos(
+    msg: devconfig_pb2.EdgeDevConfig, trees: Mapping[str, ContentTree], errors: list[ObjectError]
+) -> BaseOsConfig | None:
+    """The wanted base OS, None when the config has none or it is invalid (an error on the
+    ``baseos`` object, named by its version)."""
+    if not msg.HasField("baseos"):
+        return None
+    name = msg.baseos.base_os_version[:MAX_NAME]
+    try:
+        wanted = parse_baseos(msg.baseos)
+        tree_id = _uuid(wanted.content_tree_id, "content_tree_uuid")
+    except ValueError as exc:
+        errors.append(ObjectError("baseos", name, name, str(exc)))
+        return None
+    if tree_id not in trees:
+        errors.append(ObjectError("baseos", name, name, f"missing contenttree {tree_id}"))
+        return None
+    return BaseOsConfig(tree_id, wanted.version, wanted.activate, wanted.retry_counter)
 
 
 @dataclass(frozen=True)
