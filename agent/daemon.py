@@ -45,6 +45,7 @@ from agent.drivers.netlink import NetlinkDriver
 from agent.drivers.netprobe import TcpProber
 from agent.drivers.nflog import NflogListener
 from agent.drivers.nft import LibNft, NftSettings
+from agent.drivers.power import EmulatedPower, Power, SystemdPower
 from agent.drivers.systemd import sd_notify, watchdog_interval
 from agent.link.applogs import AppLogSpool, AppLogUploader
 from agent.link.appmeta import queue_app_meta
@@ -53,6 +54,7 @@ from agent.link.checkpoint import CheckpointStore
 from agent.link.configsync import ConfigSync
 from agent.link.controllercerts import ControllerCertError, ControllerCertStore
 from agent.link.devicecipher import DeviceEcdh, load_software_ecdh
+from agent.link.deviceops import DeviceOps
 from agent.link.flowlog import FlowLogQueue, FlowLogUploader
 from agent.link.identity import (
     NodeIdentity,
@@ -84,7 +86,8 @@ from agent.reconcile.portselect import PortManager, controller_target
 from agent.reconcile.records import RecordBook
 from agent.reconcile.workloads import Workloads
 from agent.reconcile.workspace import WorkloadDrivers, Workspace
-from agent.settings import AgentSettings
+from agent.settings import AgentSettings, NodePaths
+from agent.util import bootreason
 from agent.util.liveness import Liveness
 from agent.util.storagehealth import StorageHealth
 from agent.util.timing import Backoff, wait_or_stop
@@ -150,6 +153,9 @@ class Node:
         self._vault_retry_at = 0.0
         #: Set once the link task runs: the watchdog task tells systemd READY=1.
         self.ready = asyncio.Event()
+        #: The controller's reboot and shutdown commands, and this boot's reason (set at start).
+        self.deviceops: DeviceOps | None = None
+        self._boot_id: str | None = None
 
     # ---- helpers used by components ------------------------------------------------------
 
@@ -220,7 +226,9 @@ class Node:
 
     async def _accept(self, config: NodeConfig) -> bool:
         """The config to the reconciler; what removed apps posted is forgotten (and reported
-        gone), as EVE drops an app's AppInstMetaData with the app."""
+        gone), as EVE drops an app's AppInstMetaData with the app.  A raised reboot or
+        shutdown counter starts that operation (:mod:`agent.link.deviceops`)."""
+        await self._offer_ops(config)
         accepted = await self.reconciler.accept(config)
         try:
             gone = await asyncio.to_thread(self.app_meta.forget, config.apps)
@@ -270,6 +278,7 @@ class Node:
             persist=str(self.paths.persist),
             storage_problems=tuple(self.storage.problems()),
             port_configs=self._port_configs(),
+            power=self.deviceops.facts() if self.deviceops is not None else None,
         )
 
     def _port_configs(self) -> tuple[PortConfigFacts, ...]:
@@ -392,6 +401,64 @@ class Node:
         else:
             log.info("vault after the storage problem: %s %s", status.state.value, status.reason)
 
+    # ---- boots, reboot and shutdown commands (agent.link.deviceops) ----------------------
+
+    def power_driver(self) -> Power:
+        """systemd on a real node; an emulated node (``--root``) never touches the host's
+        power: it records the request and its agent stops (agent.drivers.power)."""
+        if self.paths == NodePaths.from_root(None):
+            return SystemdPower()
+        return EmulatedPower(self.paths.run)
+
+    async def _start_deviceops(self) -> None:
+        """This boot's reason and restart counter (agent.util.bootreason), and the recorded
+        device-operation counters.  A disk that refuses the files is reported, not fatal."""
+        persist = self.paths.persist
+        real = self.paths == NodePaths.from_root(None)
+        ops = DeviceOps(persist, self.power_driver(), announce=self._announce_ops,
+                        halt_apps=self.reconciler.halt_apps, stopped=self._stop.set)  # fmt: skip
+        try:
+            self._boot_id = await asyncio.to_thread(
+                bootreason.boot_id, None if real else self.paths.run
+            )
+            ops.boot = await asyncio.to_thread(bootreason.establish, persist, self._boot_id)
+            self.storage.ok("boot reason")
+        except OSError as exc:
+            self.storage.failed("boot reason", exc)
+        if ops.boot is not None:
+            log.info("boot %d: %s (%s)", ops.boot.restart_counter, ops.boot.reason.name,
+                     ops.boot.text)  # fmt: skip
+        await asyncio.to_thread(ops.load)
+        self.deviceops = ops
+
+    async def _offer_ops(self, config: NodeConfig) -> None:
+        if self.deviceops is None:
+            return
+        try:
+            started = await self.deviceops.offer(config)
+        except OSError as exc:
+            self.storage.failed("device operation counters", exc)
+            return
+        self.storage.ok("device operation counters")
+        if started is not None:
+            self.phase = f"{started.value} asked by the controller"
+
+    async def _announce_ops(self) -> None:
+        """The device info with the new counter and state, now (before going down)."""
+        facts = self.facts()
+        if self.reporter is None or facts is None:
+            return
+        await self.reporter.queue_info_async(facts, force=True)
+        await self.reporter.flush(budget=20.0)
+
+    def _mark_clean_stop(self) -> None:
+        if self._boot_id is None:
+            return
+        try:
+            bootreason.mark_clean_stop(self.paths.persist, self._boot_id)
+        except OSError as exc:
+            log.warning("clean stop not recorded: %s", exc)
+
     def _record_registration(self) -> None:
         assert self.identity is not None
         record_registration(self.paths, self.identity.device.certificate)
@@ -413,6 +480,7 @@ class Node:
         try:
             await self._run(stop)
         finally:
+            self._mark_clean_stop()
             logging.getLogger().removeHandler(self.spool)
             if self.client is not None:
                 await self.client.close()
@@ -502,6 +570,7 @@ class Node:
             return
         identity, quotes, ecdh = started
         self.identity = identity
+        await self._start_deviceops()
         self.vault = VaultManager(
             VaultPaths(self.paths.persist), self.boot.tpm if self.boot else None
         )

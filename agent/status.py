@@ -45,6 +45,23 @@ def _first(items: Sequence[T], limit: int) -> tuple[list[T], int]:
     return list(items[:limit]), max(0, len(items) - limit)
 
 
+def _boot(node: Node) -> dict[str, Any]:
+    """This boot's reason and the device-operation counters (agent.link.deviceops)."""
+    if node.deviceops is None:
+        return {}
+    facts = node.deviceops.facts()
+    boot = facts.boot
+    return {
+        "reason": boot.reason.name if boot else "",
+        "text": boot.text if boot else "",
+        "time": boot.time if boot else 0.0,
+        "restart_counter": boot.restart_counter if boot else 0,
+        "reboot_counter": facts.reboot_counter,
+        "shutdown_counter": facts.shutdown_counter,
+        "in_progress": facts.in_progress.value if facts.in_progress else "",
+    }
+
+
 def snapshot(node: Node) -> dict[str, Any]:
     """Everything ``eve-agent status`` shows, as JSON-able data."""
     sync = node.sync.status if node.sync else None
@@ -96,6 +113,7 @@ def snapshot(node: Node) -> dict[str, Any]:
             "mismatched_pcrs": list(node.vault.status.mismatched_pcrs) if node.vault else [],
         },
         "maintenance": list(node.maintenance_reasons()),
+        "boot": _boot(node),
         "config_items": node.items().explicit(),
         "object_errors": [
             {"kind": e.kind, "id": e.id, "name": e.name, "error": e.message} for e in object_errors
@@ -256,6 +274,14 @@ def render(data: dict[str, Any], now: float | None = None) -> str:
     ]
     if data.get("last_config_error"):
         lines.append(f"last reject:  {data['last_config_error']}")
+    boot = data.get("boot") or {}
+    if boot:
+        now_doing = f"; {boot['in_progress'].upper()} NOW" if boot["in_progress"] else ""
+        lines.append(
+            f"boot:         #{boot['restart_counter'] + 1}, {boot['reason'] or '?'}; reboot "
+            f"counter {boot['reboot_counter']}, shutdown counter {boot['shutdown_counter']}"
+            f"{now_doing}"
+        )
     items = data.get("config_items") or {}
     lines.append(f"config items: {len(items)} set")
     lines += [f"  {k} = {v}" for k, v in sorted(items.items())]

@@ -147,6 +147,8 @@ class NodeReconciler:
         #: Apps whose start delay has not passed yet, with its timer.
         self._delay_timers: dict[str, asyncio.TimerHandle] = {}
         self._delays_done: set[str] = set()
+        #: Set before a reboot or power-off: every app halts, none starts (:meth:`halt_apps`).
+        self.halting = False
         runtime.subscribe(self._items_changed)
 
     # ---- inputs ---------------------------------------------------------------------------
@@ -166,7 +168,7 @@ class NodeReconciler:
         if self.workloads is not None:
             rendered = self.workloads.render(
                 config,
-                halt_all=self.maintenance(config),
+                halt_all=self.maintenance(config) or self.halting,
                 delayed=self._delayed(config),
                 netplan=layout,
             )
@@ -265,6 +267,15 @@ class NodeReconciler:
         await self.accept(config)
         await self.engine.settle(within)
         return self.report.ok
+
+    async def halt_apps(self, within: float) -> None:
+        """Halt every app for good (the node is about to reboot or power off, as EVE's
+        ``shutdownAppsGlobal``) and wait until the engine has settled.  Raises TimeoutError
+        after ``within`` seconds (the apps go on halting meanwhile)."""
+        self.halting = True
+        if self.current is not None:
+            self.engine.set_desired(self.render(self.current))
+        await self.engine.settle(within)
 
     def set_condition(self, ref: ItemRef, not_ready: str | None) -> None:
         """An external condition changed: None when met, else why not."""

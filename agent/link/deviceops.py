@@ -1,0 +1,201 @@
+"""The controller's reboot and shutdown commands (``EdgeDevConfig.reboot`` and ``.shutdown``).
+
+Each is a ``DeviceOpsCmd`` whose ``counter`` the controller raises to ask for the operation once.
+The node keeps the last counter it handled of each in ``<persist>/status/deviceops.json`` and
+reports them (``rebootConfigCounter``, ``shutdown_config_counter``), so the controller knows a
+command was taken.  Rules, as EVE's zedagent (``scheduleReboot``):
+
+* nothing recorded yet (the first config this installation ever sees): the counter is only
+  recorded, nothing happens;
+* a counter higher than the recorded one: recorded first (a restart or the reboot itself never
+  repeats it), then the operation runs;
+* a lower one (the controller's database was reset or restored): only recorded.  EVE acts on any
+  change; a surprise reboot for a counter going backwards helps nobody;
+* while one operation runs, later counters are recorded and ignored.
+
+The operation (:meth:`DeviceOps._run`): the boot reason (``REBOOT_CMD`` or ``POWEROFF_CMD``) goes
+to ``/persist`` (:mod:`agent.util.bootreason`); the state becomes REBOOTING or POWERING_OFF and the
+device info with the new counter is sent (``announce``: EVE does so before it goes down); the
+apps are halted (``halt_apps``, bounded by ``halt_timeout``: EVE waits for its domains up to
+5 minutes); then the power driver is asked (:mod:`agent.drivers.power`), and ``stopped`` is
+called: the daemon stops (on a real node systemd stops it anyway while it reboots).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.drivers.power import Power, PowerError
+from agent.link.objectinfo import timestamp
+from agent.model.config import NodeConfig
+from agent.util.atomicfile import read_optional, write_atomic
+from agent.util.bootreason import BootReason, BootRecord, record_boot_reason
+from agent.wire.pb.info import info_pb2
+
+log = logging.getLogger(__name__)
+
+
+class Operation(enum.StrEnum):
+    REBOOT = "reboot"
+    POWEROFF = "poweroff"
+
+
+#: The config field of each operation (the key in ``deviceops.json``).
+_FIELDS = {Operation.REBOOT: "reboot", Operation.POWEROFF: "shutdown"}
+
+
+@dataclass(frozen=True)
+class PowerFacts:
+    """What the device info says about boots and device operations."""
+
+    boot: BootRecord | None
+    reboot_counter: int
+    shutdown_counter: int
+    #: The operation under way, None when none.
+    in_progress: Operation | None = None
+
+
+def add_power_info(dinfo: info_pb2.ZInfoDevice, facts: PowerFacts) -> None:
+    """The boot and device-operation fields of the device info (``ZInfoDevice``); while an
+    operation runs, ``state`` says REBOOTING or POWERING_OFF (over whatever was set)."""
+    dinfo.rebootConfigCounter = facts.reboot_counter
+    dinfo.shutdown_config_counter = facts.shutdown_counter
+    if facts.boot is not None:
+        dinfo.last_boot_reason = int(facts.boot.reason)  # type: ignore[assignment]
+        dinfo.lastRebootReason = facts.boot.text
+        dinfo.lastRebootTime.CopyFrom(timestamp(facts.boot.time))
+        dinfo.restartCounter = facts.boot.restart_counter
+    dinfo.reboot_inprogress = facts.in_progress is Operation.REBOOT
+    if facts.in_progress is Operation.REBOOT:
+        dinfo.state = info_pb2.ZDEVICE_STATE_REBOOTING
+    elif facts.in_progress is Operation.POWEROFF:
+        dinfo.state = info_pb2.ZDEVICE_STATE_POWERING_OFF
+
+
+class DeviceOps:
+    """Handles the counters of each config (:meth:`offer`) and runs the operations."""
+
+    def __init__(
+        self,
+        persist: Path,
+        power: Power,
+        *,
+        announce: Callable[[], Awaitable[None]],
+        halt_apps: Callable[[float], Awaitable[None]],
+        stopped: Callable[[], None],
+        halt_timeout: float = 120.0,
+    ) -> None:
+        self.persist = persist
+        self.power = power
+        self._announce = announce
+        self._halt_apps = halt_apps
+        self._stopped = stopped
+        self.halt_timeout = halt_timeout
+        self.in_progress: Operation | None = None
+        self.boot: BootRecord | None = None
+        self._counters: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def file(self) -> Path:
+        return self.persist / "status" / "deviceops.json"
+
+    def load(self) -> None:
+        """Read the recorded counters (blocking).  An unreadable file counts as none (the next
+        config's counters are then only recorded: never a reboot the node cannot explain)."""
+        try:
+            data = read_optional(self.file)
+            value = json.loads(data) if data is not None else {}
+        except (OSError, ValueError) as exc:
+            log.warning("device operation counters unreadable, starting afresh: %s", exc)
+            value = {}
+        if isinstance(value, dict):
+            self._counters = {k: int(v) for k, v in value.items()
+                              if k in _FIELDS.values() and isinstance(v, int)}  # fmt: skip
+
+    def facts(self) -> PowerFacts:
+        return PowerFacts(
+            boot=self.boot,
+            reboot_counter=self._counters.get("reboot", 0),
+            shutdown_counter=self._counters.get("shutdown", 0),
+            in_progress=self.in_progress,
+        )
+
+    async def offer(self, config: NodeConfig) -> Operation | None:
+        """Look at a config's counters; a changed one is recorded (in a worker thread) before
+        anything else.  Returns the operation started, if any: it runs in a task of its own.
+        Raises OSError when the record cannot be written: then nothing was started (the next
+        config retries).  Not to be called concurrently (the config task calls it in turn)."""
+        wanted: Operation | None = None
+        changed = dict(self._counters)
+        for operation, key in _FIELDS.items():
+            counter = (config.reboot if key == "reboot" else config.shutdown).counter
+            last = self._counters.get(key)
+            if last == counter:
+                continue
+            changed[key] = counter
+            if last is None:
+                log.info("%s counter %d recorded (first config)", key, counter)
+            elif counter < last:
+                log.warning("%s counter went back from %d to %d: recorded only", key, last,
+                            counter)  # fmt: skip
+            elif self.in_progress is not None:
+                log.warning("%s counter %d while a %s is under way: recorded only", key,
+                            counter, self.in_progress.value)  # fmt: skip
+            elif wanted is None or operation is Operation.POWEROFF:
+                wanted = operation  # both at once: powering off wins
+        if changed == self._counters:
+            return None
+        data = json.dumps(changed, sort_keys=True).encode()
+        await asyncio.to_thread(write_atomic, self.file, data)
+        self._counters = changed
+        if wanted is not None:
+            log.warning("the controller asks for a %s (counter %d)", wanted.value,
+                        changed[_FIELDS[wanted]])  # fmt: skip
+            self.in_progress = wanted
+            self._task = asyncio.get_running_loop().create_task(self._run(wanted), name=wanted)
+        return wanted
+
+    async def wait(self) -> None:
+        """Until the operation under way (if any) has done its part."""
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._task)
+
+    async def _run(self, operation: Operation) -> None:
+        reason = BootReason.REBOOT_CMD if operation is Operation.REBOOT else BootReason.POWEROFF_CMD
+        counter = self._counters[_FIELDS[operation]]
+        text = f"NORMAL: controller {operation.value} command (counter {counter})"
+        try:
+            await asyncio.to_thread(record_boot_reason, self.persist, reason, text)
+        except OSError as exc:
+            log.error("cannot record the boot reason, going on: %s", exc)
+        try:
+            await self._announce()
+        except Exception as exc:  # noqa: BLE001 - the controller learns it at the next boot
+            log.warning("device info before the %s not sent: %s", operation.value, exc)
+        try:
+            await self._halt_apps(self.halt_timeout)
+        except TimeoutError:
+            log.warning("apps not all halted within %.0f s: going on", self.halt_timeout)
+        except Exception as exc:  # noqa: BLE001 - going down anyway: halting was a courtesy
+            log.error("halting the apps failed, going on: %s", exc)
+        log.warning("%s now: %s", operation.value, text)
+        try:
+            if operation is Operation.REBOOT:
+                await self.power.reboot(text)
+            else:
+                await self.power.poweroff(text)
+        except PowerError as exc:
+            # The node stays up; the operator can raise the counter again.
+            log.error("%s failed: %s", operation.value, exc)
+            self.in_progress = None
+            return
+        self._stopped()
