@@ -38,6 +38,7 @@ from agent.drivers.dnsmasq import DnsmasqDriver
 from agent.drivers.docker import DockerRuntime
 from agent.drivers.errors import DriverError, TemporaryError
 from agent.drivers.hypervisor import HypervisorSettings
+from agent.drivers.iolock import NotManaged, SysfsIoLock
 from agent.drivers.kubeapi import KubeApi
 from agent.drivers.libvirt import LibvirtHypervisor
 from agent.drivers.metadata import MetadataServer
@@ -71,11 +72,13 @@ from agent.link.tpmidentity import TpmQuotes, load_tpm_identity
 from agent.link.transport import ControllerClient, TransportError
 from agent.model.config import NodeConfig
 from agent.model.configitems import ConfigItems
+from agent.model.iolockdown import IoPolicy
 from agent.reconcile.appmeta import AppMetaStore
 from agent.reconcile.apptelemetry import AppTelemetry
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.firewall import NFLOG_GROUP, InterfaceDrops
 from agent.reconcile.flows import FlowCollector, FlowSettings
+from agent.reconcile.iolockdown import IoLockdown
 from agent.reconcile.kubestatus import KubeClusterStatus
 from agent.reconcile.kubewatch import ClusterWatch
 from agent.reconcile.metadata import MetadataAnswers
@@ -118,8 +121,13 @@ class Node:
             else None
         )
         self.ports = self._make_ports(self.networks) if self.networks is not None else None
+        self.iolock = self._make_iolock()
         self.reconciler = NodeReconciler(
-            self.runtime, workloads=self.workloads, networks=self.networks, ports=self.ports
+            self.runtime, workloads=self.workloads, networks=self.networks, ports=self.ports,
+            configurators=self.iolock.configurators(),
+        )  # fmt: skip
+        self.reconciler.renderers.append(
+            lambda cfg: self.iolock.render(IoPolicy.from_config(cfg.items, cfg.ports))
         )
         self.identity: NodeIdentity | None = None
         self.client: ControllerClient | None = None
@@ -279,6 +287,7 @@ class Node:
             storage_problems=tuple(self.storage.problems()),
             port_configs=self._port_configs(),
             power=self.deviceops.facts() if self.deviceops is not None else None,
+            io=self.iolock.state,
         )
 
     def _port_configs(self) -> tuple[PortConfigFacts, ...]:
@@ -402,6 +411,14 @@ class Node:
             log.info("vault after the storage problem: %s %s", status.state.value, status.reason)
 
     # ---- boots, reboot and shutdown commands (agent.link.deviceops) ----------------------
+
+    def _make_iolock(self) -> IoLockdown:
+        """The I/O lockdown (agent.reconcile.iolockdown): this machine's USB and serial
+        consoles on a real node; an emulated node (``--root``) shares the host's, never
+        touches them and reports them as not managed."""
+        real = self.paths == NodePaths.from_root(None)
+        driver = SysfsIoLock() if real else NotManaged()
+        return IoLockdown(driver, RecordBook(self.paths.run / "iolock"))
 
     def power_driver(self) -> Power:
         """systemd on a real node; an emulated node (``--root``) never touches the host's

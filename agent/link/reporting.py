@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 
 from agent.link.appmetrics import AclDrops, AppMetric, add_app_metrics
 from agent.link.deviceops import PowerFacts, add_power_info
+from agent.link.ioreport import add_io_bundles
 from agent.link.objectinfo import (
     ObjectDetails,
     Owner,
@@ -65,6 +66,7 @@ from agent.link.outbox import Outbox as Outbox
 from agent.link.transport import ControllerClient, TransportError
 from agent.model.baseos import PartitionStatus
 from agent.model.configitems import ConfigItems
+from agent.model.iolockdown import IoState
 from agent.util.liveness import Liveness
 from agent.util.storagehealth import StorageProblem
 from agent.util.timing import jittered, wait_or_stop
@@ -153,6 +155,8 @@ class DeviceFacts:
     port_configs: tuple[PortConfigFacts, ...] = ()
     #: Boot reason, restart counter, reboot/shutdown counters, an operation under way.
     power: PowerFacts | None = None
+    #: The I/O lockdown: USB devices and serial consoles (``assignableAdapters``).
+    io: IoState | None = None
     #: The base OS partitions (``swList``), the running one first; empty: the agent's version
     #: as the one partition.
     partitions: tuple[PartitionStatus, ...] = ()
@@ -214,6 +218,7 @@ def device_info(facts: DeviceFacts) -> info_pb2.ZInfoMsg:
         _system_adapter(dinfo.systemAdapter, facts.port_configs)
     if facts.power is not None:
         add_power_info(dinfo, facts.power)
+    add_io_bundles(dinfo, facts.io)
     return msg
 
 

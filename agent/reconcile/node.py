@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,6 +149,9 @@ class NodeReconciler:
         self._delays_done: set[str] = set()
         #: Set before a reboot or power-off: every app halts, none starts (:meth:`halt_apps`).
         self.halting = False
+        #: More kinds' renderers (config -> desired items), beside their ``configurators``:
+        #: the I/O lockdown (:mod:`agent.reconcile.iolockdown`).
+        self.renderers: list[Callable[[NodeConfig], Mapping[ItemRef, Item]]] = []
         runtime.subscribe(self._items_changed)
 
     # ---- inputs ---------------------------------------------------------------------------
@@ -157,6 +160,8 @@ class NodeReconciler:
         """Every desired item of ``config``.  Pure but for the start-delay timers it arms."""
         desired: dict[ItemRef, Item] = {}
         desired.update(configitems.render(config.items))
+        for extra in self.renderers:
+            desired.update(extra(config))
         # A cluster member's K3s VM gets its K3s configuration before anything renders it.
         config, self._render_errors = cluster.prepare(config)
         layout = None
