@@ -32,6 +32,7 @@ from typing import Any
 
 from agent import status as status_mod
 from agent.boot import BootResult, TpmMode, boot
+from agent.drivers.bootslots import BootSlots, SlotPaths
 from agent.drivers.conntrack import NfConntrack
 from agent.drivers.dhcpclient import DhcpClientDriver
 from agent.drivers.dnsmasq import DnsmasqDriver
@@ -75,6 +76,8 @@ from agent.model.configitems import ConfigItems
 from agent.model.iolockdown import IoPolicy
 from agent.reconcile.appmeta import AppMetaStore
 from agent.reconcile.apptelemetry import AppTelemetry
+from agent.reconcile.baseos import BaseOsManager
+from agent.reconcile.baseos import Content as BaseOsContent
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.firewall import NFLOG_GROUP, InterfaceDrops
 from agent.reconcile.flows import FlowCollector, FlowSettings
@@ -164,6 +167,16 @@ class Node:
         #: The controller's reboot and shutdown commands, and this boot's reason (set at start).
         self.deviceops: DeviceOps | None = None
         self._boot_id: str | None = None
+        #: Base OS A/B updates (agent.reconcile.baseos); a node without slots reports so.
+        self.baseos = BaseOsManager(
+            BootSlots(self._slot_paths()),
+            config=lambda: self.reconciler.current,
+            content=self._baseos_content,
+            items=self.items,
+            contacted=lambda: self.sync.status.last_contact if self.sync is not None else 0.0,
+            healthy=lambda: not self.liveness.problems(),
+            reboot=self._baseos_reboot,
+        )
 
     # ---- helpers used by components ------------------------------------------------------
 
@@ -287,6 +300,9 @@ class Node:
             storage_problems=tuple(self.storage.problems()),
             port_configs=self._port_configs(),
             power=self.deviceops.facts() if self.deviceops is not None else None,
+            partitions=self.baseos.partitions(),
+            baseos_update_counter=self.baseos.update_counter,
+            baseos_updating=self.baseos.updating(),
             io=self.iolock.state,
         )
 
@@ -409,6 +425,39 @@ class Node:
             self._vault_retry_at = now + self._vault_backoff.next()
         else:
             log.info("vault after the storage problem: %s %s", status.state.value, status.reason)
+
+    # ---- base OS updates (agent.reconcile.baseos) -------------------------------------------
+
+    def _slot_paths(self) -> SlotPaths:
+        """The real boot loader and partitions on a real node; on an emulated node a directory
+        of its own that holds none, so it never reads or writes the host's."""
+        if self.paths == NodePaths.from_root(None):
+            return SlotPaths()
+        boot = self.paths.platform / "boot"
+        return SlotPaths(esp=boot / "esp", efivars=boot / "efivars",
+                         partitions=boot / "partitions", cmdline=boot / "cmdline",
+                         release=boot / "eve-release")  # fmt: skip
+
+    def _baseos_content(self, tree_id: str) -> BaseOsContent:
+        """The base OS content tree as the content kind has it (downloaded like any other)."""
+        if self.workloads is None:
+            return BaseOsContent(None, 0, "no content store on this node (--no-workloads)")
+        for error in self.reconciler.report.object_errors:
+            if error.kind == "contenttree" and error.id == tree_id:
+                return BaseOsContent(None, 0, error.message)
+        result = self.workloads.contents.results.get(tree_id)
+        if result is None or not result.blob:
+            return BaseOsContent(None, self.workloads.contents.percent(tree_id) or 0)
+        return BaseOsContent(self.workloads.ws.verified_blob(result.blob))
+
+    async def _baseos_reboot(self, reason: str) -> None:
+        """Reboot for the update manager: recorded as EVE's update or fallback boot reason."""
+        if self.deviceops is None:
+            log.error("base OS %s: no power control yet, not rebooting", reason)
+            return
+        why = bootreason.BootReason.UPDATE if reason == "update" else bootreason.BootReason.FALLBACK
+        text = f"NORMAL: base OS {reason}" if reason == "update" else "base OS trial fell back"
+        await self.deviceops.reboot_for(why, text)
 
     # ---- boots, reboot and shutdown commands (agent.link.deviceops) ----------------------
 
@@ -738,6 +787,7 @@ class Node:
             stop,
             {
                 "config": self.sync.run(stop),
+                "base os": self.baseos.run(stop),
                 "reporter": self.reporter.run(stop),
                 "logs": self.uploader.run(stop),
                 **tasks,

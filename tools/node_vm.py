@@ -170,8 +170,11 @@ class Node:
         accel: str = "auto",
         memory_mib: int = 2048,
         cpus: int = 2,
+        extra_ports: Sequence[int] = (),
     ) -> None:
         self.image = image
+        #: More host loopback ports the guest reaches at the controller's address (a datastore).
+        self.extra_ports = tuple(extra_ports)
         self.dir = workdir
         self.provisioning = provisioning
         self.controller_port = controller_port
@@ -259,11 +262,13 @@ class Node:
             time.sleep(0.05)
 
     def qemu_argv(self, accel: str) -> list[str]:
-        port = self.controller_port
-        relay = f"{sys.executable} {Path(__file__).resolve()} relay 127.0.0.1 {port}"
-        if "," in relay:
-            raise NodeVmError(f"QEMU cannot take a command with a comma: {relay}")
-        forward = f"guestfwd=tcp:{CONTROLLER_ADDRESS}:{port}-cmd:{relay}"
+        forwards = []
+        for port in (self.controller_port, *self.extra_ports):
+            relay = f"{sys.executable} {Path(__file__).resolve()} relay 127.0.0.1 {port}"
+            if "," in relay:
+                raise NodeVmError(f"QEMU cannot take a command with a comma: {relay}")
+            forwards.append(f"guestfwd=tcp:{CONTROLLER_ADDRESS}:{port}-cmd:{relay}")
+        forward = ",".join(forwards)
         return [
             "qemu-system-x86_64", "-name", self.dir.name, "-nodefaults", "-no-user-config",
             "-machine", f"q35,accel={accel}", "-m", str(self.memory_mib), "-smp", str(self.cpus),

@@ -88,6 +88,10 @@ class SlotPaths:
         return self.esp / "EFI" / "eve" / "trial.env"
 
     @property
+    def guard_report(self) -> Path:
+        return self.esp / "EFI" / "eve" / "trial-expired"
+
+    @property
     def loader_conf(self) -> Path:
         return self.esp / "loader" / "loader.conf"
 
@@ -356,11 +360,20 @@ class BootSlots:
         m = re.search(r"^TRIAL_SLOT=(IMG[AB])$", text, re.M)
         return m.group(1) if m else None
 
-    def end_trial(self) -> None:
-        """No slot on trial (idempotent)."""
+    def guard_report(self) -> str:
+        """What the trial guard wrote when it ended a trial ("" when it did not)."""
         try:
-            self.paths.trial.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise TemporaryError(f"cannot end the trial: {exc.strerror}") from exc
+            text = self.paths.guard_report.read_text(errors="replace")
+        except OSError:
+            return ""
+        return " ".join(text.split())[:512]
+
+    def end_trial(self) -> None:
+        """No slot on trial, no guard report (idempotent)."""
+        for path in (self.paths.trial, self.paths.guard_report):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise TemporaryError(f"cannot end the trial: {exc.strerror}") from exc

@@ -169,10 +169,25 @@ class DeviceOps:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(self._task)
 
+    async def reboot_for(self, reason: BootReason, text: str) -> bool:
+        """A reboot the agent decides by itself (a base OS update, or its fallback): the steps
+        of a controller's reboot with ``reason`` recorded.  False when another operation is
+        under way or the reboot could not be started (logged)."""
+        if self.in_progress is not None:
+            log.warning("reboot for %s refused: a %s is under way", reason.name,
+                        self.in_progress.value)  # fmt: skip
+            return False
+        self.in_progress = Operation.REBOOT
+        await self._go_down(Operation.REBOOT, reason, text)
+        return self.in_progress is not None
+
     async def _run(self, operation: Operation) -> None:
         reason = BootReason.REBOOT_CMD if operation is Operation.REBOOT else BootReason.POWEROFF_CMD
         counter = self._counters[_FIELDS[operation]]
         text = f"NORMAL: controller {operation.value} command (counter {counter})"
+        await self._go_down(operation, reason, text)
+
+    async def _go_down(self, operation: Operation, reason: BootReason, text: str) -> None:
         try:
             await asyncio.to_thread(record_boot_reason, self.persist, reason, text)
         except OSError as exc:

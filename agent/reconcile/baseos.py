@@ -69,6 +69,7 @@ class Slots(Protocol):
     def make_default(self, label: str) -> None: ...
     def start_trial(self, label: str, seconds: int) -> None: ...
     def trial(self) -> str | None: ...
+    def guard_report(self) -> str: ...
     def end_trial(self) -> None: ...
 
 
@@ -246,9 +247,13 @@ class BaseOsManager:
             table[current].update(state="inprogress", version=running)
         elif table[other]["state"] in ("updating", "inprogress"):
             update = self._state.get("update") or {}
-            reason = str(update.get("fallback_reason") or "") or (
-                "the new image did not commit: it did not boot, or its agent did not start or "
-                "reach the controller in the test window, and the node booted the old slot"
+            reason = (
+                str(update.get("fallback_reason") or "")
+                or self.slots.guard_report()
+                or (
+                    "the new image did not commit: it did not boot, or its agent did not start or "
+                    "reach the controller in the test window, and the node booted the old slot"
+                )
             )
             version = str(update.get("version") or table[other]["version"])
             log.error("base OS update to %s fell back to %s (%s): %s", version, current,

@@ -129,6 +129,12 @@ class Workspace:
             self._blobs, self._volumes = blobs, volumes
             self._records = RecordBook(base / "records")
 
+    def verified_blob(self, digest: str) -> Path | None:
+        """The path of a verified blob, None when the store is not open or lacks it."""
+        if self._blobs is None or not self._blobs.has(digest):
+            return None
+        return self._blobs.path(digest)
+
     async def blobs(self) -> BlobStore:
         await self.open()
         assert self._blobs is not None

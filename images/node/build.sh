@@ -62,7 +62,8 @@ BASE_PACKAGES=(
 ESP_MIB=160
 CONFIG_MIB=16
 PERSIST_MIB=2048
-CMDLINE="root=PARTLABEL=IMGA rw console=ttyS0,115200 systemd.gpt_auto=0 systemd.show_status=1"
+# panic=10: a kernel that panics reboots, so a base OS trial that panics ends in the old slot.
+CMDLINE="root=PARTLABEL=IMGA rw console=ttyS0,115200 systemd.gpt_auto=0 systemd.show_status=1 panic=10"
 
 # --- the agent's package ----------------------------------------------------------------------
 deb_lines=$(bash "$REPO/packaging/build-deb.sh")
@@ -137,7 +138,13 @@ tar -C "$root" -xf "$base_tar"
 
 # The image's own files (rootfs/ beside this script).
 cp -a --no-preserve=ownership "$HERE/rootfs/." "$root/"
-chmod 0644 "$root/etc/fstab" "$root/etc/hostname" "$root/etc/systemd/network/"*.network
+chmod 0644 "$root/etc/fstab" "$root/etc/hostname" "$root/etc/systemd/network/"*.network \
+    "$root/etc/systemd/system/eve-trial-guard.service"
+chmod 0755 "$root/usr/local/lib/eve/trial-guard"
+# The image's version (base OS updates compare it with the controller's base_os_version) and
+# the ESP's mount point (the agent writes a new slot's kernel and boot entry there).
+printf '%s\n' "$agent_version" >"$root/etc/eve-release"
+mkdir -p "$root/boot/efi"
 # Nothing of the build machine: no DNS settings, and a machine id made at each node's first boot.
 : >"$root/etc/resolv.conf"
 echo "uninitialized" >"$root/etc/machine-id"
@@ -150,7 +157,7 @@ rm -f "$root/var/lib/dbus/machine-id"
 cp "$agent_deb" "$root/var/tmp/eve-agent.deb"
 systemd-nspawn --quiet --register=no --keep-unit --private-network --directory="$root" \
     sh -euc 'dpkg -i /var/tmp/eve-agent.deb
-        systemctl enable systemd-networkd.service
+        systemctl enable systemd-networkd.service eve-trial-guard.service
         systemctl mask systemd-firstboot.service apt-daily.timer apt-daily-upgrade.timer' \
     >"$work/dpkg.log" 2>&1 ||
     { log "installing the agent failed:"; tail -20 "$work/dpkg.log" >&2; exit 1; }

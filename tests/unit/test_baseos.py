@@ -281,14 +281,17 @@ async def test_a_trial_that_never_commits_falls_back_and_is_not_retried(
     assert world.reboots == ["update"]
     # The new image's agent never starts: the guard reboots, the one-shot entry is spent.
     assert world.machine.power_cycle() == "IMGB"
+    assert "TRIAL_SLOT=IMGB\nTRIAL_SECONDS=120\n" == world.machine.paths.trial.read_text()
+    world.machine.paths.guard_report.write_text("the trial of IMGB was not committed\n")
     assert world.machine.power_cycle() == "IMGA"
     manager = world.manager()
     await manager.step()
     parts = {p.label: p for p in manager.partitions()}
     assert parts["IMGA"].activated and parts["IMGA"].state == "active"
     assert parts["IMGB"].user_status == "FALLBACK" and parts["IMGB"].version == "2.0"
-    assert "did not commit" in parts["IMGB"].error
+    assert parts["IMGB"].error == "update to 2.0 failed: the trial of IMGB was not committed"
     assert BootSlots(world.machine.paths).trial() is None
+    assert not world.machine.paths.guard_report.exists()
     # Same version, same retry counter: refused.
     await manager.step()
     assert world.reboots == ["update"]
