@@ -47,13 +47,13 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.drivers import runner
+from agent.drivers import procfiles, runner
 from agent.drivers.errors import PermanentError, TemporaryError
 from agent.util.atomicfile import write_atomic
 
@@ -375,7 +375,7 @@ class DhcpClientDriver:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
             deadline = time.monotonic() + timeout
-            while _alive(pid) and (child is None or child.poll() is None):
+            while procfiles.alive(pid) and (child is None or child.poll() is None):
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.02)
@@ -396,25 +396,14 @@ class DhcpClientDriver:
 
 
 def _pid(paths: DhcpPaths) -> int | None:
-    """The pid in the pid file while it is alive and a udhcpc with this very pid file."""
-    try:
-        with open(paths.pid, "rb") as pid_file:
-            pid = int(pid_file.read(32).strip())
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            argv = cmdline.read().split(b"\0")
-    except (OSError, ValueError):
-        return None
-    ours = b"udhcpc" in (os.path.basename(a) for a in argv[:2]) and str(paths.pid).encode() in argv
-    return pid if ours and _alive(pid) else None
+    """The pid in the pid file while it is alive and a udhcpc with this very pid file (busybox's
+    applet: ``busybox udhcpc ...`` or ``udhcpc ...``)."""
+    pid_file = str(paths.pid).encode()
 
+    def ours(argv: Sequence[bytes]) -> bool:
+        return b"udhcpc" in (os.path.basename(a) for a in argv[:2]) and pid_file in argv
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return status.rsplit(")", 1)[-1].split()[0] != "Z"
+    return procfiles.adopted_pid(paths.pid, ours)
 
 
 def _read_small(path: Path) -> bytes | None:

@@ -65,13 +65,13 @@ import stat
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Protocol
 
-from agent.drivers import runner
+from agent.drivers import procfiles, runner
 from agent.drivers.dnsmasqconf import (
     MIN_LEASE_TIME,
     DnsmasqConfig,
@@ -370,7 +370,7 @@ class DnsmasqDriver:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
             deadline = time.monotonic() + timeout
-            while _alive(pid):
+            while procfiles.alive(pid):
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.02)
@@ -381,16 +381,12 @@ class DnsmasqDriver:
     def _pid(self, paths: DnsmasqPaths) -> int | None:
         """The pid in the pid file if it is alive and a dnsmasq of this very configuration
         (three small reads, two of them in /proc: cheap enough for the event loop)."""
-        try:
-            with open(paths.pid, "rb") as pid_file:
-                pid = int(pid_file.read(32).strip())
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                argv = cmdline.read().split(b"\0")
-        except (OSError, ValueError):
-            return None
         conf = f"--conf-file={paths.conf}".encode()
-        ours = os.path.basename(argv[0]) == b"dnsmasq" and conf in argv
-        return pid if ours and _alive(pid) else None
+
+        def ours(argv: Sequence[bytes]) -> bool:
+            return os.path.basename(argv[0]) == b"dnsmasq" and conf in argv
+
+        return procfiles.adopted_pid(paths.pid, ours)
 
 
 def _user(name: str | None) -> pwd.struct_passwd:
@@ -495,15 +491,6 @@ def _bridge_of(conf: Path) -> str:
         if line.startswith("interface="):
             return line.removeprefix("interface=")
     return ""
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (its parent, init, may reap it late)."""
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return status.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _listening(pid: int, gateway: IPv4Address) -> bool:
