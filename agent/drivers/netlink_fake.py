@@ -5,10 +5,10 @@ A :class:`FakeNetworkHost` is the kernel's side, shared by every fake driver of 
 network namespaces by path (``/run/netns/<name>``, ``/proc/<pid>/ns/net``; the process's own
 is :data:`ROOT`), their links (each namespace starts with a ``lo`` that is down), addresses,
 masters, veth peers (deleting either side deletes both, so does removing the namespace of
-either), forwarding flags, and routes.  Connected routes are not listed, but a route of ours at
-the place of one (same table, dst and metric as an up link's subnet) is refused as the kernel
-refuses it.  Not modelled: a bridge's MTU and MAC following its ports, routes going away when
-their link goes down, IPv6 duplicate address detection.
+either), per-link sysctl flags (forwarding, proxy ARP), and routes.  Connected routes are not
+listed, but a route of ours at the place of one (same table, dst and metric as an up link's
+subnet) is refused as the kernel refuses it.  Not modelled: a bridge's MTU and MAC following
+its ports, routes going away when their link goes down, IPv6 duplicate address detection.
 
 Test hooks: :meth:`FakeNetworkHost.add_netns` and :meth:`~FakeNetworkHost.remove_netns` (a
 container starting and dying), :meth:`~FakeNetworkHost.add_link` (a link the agent did not make),
@@ -60,8 +60,8 @@ class FakeLink:
     up: bool = False
     master: FakeLink | None = None
     addresses: list[IPInterface] = field(default_factory=list)
-    forwarding: bool = False
-    proxy_arp: bool = False
+    #: Per-link IPv4 sysctl flags by name (``forwarding``, ``proxy_arp``); unset is off.
+    sysctls: dict[str, bool] = field(default_factory=dict)
     #: A veth's other side and its namespace.
     peer: tuple[FakeNamespace, FakeLink] | None = None
 
@@ -401,19 +401,28 @@ class FakeNetlink(Naming):
         ns = self._enter("routes")
         return [r for r, p in ns.routes if p == RTPROT_AGENT and table in (None, r.table)]
 
-    async def set_forwarding(self, ifname: str, on: bool, *, port: bool = False) -> None:
-        ns = self._enter("set_forwarding")
+    def _set_sysctl(self, key: str, ifname: str, on: bool, port: bool) -> None:
+        """Set the link's ``net.ipv4.conf.<if>.<key>``: our link, or any link for a port (the
+        real driver's checks), ENOENT when there is no such link."""
+        ns = self._enter(f"set_{key}")
         link = ns.get(check_ifname(ifname)) if port else self._ours(ns, ifname)
         if link is None:
-            raise driver_error(errno.ENOENT, f"forwarding of {ifname}")
-        link.forwarding = on
+            raise driver_error(errno.ENOENT, f"{key} of {ifname}")
+        link.sysctls[key] = on
 
-    async def forwarding(self, ifname: str) -> bool:
-        ns = self._enter("forwarding")
+    def _sysctl(self, key: str, ifname: str) -> bool:
+        """The link's ``net.ipv4.conf.<if>.<key>``, any link; ENOENT when there is none."""
+        ns = self._enter(key)
         link = ns.get(check_ifname(ifname))
         if link is None:
-            raise driver_error(errno.ENOENT, f"forwarding of {ifname}")
-        return link.forwarding
+            raise driver_error(errno.ENOENT, f"{key} of {ifname}")
+        return link.sysctls.get(key, False)
+
+    async def set_forwarding(self, ifname: str, on: bool, *, port: bool = False) -> None:
+        self._set_sysctl("forwarding", ifname, on, port)
+
+    async def forwarding(self, ifname: str) -> bool:
+        return self._sysctl("forwarding", ifname)
 
     async def ensure_port_addresses(
         self,
@@ -440,18 +449,10 @@ class FakeNetlink(Naming):
         return tuple(sorted((mine & wanted & have) | added, key=lambda a: (a.version, a)))
 
     async def set_proxy_arp(self, ifname: str, on: bool, *, port: bool = False) -> None:
-        ns = self._enter("set_proxy_arp")
-        link = ns.get(check_ifname(ifname)) if port else self._ours(ns, ifname)
-        if link is None:
-            raise driver_error(errno.ENOENT, f"proxy_arp of {ifname}")
-        link.proxy_arp = on
+        self._set_sysctl("proxy_arp", ifname, on, port)
 
     async def proxy_arp(self, ifname: str) -> bool:
-        ns = self._enter("proxy_arp")
-        link = ns.get(check_ifname(ifname))
-        if link is None:
-            raise driver_error(errno.ENOENT, f"proxy_arp of {ifname}")
-        return link.proxy_arp
+        return self._sysctl("proxy_arp", ifname)
 
     async def ensure_bridge_filtering(self) -> bool:
         self._enter("ensure_bridge_filtering").bridge_filtering = True
