@@ -173,7 +173,7 @@ class Node:
             config=lambda: self.reconciler.current,
             content=self._baseos_content,
             items=self.items,
-            contacted=lambda: self.sync.status.last_contact if self.sync is not None else 0.0,
+            contacted=lambda: self.client.last_answer if self.client is not None else 0.0,
             healthy=lambda: not self.liveness.problems(),
             reboot=self._baseos_reboot,
         )

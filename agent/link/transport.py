@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import time
 import urllib.parse
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -161,6 +162,9 @@ class ControllerClient:
         #: Marks each request as an activity, so one that outlives its own timeouts (a hang)
         #: stops the systemd watchdog pings.
         self.liveness: Liveness | None = None
+        #: Wall time of the controller's last answer below 500 (it was reached and answered,
+        #: whatever it said): a base OS trial counts it as contact.
+        self.last_answer = 0.0
 
     def url(self, action: str, *, device_path: bool = True) -> str:
         """``device_path=False`` for certs, register and uuid: never under ``id/<uuid>/``."""
@@ -218,6 +222,8 @@ class ControllerClient:
                     timeout=timeout,
                 ) as resp:
                     data = await self._read(resp, action, cap)
+                    if resp.status < 500:
+                        self.last_answer = time.time()
                     return Response(resp.status, data, resp.headers.get("Content-Type", ""))
         except TimeoutError as exc:
             # asyncio's TimeoutError carries no text: say what timed out, and after how long.

@@ -14,8 +14,9 @@ there and drives the partitions (:class:`~agent.drivers.bootslots.BootSlots`):
    (``UPDATE_REBOOTING``, boot reason update).
 3. In the new slot (``inprogress``, ``UPDATE_TESTING`` with the seconds left): the slot is
    committed (``loader.conf``'s default, ``active``; the old one ``unused``) once the agent has
-   run ``timer.test.baseimage.update`` seconds, healthy, and received a config from the
-   controller during this boot.  ``UPDATED``.
+   run ``timer.test.baseimage.update`` seconds, healthy, and the controller has answered it
+   during this boot (any answer: a controller that refuses the new image's quote was reached,
+   and the vault then follows its usual rules).  ``UPDATED``.
 4. No controller contact for ``timer.update.fallback.no.network`` seconds of the trial: the
    agent reboots (boot reason fallback); the one-shot entry is spent, so the old slot starts.
    If the agent never gets that far (it does not start, it hangs, the kernel panics), the trial
