@@ -28,6 +28,7 @@ from agent.measure import MeasureResult
 from agent.measure.boot import BootComponents, check_log, measure_boot
 from agent.measure.configfs import measure_config
 from agent.settings import NodePaths
+from agent.util.bootreason import forget_boot_id
 from agent.vault.store import VaultPaths
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,10 @@ def _measure(
 
 
 def poweroff(paths: NodePaths) -> bool:
-    """Power an emulated node off: unmount its vault image (the kernel forgets the vault key)
-    and stop its swtpm (PCRs reset at the next start).  Idempotent; True if the TPM was on."""
+    """Power an emulated node off: unmount its vault image (the kernel forgets the vault key),
+    stop its swtpm (PCRs reset at the next start) and forget its boot id (the next start is a
+    new boot, as a real reboot empties /run).  Idempotent; True if the TPM was on."""
+    forget_boot_id(paths.run)
     vault = VaultPaths(paths.persist)
     if vault.image.exists():
         ImageFs().unmount(vault.image, vault.image_mount)

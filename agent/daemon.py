@@ -27,6 +27,7 @@ import logging
 import signal
 import time
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ from agent.link.checkpoint import CheckpointStore
 from agent.link.configsync import ConfigSync
 from agent.link.controllercerts import ControllerCertError, ControllerCertStore
 from agent.link.devicecipher import DeviceEcdh, load_software_ecdh
-from agent.link.deviceops import DeviceOps
+from agent.link.deviceops import DeviceOps, PowerFacts
 from agent.link.flowlog import FlowLogQueue, FlowLogUploader
 from agent.link.identity import (
     NodeIdentity,
@@ -94,6 +95,7 @@ from agent.reconcile.workloads import Workloads
 from agent.reconcile.workspace import WorkloadDrivers, Workspace
 from agent.settings import AgentSettings, NodePaths
 from agent.util import bootreason
+from agent.util.bootreason import BootReason
 from agent.util.liveness import Liveness
 from agent.util.storagehealth import StorageHealth
 from agent.util.timing import Backoff, wait_or_stop
@@ -167,6 +169,8 @@ class Node:
         #: The controller's reboot and shutdown commands, and this boot's reason (set at start).
         self.deviceops: DeviceOps | None = None
         self._boot_id: str | None = None
+        #: True while the saved config (the checkpoint) is being run at start.
+        self._running_saved = False
         #: Base OS A/B updates (agent.reconcile.baseos); a node without slots reports so.
         self.baseos = BaseOsManager(
             BootSlots(self._slot_paths()),
@@ -299,7 +303,7 @@ class Node:
             persist=str(self.paths.persist),
             storage_problems=tuple(self.storage.problems()),
             port_configs=self._port_configs(),
-            power=self.deviceops.facts() if self.deviceops is not None else None,
+            power=self._power_facts(),
             partitions=self.baseos.partitions(),
             baseos_update_counter=self.baseos.update_counter,
             baseos_updating=self.baseos.updating(),
@@ -450,12 +454,24 @@ class Node:
             return BaseOsContent(None, self.workloads.contents.percent(tree_id) or 0)
         return BaseOsContent(self.workloads.ws.verified_blob(result.blob))
 
+    def _power_facts(self) -> PowerFacts | None:
+        """The boot and operation facts; a boot that ended a base OS trial by falling back
+        is EVE's fallback boot, whatever reason was recorded when the trial was started."""
+        if self.deviceops is None:
+            return None
+        facts = self.deviceops.facts()
+        boot = facts.boot
+        if self.baseos.fell_back and boot is not None and boot.reason == BootReason.UPDATE:
+            text = f"base OS update fell back: {self.baseos.fell_back}"
+            facts = replace(facts, boot=replace(boot, reason=BootReason.FALLBACK, text=text))
+        return facts
+
     async def _baseos_reboot(self, reason: str) -> None:
         """Reboot for the update manager: recorded as EVE's update or fallback boot reason."""
         if self.deviceops is None:
             log.error("base OS %s: no power control yet, not rebooting", reason)
             return
-        why = bootreason.BootReason.UPDATE if reason == "update" else bootreason.BootReason.FALLBACK
+        why = BootReason.UPDATE if reason == "update" else BootReason.FALLBACK
         text = f"NORMAL: base OS {reason}" if reason == "update" else "base OS trial fell back"
         await self.deviceops.reboot_for(why, text)
 
@@ -501,7 +517,7 @@ class Node:
         if self.deviceops is None:
             return
         try:
-            started = await self.deviceops.offer(config)
+            started = await self.deviceops.offer(config, saved=self._running_saved)
         except OSError as exc:
             self.storage.failed("device operation counters", exc)
             return
@@ -720,7 +736,11 @@ class Node:
         self.ready.set()
         if self.device_uuid:
             self.phase = "running saved config"
-            await self.sync.load_checkpoint(prefer_backup=self._stopped_abnormally)
+            self._running_saved = True
+            try:
+                await self.sync.load_checkpoint(prefer_backup=self._stopped_abnormally)
+            finally:
+                self._running_saved = False
         else:
             self.phase = "onboarding"
             result = await onboard(

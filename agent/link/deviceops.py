@@ -10,7 +10,9 @@ command was taken.  Rules, as EVE's zedagent (``scheduleReboot``):
 * a counter higher than the recorded one: recorded first (a restart or the reboot itself never
   repeats it), then the operation runs;
 * a lower one (the controller's database was reset or restored): only recorded.  EVE acts on any
-  change; a surprise reboot for a counter going backwards helps nobody;
+  change; a surprise reboot for a counter going backwards helps nobody.  From a saved config (the
+  checkpoint run at start, possibly the older ``lastconfig.bak``) a lower counter is ignored, not
+  recorded: else the controller's next config would raise it again and repeat the command;
 * while one operation runs, later counters are recorded and ignored.
 
 The operation (:meth:`DeviceOps._run`): the boot reason (``REBOOT_CMD`` or ``POWEROFF_CMD``) goes
@@ -128,17 +130,18 @@ class DeviceOps:
             in_progress=self.in_progress,
         )
 
-    async def offer(self, config: NodeConfig) -> Operation | None:
+    async def offer(self, config: NodeConfig, *, saved: bool = False) -> Operation | None:
         """Look at a config's counters; a changed one is recorded (in a worker thread) before
-        anything else.  Returns the operation started, if any: it runs in a task of its own.
-        Raises OSError when the record cannot be written: then nothing was started (the next
-        config retries).  Not to be called concurrently (the config task calls it in turn)."""
+        anything else.  ``saved``: the config is the checkpoint, not the controller's answer.
+        Returns the operation started, if any: it runs in a task of its own.  Raises OSError
+        when the record cannot be written: then nothing was started (the next config
+        retries).  Not to be called concurrently (the config task calls it in turn)."""
         wanted: Operation | None = None
         changed = dict(self._counters)
         for operation, key in _FIELDS.items():
             counter = (config.reboot if key == "reboot" else config.shutdown).counter
             last = self._counters.get(key)
-            if last == counter:
+            if last == counter or (saved and last is not None and counter < last):
                 continue
             changed[key] = counter
             if last is None:

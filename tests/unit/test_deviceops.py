@@ -137,3 +137,19 @@ async def test_systemd_power_asks_systemctl(tmp_path: Path) -> None:
         await power.poweroff("because")
     with pytest.raises(PowerError):
         await SystemdPower(str(tmp_path / "missing")).reboot("x")
+
+
+async def test_an_older_saved_config_does_not_lower_the_counter(tmp_path: Path) -> None:
+    """After an unclean stop the node may run lastconfig.bak, older than the last config: its
+    lower counter must not be recorded, or the controller's next config would repeat the
+    command."""
+    h = Harness(tmp_path)
+    await h.ops.offer(config(reboot=0))
+    await h.ops.offer(config(reboot=1))
+    await h.ops.wait()
+    again = Harness(tmp_path)
+    assert await again.ops.offer(config(reboot=0), saved=True) is None
+    assert await again.ops.offer(config(reboot=1)) is None
+    assert again.power.calls == [] and again.ops.facts().reboot_counter == 1
+    # A saved config with a counter the node never handled is a command still to do.
+    assert await again.ops.offer(config(reboot=2), saved=True) is Operation.REBOOT
