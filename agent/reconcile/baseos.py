@@ -123,6 +123,9 @@ class BaseOsManager:
         self._rebooting = False
         #: ``retry_update.counter`` last handled (EVE's baseos_update_counter).
         self.update_counter = 0
+        #: Set when this boot is the old slot after a trial that did not commit: why (the boot
+        #: reason is then EVE's fallback, whatever was recorded before the trial).
+        self.fell_back = ""
         self._wake = asyncio.Event()
 
     # --- reporting -------------------------------------------------------------------------------
@@ -266,6 +269,7 @@ class BaseOsManager:
             table[other]["state"] = "unused"
             table[current].update(state="active", version=running)
             self._state.pop("update", None)
+            self.fell_back = reason
             self.slots.end_trial()
             self.slots.cancel_once()
         else:

@@ -290,6 +290,7 @@ async def test_a_trial_that_never_commits_falls_back_and_is_not_retried(
     assert parts["IMGA"].activated and parts["IMGA"].state == "active"
     assert parts["IMGB"].user_status == "FALLBACK" and parts["IMGB"].version == "2.0"
     assert parts["IMGB"].error == "update to 2.0 failed: the trial of IMGB was not committed"
+    assert manager.fell_back == "the trial of IMGB was not committed"
     assert BootSlots(world.machine.paths).trial() is None
     assert not world.machine.paths.guard_report.exists()
     # Same version, same retry counter: refused.
