@@ -62,6 +62,18 @@ def _boot(node: Node) -> dict[str, Any]:
     }
 
 
+def _io(node: Node) -> dict[str, Any]:
+    """The I/O lockdown (agent.reconcile.iolockdown): what is off, and why."""
+    state = node.iolock.state
+    return {
+        "managed": state.managed,
+        "note": state.note,
+        "usb_locked": state.usb_locked,
+        "console_locked": state.console_locked,
+        "disabled": [f"{d.kind} {d.name} ({d.description})" for d in state.disabled()],
+    }
+
+
 def snapshot(node: Node) -> dict[str, Any]:
     """Everything ``eve-agent status`` shows, as JSON-able data."""
     sync = node.sync.status if node.sync else None
@@ -114,6 +126,7 @@ def snapshot(node: Node) -> dict[str, Any]:
         },
         "maintenance": list(node.maintenance_reasons()),
         "boot": _boot(node),
+        "io_lockdown": _io(node),
         "config_items": node.items().explicit(),
         "object_errors": [
             {"kind": e.kind, "id": e.id, "name": e.name, "error": e.message} for e in object_errors
@@ -282,6 +295,13 @@ def render(data: dict[str, Any], now: float | None = None) -> str:
             f"counter {boot['reboot_counter']}, shutdown counter {boot['shutdown_counter']}"
             f"{now_doing}"
         )
+    io = data.get("io_lockdown") or {}
+    if io:
+        lines.append(
+            f"I/O:          USB {'locked' if io['usb_locked'] else 'allowed'}, serial console "
+            f"{'locked' if io['console_locked'] else 'allowed'}; {len(io['disabled'])} off"
+            if io["managed"] else f"I/O:          {io['note']}"
+        )  # fmt: skip
     items = data.get("config_items") or {}
     lines.append(f"config items: {len(items)} set")
     lines += [f"  {k} = {v}" for k, v in sorted(items.items())]
