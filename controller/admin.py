@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from agent.wire import pki
 from agent.wire.pb.certs import certs_pb2
 from agent.wire.pb.config import devconfig_pb2
-from controller import clusterwork, configs, configsecrets
+from controller import baseosreport, clusterwork, configs, configsecrets, deviceops
 from controller.clusters import ClusterStore
 from controller.records import (
     ConfigVersion,
@@ -190,6 +190,8 @@ def device_show(state: StateDir, device_text: str, *, as_json: bool) -> None:
         tags = clusters.tags(device.uuid)
         member = clusters.membership(device.uuid)
         cluster = clusters.cluster(member.cluster_id) if member else None
+        power = deviceops.power_summary(store, device.uuid)
+        partitions = baseosreport.device_partitions(store.connection, device.uuid)
     detail = {
         **_device_summary(device),
         "tags": tags,
@@ -220,6 +222,8 @@ def device_show(state: StateDir, device_text: str, *, as_json: bool) -> None:
         "config": None if current is None else _config_json(current),
         "counts": {**{k.value: n for k, n in counts.items()}, "logs": logs},
         "objects": _objects_summary(objects),
+        "power": power,
+        "baseos": partitions,
     }
     if as_json:
         _print_json(detail)
@@ -253,6 +257,9 @@ def device_show(state: StateDir, device_text: str, *, as_json: bool) -> None:
     counts_text = ", ".join(f"{k} {n}" for k, n in detail["counts"].items())
     rows.append(("stored", counts_text))
     rows.append(("objects", _objects_text(detail["objects"])))
+    rows.append(("power", deviceops.power_text(power)))
+    base_lines = baseosreport.partitions_text(partitions).splitlines()
+    rows += [("base OS" if i == 0 else "", line) for i, line in enumerate(base_lines)]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
@@ -555,6 +562,7 @@ def config_set(
         except ValueError as exc:
             raise AdminError(str(exc)) from exc
         device = resolve_device(store, device_text)
+        deviceops.carry_counters(store, device.uuid, loaded.config)  # never lowered by a file
         if encrypt_secrets:
             config = _encrypt_for(state, store, device, loaded)
         else:

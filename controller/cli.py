@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from controller import admin, clusteradmin, clusterwork
+from controller import admin, baseosadmin, clusteradmin, clusterwork, poweradmin
 from controller.db import SchemaTooNew
 from controller.identity import InitRefused, init_certs
 from controller.listener import ServerSettings
@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--last", type=_positive, metavar="N", help="only the newest N")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new entries")
     clusteradmin.add_parsers(commands, device_cmds, common, as_json)
+    poweradmin.add_parsers(device_cmds, common)
+    baseosadmin.add_parsers(commands, common, as_json)
     return parser
 
 
@@ -224,6 +226,11 @@ def run(args: argparse.Namespace) -> int:
         return _serve(state, args)
     if clusteradmin.handles(args):
         return clusteradmin.run(state, args)
+    if poweradmin.handles(args):
+        return poweradmin.run(state, args)
+    if command == "baseos":
+        baseosadmin.run(args, state)
+        return 0
     if command == "onboard":
         if action == "add":
             admin.onboard_add(state, args.cert, args.serial, args.any_serial)
