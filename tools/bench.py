@@ -31,9 +31,15 @@
 8. The controller's cluster composer (tools/bench_clusters.py): 10,000 tagged nodes and 500
    clusters composed from nothing and recomposed in steady state with one member lost, beside
    the bare sort of the same nodes by UUID and grouping by tag.
+9. The node image under QEMU (tools/bench_node.py; about 6 min, root, takes the machine's QEMU
+   lock /tmp/eve-qemu.lock): power-on to systemd's multi-user target, to eve-agent's READY and
+   to the first config applied, beside the boot of the same image with the agent masked; the
+   agent's RSS, PSS and CPU in the node, idle, beside a bare Python in the node with the same
+   imports.  A node that cannot be booted is an ERROR row and exit status 1.
 
 ``--no-workloads`` leaves out 5, ``--workloads-only`` runs only 5, ``--quick`` makes 5 shorter
 (fewer runs, 15 s CPU windows), ``--workload-window`` sets its CPU windows (default 60 s).
+``--no-node`` leaves out 9, ``--node-only`` runs only 9.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from tools.bench_clusters import bench_composer
 from tools.bench_engine import bench_engine
 from tools.bench_firewall import bench_firewall
 from tools.bench_nft import bench_apply
+from tools.bench_node import BenchNodeError, bench_node
 from tools.bench_workload_env import ServiceMissing
 from tools.bench_workloads import bench_workloads
 
@@ -376,13 +383,18 @@ def main() -> int:
         "--no-workloads", action="store_true", help="no container/VM figures (5; root, services)"
     )
     workloads.add_argument("--workloads-only", action="store_true", help="only those (5)")
+    workloads.add_argument("--node-only", action="store_true", help="only the QEMU node's (9)")
+    parser.add_argument(
+        "--no-node", action="store_true", help="no figures of the node image under QEMU (9)"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="workload figures: fewer runs, 15 s CPU windows"
     )
     parser.add_argument("--workload-window", type=float, help="workload CPU windows, seconds")
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
-    if not args.workloads_only:
+    only = args.workloads_only or args.node_only
+    if not only:
         rows += bench_config(args.repeat)
         rows += bench_engine(args.repeat)
         rows += bench_composer(args.repeat)
@@ -392,7 +404,7 @@ def main() -> int:
             rows += bench_tpm(args.repeat)
             rows += bench_loop_stall(args.stall_seconds)
     failed = False
-    if not args.workloads_only:
+    if not only:
         try:
             rows += bench_apply(5000, repeat=args.repeat)
         except RuntimeError as exc:
@@ -403,11 +415,19 @@ def main() -> int:
         except RuntimeError as exc:
             rows.append(("firewall: the agent's 5,000 ACEs, packet path", "ERROR", str(exc), ""))
             failed = True
-    if not args.no_workloads:
+    if not (args.no_workloads or args.node_only):
         try:
             rows += bench_workloads(quick=args.quick, window=args.workload_window)
         except ServiceMissing as exc:
             rows.append(("workloads (containers, VMs, agent RSS and CPU)", "ERROR", str(exc), ""))
+            failed = True
+    if not (args.no_node or args.workloads_only):
+        try:
+            rows += bench_node()
+        except BenchNodeError as exc:
+            reason = str(exc).splitlines()[0]
+            print(f"node bench: {exc}", file=sys.stderr)
+            rows.append(("node image under QEMU (boot, agent idle)", "ERROR", reason, ""))
             failed = True
     header = ("figure", "eve-agent", "reference (same run)", "ratio")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
