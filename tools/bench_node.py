@@ -52,7 +52,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,7 +157,7 @@ class ConsoleWatch:
     serial console (the file QEMU writes it to), polling the file every ``interval`` s in a
     thread."""
 
-    def __init__(self, path: Path, texts: dict[str, Sequence[str]], interval: float = 0.02):
+    def __init__(self, path: Path, texts: Mapping[str, Sequence[str]], interval: float = 0.02):
         self.path = path
         self.texts = texts
         self.interval = interval
