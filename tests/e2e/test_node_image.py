@@ -123,20 +123,34 @@ def test_node_image_onboards_attests_and_reports(
         node.stop()
 
 
-def check_node(node: Node, controller: Controller) -> None:
+def device_shown(controller: Controller, uuid: str) -> dict[str, Any]:
+    """``eve-controller device show UUID --json``."""
+    data = json.loads(controller.cli("device", "show", uuid, "--json").stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+def wait_attested(controller: Controller) -> str:
+    """The UUID of the one node, once registered and attested under the policy without PCR 10
+    (see the module docstring)."""
+
     def registered() -> str | None:
         devices = controller.devices()
         return str(devices[0]["uuid"]) if devices else None
 
-    uuid = wait_for(registered, BOOT_TIMEOUT, "the node to register", interval=2)
+    uuid: str = wait_for(registered, BOOT_TIMEOUT, "the node to register", interval=2)
     controller.cli("attest", "policy", uuid, "--pcrs", POLICY_PCRS)
+    wait_for(lambda: device_shown(controller, uuid)["attest_state"] == "attested", 120,
+             "the node to attest", 2)  # fmt: skip
+    return uuid
+
+
+def check_node(node: Node, controller: Controller) -> None:
+    uuid = wait_attested(controller)
 
     def shown() -> dict[str, Any]:
-        data = json.loads(controller.cli("device", "show", uuid, "--json").stdout)
-        assert isinstance(data, dict)
-        return data
+        return device_shown(controller, uuid)
 
-    wait_for(lambda: shown()["attest_state"] == "attested", 120, "the node to attest", 2)
     attestation = shown()["attestation"]
     # A quote verified against the event log the firmware (OVMF) wrote.
     assert attestation["reason"].startswith("quote verified;"), attestation

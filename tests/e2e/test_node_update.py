@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import Controller, free_port, wait_for
-from tests.e2e.test_node_image import POLICY_PCRS, diagnosis, image, in_guest  # noqa: F401
+from tests.e2e.test_node_image import diagnosis, image, in_guest, wait_attested  # noqa: F401
 from tools.node_vm import CONTROLLER_ADDRESS, Node, NodeImage, NodeVmError, Provisioning
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
@@ -52,7 +52,6 @@ ITEMS = {
         {"key": "timer.update.fallback.no.network", "value": "60"},
     ]
 }
-BOOT_TIMEOUT = 300.0
 #: Download (300-400 MB at TCG speed), write, reboot, the guard's deadline, the boot back.
 UPDATE_TIMEOUT = 1200.0
 
@@ -168,19 +167,7 @@ def run_updates(
     node: Node, controller: Controller, store: Path, port: int, version: str, bad: Path,
     good: Path,
 ) -> None:  # fmt: skip
-    def registered() -> str | None:
-        devices = controller.devices()
-        return str(devices[0]["uuid"]) if devices else None
-
-    uuid = wait_for(registered, BOOT_TIMEOUT, "the node to register", interval=2)
-    controller.cli("attest", "policy", uuid, "--pcrs", POLICY_PCRS)
-
-    def shown() -> dict[str, Any]:
-        data = json.loads(controller.cli("device", "show", uuid, "--json").stdout)
-        assert isinstance(data, dict)
-        return data
-
-    wait_for(lambda: shown()["attest_state"] == "attested", 120, "the node to attest", 2)
+    uuid = wait_attested(controller)
     wait_for(lambda: "IMGB" in partitions(controller, uuid), 120, "partitions reported", 2)
     first = partitions(controller, uuid)
     assert first["IMGA"]["activated"] and first["IMGA"]["state"] == "active", first
