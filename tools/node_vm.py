@@ -170,6 +170,7 @@ class Node:
         accel: str = "auto",
         memory_mib: int = 2048,
         cpus: int = 2,
+        usb_stick: Path | None = None,
         extra_ports: Sequence[int] = (),
     ) -> None:
         self.image = image
@@ -181,6 +182,8 @@ class Node:
         self.accel = accel
         self.memory_mib = memory_mib
         self.cpus = cpus
+        #: A raw image attached as a USB stick on an xHCI controller (the I/O lockdown's test).
+        self.usb_stick = usb_stick
         self._swtpm: subprocess.Popen[bytes] | None = None
         self._qemu: subprocess.Popen[bytes] | None = None
 
@@ -287,6 +290,18 @@ class Node:
             "-serial", f"file:{self.console_log}",
             "-display", "none", "-vga", "none",
             "-device", "virtio-rng-pci",
+            *self._usb_argv(),
+        ]  # fmt: skip
+
+    def _usb_argv(self) -> list[str]:
+        if self.usb_stick is None:
+            return []
+        if "," in str(self.usb_stick.resolve()):
+            raise NodeVmError(f"QEMU cannot take a file name with a comma: {self.usb_stick}")
+        return [
+            "-device", "qemu-xhci,id=xhci",
+            "-drive", f"if=none,id=usbstick,format=raw,file={self.usb_stick.resolve()}",
+            "-device", "usb-storage,bus=xhci.0,drive=usbstick",
         ]  # fmt: skip
 
     def _start_qemu(self) -> None:
@@ -457,6 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     up.add_argument("--memory", type=int, default=2048, help="MiB per node")
     up.add_argument("--cpus", type=int, default=2)
+    up.add_argument("--usb-stick", type=Path, metavar="RAW",
+                    help="attach this raw image to each node as a USB stick (xHCI)")  # fmt: skip
     ex = sub.add_parser("exec", help="run a command in a running node (guest agent)")
     ex.add_argument("node_dir", type=Path)
     ex.add_argument("argv", nargs="+")
@@ -489,7 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             provisioning = Provisioning.from_certs(args.certs, args.port,
                                                    f"{args.serial_prefix}{i}")  # fmt: skip
             node = Node(image, args.dir / f"node-{i}", provisioning, controller_port=args.port,
-                        accel=args.accel, memory_mib=args.memory, cpus=args.cpus)  # fmt: skip
+                        accel=args.accel, memory_mib=args.memory, cpus=args.cpus,
+                        usb_stick=args.usb_stick)  # fmt: skip
             nodes.append(node)
             node.start()
             print(f"node-{i}: {node.dir} (console: {node.console_log})", flush=True)
