@@ -26,14 +26,16 @@ def power(controller: Controller, uuid: str) -> dict[str, Any]:
     return result
 
 
-def reported(controller: Controller, uuid: str, **expected: Any) -> dict[str, Any]:
+def reported(
+    controller: Controller, uuid: str, *, timeout: float = 60, **expected: Any
+) -> dict[str, Any]:
     """Wait for a device info saying ``expected``."""
 
     def matches() -> dict[str, Any] | None:
         got = power(controller, uuid)["reported"]
         return got if got and all(got[k] == v for k, v in expected.items()) else None
 
-    result = wait_for(matches, 60, f"device info with {expected}", 0.5)
+    result = wait_for(matches, timeout, f"device info with {expected}", 0.5)
     assert isinstance(result, dict)
     return result
 
