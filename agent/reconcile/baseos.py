@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 #: How often the manager looks again (downloads, the test window).
 STEP = 5.0
 #: Added to the trial guard's deadline beyond the agent's own: the agent decides first.
-GUARD_MARGIN = 60
+GUARD_MARGIN = 30
 
 
 class Slots(Protocol):

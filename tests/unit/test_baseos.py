@@ -281,7 +281,7 @@ async def test_a_trial_that_never_commits_falls_back_and_is_not_retried(
     assert world.reboots == ["update"]
     # The new image's agent never starts: the guard reboots, the one-shot entry is spent.
     assert world.machine.power_cycle() == "IMGB"
-    assert "TRIAL_SLOT=IMGB\nTRIAL_SECONDS=120\n" == world.machine.paths.trial.read_text()
+    assert "TRIAL_SLOT=IMGB\nTRIAL_SECONDS=90\n" == world.machine.paths.trial.read_text()
     world.machine.paths.guard_report.write_text("the trial of IMGB was not committed\n")
     assert world.machine.power_cycle() == "IMGA"
     manager = world.manager()
