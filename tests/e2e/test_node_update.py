@@ -17,6 +17,8 @@ one more forward of QEMU's user networking (``Node(extra_ports=...)``).
 3. ``baseos set`` to the good image: written, rebooted into, tested for
    ``timer.test.baseimage.update`` (30 s here) with the controller reached, committed:
    IMGB active and running the new version, UPDATED, ``loader.conf`` defaulting to it.
+4. Its new kernel command line changed PCR 12: the controller refuses the quote naming it; the
+   operator accepts the new values, the node attests and its vault opens through escrow.
 
 About 10 minutes on 2 cores under TCG (four boots, two 280 MB downloads into the guest, the
 guard's 90 s).
@@ -29,6 +31,7 @@ import gzip
 import hashlib
 import http.server
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -39,7 +42,13 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import Controller, free_port, wait_for
-from tests.e2e.test_node_image import diagnosis, image, in_guest, wait_attested  # noqa: F401
+from tests.e2e.test_node_image import (  # noqa: F401 - image is a fixture
+    device_shown,
+    diagnosis,
+    image,
+    in_guest,
+    wait_attested,
+)
 from tools.node_vm import CONTROLLER_ADDRESS, Node, NodeImage, NodeVmError, Provisioning
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
@@ -231,3 +240,18 @@ def run_updates(
     in_guest(node, "test", "!", "-e", "/boot/efi/EFI/eve/trial.env")
     text = controller.cli("device", "show", uuid).stdout
     assert f"IMGB active {version}.good (running) UPDATED" in text, text
+
+    # The new slot boots with another kernel command line (root=PARTLABEL=IMGB), which
+    # systemd-boot measures into PCR 12: the controller refuses the quote and says so; the
+    # vault, sealed to the old PCRs, stays locked until the operator accepts the new values,
+    # then opens with the key the controller escrowed.
+    reason = device_shown(controller, uuid)["attestation"]["reason"]
+    assert re.search(r"PCRs differing: [\d, ]*\b12\b", reason), reason
+    controller.cli("attest", "policy", uuid, "--accept-current")
+    wait_for(lambda: device_shown(controller, uuid)["attest_state"] == "attested", 180,
+             "the node to attest with the accepted PCR values", 3)  # fmt: skip
+
+    def vault() -> str:
+        return str(json.loads(in_guest(node, "eve-agent", "status", "--json"))["vault"]["state"])
+
+    wait_for(lambda: vault() == "unlocked", 120, "the vault to open through escrow", 3)
