@@ -24,9 +24,10 @@ The cluster part, field by field (docs/clusters.md is the contract for the node 
   cluster interface only (PORTMAP with an ``adapter`` match).  A second tag gives the VM a
   second network (10.245.n.0/24, same host number);
 * with a manifest URL, on servers: the VM's user data, a cloud-config whose ``bootcmd`` fetches
-  the URL into K3s's auto-deploy directory (the node side appends its own cloud-config part,
-  which uses ``write_files`` and ``runcmd``: different keys, so cloud-init's default merge keeps
-  both).
+  the URL into K3s's auto-deploy directory and posts the result as the app's custom status
+  (controller/clustermanifest.py records it in the cluster's history; the node side appends
+  its own cloud-config part, which uses ``write_files`` and ``runcmd``: different keys, so
+  cloud-init's default merge keeps both).
 
 Object UUIDs are derived (UUID v5) from the cluster id and node UUID, so rendering is
 deterministic and :func:`strip` finds exactly what :func:`render` added.
@@ -345,18 +346,86 @@ def _add_vm(out: devconfig_pb2.EdgeDevConfig, part: MemberPart) -> tuple[list[st
     return trees, stores
 
 
+#: What the K3s VM posts the manifest's result to: EVE's metadata server path for an app's
+#: custom status (controller/clustermanifest.py reads it back from the node's reports).
+CUSTOM_STATUS_URL = "http://169.254.169.254/eve/v1/app/appCustomStatus"
+
+_MANIFEST_SCRIPT = """\
+EVE_K3S_MANIFEST_URL={url}
+file={file}
+status=/run/eve-cluster-manifest.json
+json='Content-Type: application/json'
+# get URL OUT: the HTTP status of a GET of URL into OUT ("" or 000: no answer).
+get() {{
+    if command -v curl >/dev/null; then
+        curl -sSL -o "$2" -w '%{{http_code}}' "$1" 2>/dev/null
+    else
+        wget -S -O "$2" "$1" 2>&1 | awk '$1 ~ /^HTTP/ {{c = $2}} END {{print c}}'
+    fi
+}}
+# post: the result as the app's custom status, until the metadata server takes it (200).
+post() {{
+    for i in $(seq 60); do
+        if command -v curl >/dev/null; then
+            code=$(curl -s -o /dev/null -w '%{{http_code}}' -X POST -H "$json" \\
+                --data-binary @"$status" {post})
+        else
+            code=$(wget -S -O /dev/null --header "$json" --post-file "$status" {post} 2>&1 \\
+                | awk '$1 ~ /^HTTP/ {{c = $2}} END {{print c}}')
+        fi
+        [ "$code" = 200 ] && return 0
+        sleep 10
+    done
+}}
+mkdir -p {dir}
+result=failed detail="no answer in 60 tries"
+for i in $(seq 60); do
+    code=$(get "$EVE_K3S_MANIFEST_URL" "$file.new")
+    if [ "$code" = 200 ] && [ -s "$file.new" ]; then
+        mv "$file.new" "$file"
+        result=applied detail="$(wc -c <"$file") bytes"
+        break
+    fi
+    rm -f "$file.new"
+    if [ -n "$code" ] && [ "$code" != 000 ]; then
+        result=failed detail="HTTP $code"
+        break
+    fi
+    sleep 10
+done
+hash=$(printf %s "$EVE_K3S_MANIFEST_URL" | sha256sum | cut -c1-64)
+printf '{{"{key}":{{"result":"%s","detail":"%s","url-sha256":"%s"}}}}' \\
+    "$result" "$detail" "$hash" >"$status"
+post
+"""
+
+
+class _Literal(yaml.SafeDumper):
+    """Multi-line strings as literal blocks: the script stays readable in the VM's seed (and
+    its ``EVE_K3S_MANIFEST_URL=`` line starts a line, as the test guest reads it)."""
+
+
+_Literal.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None
+    ),
+)
+
+
 def manifest_user_data(url: str) -> str:
-    """The K3s VM's user data (base64) on a server: fetch ``url`` into K3s's auto-deploy
-    directory at every boot, in the background, retrying for 10 minutes."""
-    fetch = (
-        f"mkdir -p {MANIFEST_DIR}; for i in $(seq 60); do "
-        f"curl -fsSL -o {MANIFEST_FILE}.new {shlex.quote(url)} || "
-        f"wget -q -O {MANIFEST_FILE}.new {shlex.quote(url)}; "
-        f"[ -s {MANIFEST_FILE}.new ] && mv {MANIFEST_FILE}.new {MANIFEST_FILE} && break; "
-        "sleep 10; done"
-    )
-    doc = {"bootcmd": [["sh", "-c", f"({fetch}) >/dev/null 2>&1 &"]]}
-    text = "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=1000)
+    """The K3s VM's user data (base64) on a server: at every boot, in the background, fetch
+    ``url`` into K3s's auto-deploy directory (60 tries 10 s apart while nothing answers; an
+    HTTP error is final), then post the result to the node's metadata server as the app's
+    custom status (``{"eve-cluster-manifest": {"result": "applied"|"failed", "detail": ...,
+    "url-sha256": ...}}``, see controller/clustermanifest.py).  "applied" means the manifest
+    is in the auto-deploy directory; K3s applies it from there by itself."""
+    script = _MANIFEST_SCRIPT.format(
+        url=shlex.quote(url), file=MANIFEST_FILE, dir=MANIFEST_DIR, post=CUSTOM_STATUS_URL,
+        key="eve-cluster-manifest",
+    )  # fmt: skip
+    doc = {"bootcmd": [["sh", "-c", f"(\n{script}) >/dev/null 2>&1 &"]]}
+    text = "#cloud-config\n" + yaml.dump(doc, Dumper=_Literal, sort_keys=False, width=1000)
     return base64.b64encode(text.encode()).decode("ascii")
 
 

@@ -335,6 +335,23 @@ class ClusterStore:
         except ValueError:
             return None
 
+    def app_custom_statuses(
+        self, device_uuid: str, app_id: str, *, last: int
+    ) -> list[tuple[float, str]]:
+        """The device's newest ``last`` custom statuses of app ``app_id`` (``ZInfoAppInstMetaData``
+        of type CUSTOM_STATUS, what its VM posted to ``/eve/v1/app/appCustomStatus``), newest
+        first: when each came and its ``data`` as stored (base64).  Hostile: check everything."""
+        rows = self._conn.execute(
+            "SELECT received_at, json_extract(json, '$.amdinfo.data') FROM report"
+            " WHERE device_uuid = ? AND kind = 'info' AND json_valid(json)"
+            " AND json_extract(json, '$.ztype') = 'ZiAppInstMetaData'"
+            " AND json_extract(json, '$.amdinfo.uuid') = ?"
+            " AND json_extract(json, '$.amdinfo.type') = 'APP_INST_META_DATA_TYPE_CUSTOM_STATUS'"
+            " ORDER BY id DESC LIMIT ?",
+            (device_uuid, app_id, last),
+        ).fetchall()
+        return [(float(at), data) for at, data in rows if isinstance(data, str)]
+
     # --- configs written inside a cluster transaction ----------------------------------------
 
     def next_config_version(self, device_uuid: str) -> int:

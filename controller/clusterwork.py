@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from agent.wire import pki
 from agent.wire.pb.config import devconfig_pb2
 from agent.wire.pb.evecommon import acipherinfo_pb2
-from controller import clusterconfig, composer, configs, configsecrets
+from controller import clusterconfig, clustermanifest, composer, configs, configsecrets
 from controller.clusterconfig import Added, MemberPart
 from controller.clusters import ClusterRecord, ClusterStore, MemberRecord
 from controller.composer import Event, Role
@@ -140,6 +140,8 @@ def _recompose(store: Store, cs: ClusterStore, keys: ControllerKeys) -> Outcome:
         comp = result[record.id]
         if comp.state is not record.state or comp.note != record.note:
             cs.set_status(record.id, comp.state, comp.note)
+        # The manifest's result as a server's VM reported it (once; see clustermanifest).
+        events[record.id] += clustermanifest.manifest_events(cs, record, final[record.id])
         cs.add_events(record.id, events[record.id])
         for event in events[record.id]:
             logger.info("cluster %s: %s (%s)", record.name, event.text, event.reason)
