@@ -66,3 +66,15 @@ def test_apps_show_their_eve_state() -> None:
     text = render(data, now=now)
     assert "  vm                   DOWNLOAD_STARTED 42%" in text
     assert "  db                   RUNNING, started 30 s ago" in text
+
+
+def test_io_lockdown_line() -> None:
+    locked = {"managed": True, "note": "", "usb_locked": True, "console_locked": False,
+              "disabled": ["usb 1-1 (QEMU USB HARDDRIVE (46f4:0001))"]}  # fmt: skip
+    assert "I/O:          USB locked, serial console allowed; 1 off" in render(
+        snapshot(io_lockdown=locked)
+    )
+    emulated = {"managed": False, "note": "not managed here", "usb_locked": False,
+                "console_locked": False, "disabled": []}  # fmt: skip
+    assert "I/O:          not managed here" in render(snapshot(io_lockdown=emulated))
+    assert "I/O:" not in render(snapshot())
