@@ -7,6 +7,7 @@
 #   make demo | bench    tools/demo.py | tools/bench.py (ARGS= passes arguments)
 #   make proto           regenerate agent/wire/pb from proto/
 #   make images          build the test images (images/*/build.sh; cached by input hash)
+#   make images-k3s      the K3s VM image (K3S_BIN=/path/to/k3s required; images/k3s/)
 #   make deb             Debian packages eve-agent and eve-controller in build/ (packaging/)
 #   make image           the bootable node disk image (images/node/; cached by input hash)
 #   make services | services-stop | services-status  dockerd, libvirtd, virtlogd, registry
@@ -43,10 +44,10 @@ define start_services
 endef
 
 .PHONY: help deps deps-apt deps-venv lint fmt test test-unit test-integration test-e2e \
-	demo bench proto images deb image services services-stop services-status clean
+	demo bench proto images images-k3s deb image services services-stop services-status clean
 
 help:
-	@sed -n '3,15s/^# \{0,1\}//p' Makefile
+	@sed -n '3,16s/^# \{0,1\}//p' Makefile
 
 deps:
 	bash tools/deps.sh
@@ -106,6 +107,10 @@ proto: deps
 images: deps
 	@$(start_services)
 	bash images/build.sh $(ARGS)
+
+# K3S_BIN=/path/to/k3s [K3S_AIRGAP_IMAGES=/path/to/k3s-airgap-images-amd64.tar.zst]
+images-k3s: deps
+	bash images/build.sh k3s
 
 deb: deps
 	bash packaging/build-deb.sh
