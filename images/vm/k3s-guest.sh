@@ -6,13 +6,22 @@
 #   eve-k3s-guest <user-data file>
 #
 # - eth0 up with DHCP (udhcpc; the instance's dnsmasq gives the VM its planned address);
-# - init/server: a CA and a serving certificate for EVE_K3S_NODE_IP (EC P-256), an HTTPS
-#   "Kubernetes API" on port 6443 (openssl s_server -WWW, files under $state/www; no auth: the
-#   bearer token or client certificate a client sends is ignored) answering /api/v1/nodes (this
-#   node, Ready, labelled as the config says) and /api/v1/pods (a few kube-system pods,
-#   Running), and a kubeconfig as K3s writes it (server https://127.0.0.1:6443, the CA, a token
-#   user) posted to the metadata server until it answers 200;
-# - agent: the network only (a K3s agent serves no API and posts nothing).
+# - every role: a CA and a serving certificate for EVE_K3S_NODE_IP (EC P-256) and this node's
+#   Kubernetes Node object (Ready, labelled as the config says) in $state/www/eve-node;
+# - init/server: an HTTPS "Kubernetes API" on port 6443 (openssl s_server -WWW, files under
+#   $state/www; no auth: the bearer token or client certificate a client sends is ignored)
+#   answering /api/v1/nodes (this node and the members that joined it, see below) and
+#   /api/v1/pods (a few kube-system pods, Running), and a kubeconfig as K3s writes it (server
+#   https://127.0.0.1:6443, the CA, a token user) posted to the metadata server until it
+#   answers 200;
+# - joining (server, agent): the Node object served on the kubelet port 10250, and a join: GET
+#   https://<EVE_K3S_SERVER>/eve-join/<own ip> until the server answers "joined"; the init
+#   server, seeing that request in its API's log, fetches https://<ip>:10250/eve-node and lists
+#   the node in /api/v1/nodes.  Both are packets between two members' VMs across the cluster
+#   network, through both nodes' firewalls (6443 on the server, 10250 on the joiner);
+# - with EVE_K3S_MANIFEST_URL (servers; the controller's --manifest-url): the init server
+#   fetches it (as K3s's auto-deploy directory would get it) and posts the result to the
+#   metadata server as the app's custom status (/eve/v1/app/appCustomStatus), once.
 #
 # Console lines start with "eve-test-guest: ".  Nothing secret is printed: neither the cluster
 # token (never read here) nor the kubeconfig's token.
@@ -45,9 +54,7 @@ ip link set eth0 up 2>/dev/null || say "no eth0: no network"
 # -f: stays, renews the lease; its own chatter stays off the console (the script says what counts).
 udhcpc -f -i eth0 -s /etc/udhcpc.script -O staticroutes -t 5 -T 2 -A 3 >/dev/null 2>&1 &
 
-[ "$role" = agent ] && { say "k3s agent: no API here (as a K3s agent), nothing to post"; exit 0; }
-
-# --- TLS: a CA and the API's serving certificate ------------------------------------------------
+# --- TLS: a CA and a serving certificate (the API's; a joiner's kubelet port's) -----------------
 cd "$state" || exit 1
 umask 077
 export OPENSSL_CONF=/etc/ssl/openssl.cnf RANDFILE=/dev/null
@@ -77,45 +84,155 @@ serial=0x$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
     exit 1
 }
 
-# --- the API's answers --------------------------------------------------------------------------
-mkdir -p www/api/v1
+# --- this node's Node object ------------------------------------------------------------------
 control=""
 case $role in
 init) control=',"node-role.kubernetes.io/control-plane":"true","node-role.kubernetes.io/master":"true","node-role.kubernetes.io/etcd":"true"' ;;
 server) control=',"node-role.kubernetes.io/control-plane":"true","node-role.kubernetes.io/master":"true"' ;;
 esac
 cond() { printf '{"type":"%s","status":"%s","reason":"%s","lastHeartbeatTime":"%s","lastTransitionTime":"%s"}' "$1" "$2" "$3" "$now" "$now"; }
-cat >www/api/v1/nodes <<EOF
-{"kind":"NodeList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[
-{"metadata":{"name":"$name","uid":"$node_uuid","creationTimestamp":"$now",
-"labels":{"kubernetes.io/hostname":"$name","kubernetes.io/os":"linux","kubernetes.io/arch":"amd64","node-uuid":"$node_uuid","eve-cluster-id":"$cluster_id"$control}},
-"spec":{"podCIDR":"10.42.0.0/24"},
-"status":{"conditions":[$(cond MemoryPressure False KubeletHasSufficientMemory),$(cond DiskPressure False KubeletHasNoDiskPressure),$(cond PIDPressure False KubeletHasSufficientPID),$(cond Ready True KubeletReady)],
-"addresses":[{"type":"InternalIP","address":"$ip4"},{"type":"Hostname","address":"$name"}],
-"nodeInfo":{"kubeletVersion":"v1.30.0+eve-test-guest","kubeProxyVersion":"v1.30.0+eve-test-guest","kernelVersion":"$(uname -r)","osImage":"eve-test-guest (busybox)","containerRuntimeVersion":"none://eve-test-guest","operatingSystem":"linux","architecture":"amd64"}}}
-]}
-EOF
+mkdir -p www
+# One line: the init server splices joiners' lines into its node list.
+{
+    printf '{"metadata":{"name":"%s","uid":"%s","creationTimestamp":"%s",' "$name" "$node_uuid" "$now"
+    printf '"labels":{"kubernetes.io/hostname":"%s","kubernetes.io/os":"linux","kubernetes.io/arch":"amd64","node-uuid":"%s","eve-cluster-id":"%s"%s}},' "$name" "$node_uuid" "$cluster_id" "$control"
+    printf '"spec":{"podCIDR":"10.42.0.0/24"},'
+    printf '"status":{"conditions":[%s,%s,%s,%s],' "$(cond MemoryPressure False KubeletHasSufficientMemory)" "$(cond DiskPressure False KubeletHasNoDiskPressure)" "$(cond PIDPressure False KubeletHasSufficientPID)" "$(cond Ready True KubeletReady)"
+    printf '"addresses":[{"type":"InternalIP","address":"%s"},{"type":"Hostname","address":"%s"}],' "$ip4" "$name"
+    printf '"nodeInfo":{"kubeletVersion":"v1.30.0+eve-test-guest","kubeProxyVersion":"v1.30.0+eve-test-guest","kernelVersion":"%s","osImage":"eve-test-guest (busybox)","containerRuntimeVersion":"none://eve-test-guest","operatingSystem":"linux","architecture":"amd64"}}}\n' "$(uname -r)"
+} >www/eve-node
+
+# serve PORT LOG: openssl s_server -WWW answers GET /<path> with the file www/<path> (HTTP/1.0),
+# one connection at a time; LOG gets its "FILE:<path>" lines (what was asked).
+serve() {
+    (
+        cd www || exit 1
+        while :; do
+            openssl s_server -WWW -accept "$1" -cert ../server.crt -key ../server.key \
+                </dev/null >/dev/null 2>>"$2"
+            sleep 1
+        done
+    ) &
+}
+# fetch HOST:PORT PATH: the body of https://HOST:PORT/PATH (the peer's certificate is not
+# checked: a K3s joiner checks the server's CA by the token's hash, which the guest never reads).
+fetch() {
+    printf 'GET /%s HTTP/1.0\r\n\r\n' "$2" |
+        timeout 10 openssl s_client -quiet -connect "$1" 2>/dev/null | sed '1,/^\r*$/d'
+}
+
+# --- joining (server, agent): the Node object on the kubelet port, then the join -----------------
+if [ "$role" != init ]; then
+    serve 10250 /dev/null
+    joinee=${server#https://}
+    joinee=${joinee%%/*}
+    tries=0
+    while :; do
+        tries=$((tries + 1))
+        if [ -n "$joinee" ] && [ "$(fetch "$joinee" "eve-join/$ip4")" = joined ]; then
+            say "k3s $role joined $server (try $tries)"
+            break
+        fi
+        [ $((tries % 10)) -eq 1 ] && say "k3s $role: $server does not answer yet, retrying"
+        sleep 3
+    done
+    [ "$role" = agent ] && { say "k3s agent: no API here (as a K3s agent), nothing to post"; exit 0; }
+fi
+
+# --- the API's answers --------------------------------------------------------------------------
+mkdir -p www/api/v1 joined
+# nodes: this node's object and the joiners' ($state/joined/<ip>, one line each).
+list_nodes() {
+    {
+        printf '{"kind":"NodeList","apiVersion":"v1","metadata":{"resourceVersion":"%s"},"items":[\n' "$(ls joined | wc -l)"
+        cat www/eve-node
+        for f in joined/*[0-9]; do
+            [ -s "$f" ] && { printf ','; cat "$f"; }
+        done
+        printf ']}\n'
+    } >www/api/v1/nodes.new && mv www/api/v1/nodes.new www/api/v1/nodes
+}
+list_nodes
 pod() { printf '{"metadata":{"name":"%s","namespace":"kube-system","creationTimestamp":"%s"},"spec":{"nodeName":"%s"},"status":{"phase":"Running","startTime":"%s"}}' "$1" "$now" "$name" "$now"; }
-cat >www/api/v1/pods <<EOF
-{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[
-$(pod coredns-6799fbcd5-eve01),
-$(pod local-path-provisioner-6c86858495-eve01),
-$(pod metrics-server-54fd9b65b-eve01)
-]}
-EOF
+{
+    printf '{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[\n'
+    printf '%s,\n%s,\n%s\n]}\n' "$(pod coredns-6799fbcd5-eve01)" \
+        "$(pod local-path-provisioner-6c86858495-eve01)" "$(pod metrics-server-54fd9b65b-eve01)"
+} >www/api/v1/pods
 # /version, as kubectl asks it first.
 echo '{"major":"1","minor":"30","gitVersion":"v1.30.0+eve-test-guest","platform":"linux/amd64"}' >www/version
 
-# --- serve: openssl s_server -WWW answers GET /<path> with the file www/<path> (HTTP/1.0) --------
-(
-    cd www || exit 1
-    while :; do
-        openssl s_server -quiet -WWW -accept 6443 -cert ../server.crt -key ../server.key \
-            </dev/null >/dev/null 2>&1
-        sleep 1
+if [ "$role" = init ]; then
+    # A join is a GET of eve-join/<ip> for an address of this /24 (the cluster prefix): the
+    # files exist, so s_server answers "joined" and logs the path.
+    mkdir -p www/eve-join
+    net=${ip4%.*}
+    i=1
+    while [ $i -lt 255 ]; do
+        echo joined >"www/eve-join/$net.$i"
+        i=$((i + 1))
     done
-) &
+    : >api.log
+    serve 6443 "$PWD/api.log"
+    # The joiners: their Node objects from their kubelet port, each listed once.
+    (
+        while :; do
+            for peer in $(sed -n 's|^FILE:eve-join/\([0-9.]*\)$|\1|p' api.log | sort -u); do
+                [ -s "joined/$peer" ] && continue
+                fetch "$peer:10250" eve-node | head -n 1 >"joined/$peer.new"
+                if grep -q '"node-uuid"' "joined/$peer.new"; then
+                    mv "joined/$peer.new" "joined/$peer"
+                    list_nodes
+                    say "k3s: the node at $peer joined the cluster"
+                fi
+            done
+            sleep 2
+        done
+    ) &
+else
+    serve 6443 /dev/null
+fi
 say "k3s API on https://${ip4:-?}:6443 (CA $(openssl x509 -in ca.crt -noout -fingerprint -sha256 | cut -d= -f2 | cut -c1-23)...)"
+
+# --- the manifest URL (the controller's --manifest-url), applied once, from the init server ------
+# K3s applies what is in its auto-deploy directory; the guest fetches the URL as the K3s VM's
+# bootcmd does, keeps it as $state/manifest.yaml, and posts the result as the app's custom
+# status (EVE's metadata server path /eve/v1/app/appCustomStatus; the node reports it to the
+# controller as app instance metadata, the controller records it in the cluster's history).
+manifest=$(member EVE_K3S_MANIFEST_URL 'a-zA-Z0-9.:/?&=%_~+#@!$,;-')
+if [ "$role" = init ] && [ -n "$manifest" ]; then
+    (
+        tries=0
+        while :; do
+            tries=$((tries + 1))
+            got=$(timeout 15 wget -q -S -O manifest.yaml "$manifest" 2>&1 |
+                sed -n 's/^ *HTTP\/[0-9.]* \([0-9]*\).*/\1/p' | tail -n 1)
+            if [ "$got" = 200 ] && [ -s manifest.yaml ]; then
+                result=applied detail="$(wc -c <manifest.yaml | tr -d ' ') bytes"
+                break
+            fi
+            # An answer with an error is final; no answer is retried (60 x 3 s).
+            if [ -n "$got" ] || [ $tries -ge 60 ]; then
+                result=failed detail="HTTP ${got:-no answer}"
+                break
+            fi
+            sleep 3
+        done
+        hash=$(printf %s "$manifest" | sha256sum | cut -c1-64)
+        printf '{"eve-cluster-manifest":{"result":"%s","detail":"%s","url-sha256":"%s"}}' \
+            "$result" "$detail" "$hash" >manifest.status
+        say "k3s: manifest $result ($detail)"
+        tries=0
+        while :; do
+            tries=$((tries + 1))
+            status=$(timeout 15 wget -q -S -O /dev/null --header 'Content-Type: application/json' \
+                --post-file manifest.status http://169.254.169.254/eve/v1/app/appCustomStatus 2>&1 |
+                sed -n '1s/^ *HTTP\/[0-9.]* \([0-9]*\).*/\1/p')
+            [ "$status" = 200 ] && { say "manifest status posted (try $tries)"; break; }
+            sleep 3
+        done
+    ) &
+fi
 
 # --- the kubeconfig, as K3s writes /etc/rancher/k3s/k3s.yaml, posted as EVE's K3s does ----------
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')

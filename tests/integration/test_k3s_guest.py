@@ -35,7 +35,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -339,37 +339,87 @@ def guest_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _act(root: Path, member: ClusterConfig, until: str) -> str:
-    """Run the role script on ``member``'s user data in ``root`` (network and PID namespaces of
-    its own, so everything it starts dies with it) until its console says ``until``; the
-    console."""
+def _start(root: Path, member: ClusterConfig, netns: str | None = None) -> subprocess.Popen[bytes]:
+    """Start the role script on ``member``'s user data in ``root``: in a network namespace of
+    its own, or in ``netns`` (shared with another member); a PID namespace of its own, so
+    everything it starts dies with it (a shell stays as its PID 1, as /init in the VM)."""
     data = cluster.user_data(f"#cloud-config\n# {MARKER}\n".encode(), member, DEVICE)
     (root / "seed-user-data").write_bytes(data)
-    console = root / "dev" / "console"  # a file here: the script's console lines land in it
-    console.write_text("")
+    (root / "dev" / "console").write_text("")  # a file here: the console lines land in it
     shutil.rmtree(root / "run" / "eve-k3s", ignore_errors=True)
-    proc = subprocess.Popen(
-        ["unshare", "--net", "--pid", "--kill-child", "chroot", str(root),
-         "/bin/eve-k3s-guest", "/seed-user-data"],
+    where = ["ip", "netns", "exec", netns, "unshare"] if netns else ["unshare", "--net"]
+    return subprocess.Popen(
+        [*where, "--pid", "--fork", "--kill-child", "chroot", str(root), "/bin/sh", "-c",
+         "/bin/eve-k3s-guest /seed-user-data; sleep 600"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while until not in console.read_text() and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        proc.kill()
-        proc.wait()
+
+
+def _console_says(root: Path, until: str, seconds: float = 30) -> str:
+    console = root / "dev" / "console"
+    deadline = time.monotonic() + seconds
+    while until not in console.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
     text = console.read_text()
     assert until in text, text
     return text
 
 
-def test_a_joining_server_and_an_agent_act_their_roles(guest_root: Path) -> None:
+def _act(root: Path, member: ClusterConfig, until: str, netns: str | None = None) -> str:
+    """Run the role script (:func:`_start`) until its console says ``until``; the console."""
+    proc = _start(root, member, netns)
+    try:
+        return _console_says(root, until)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def init_member(guest_root: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The cluster's first server (10.44.0.2) running in a namespace of this test that also
+    holds 10.44.0.3 (for a joiner); the namespace and the guest's root (a copy)."""
+    root = tmp_path / "init-root"
+    _run("cp", "-a", str(guest_root), str(root))
+    netns = f"kgj{uuid.uuid4().hex[:8]}"
+    _run("ip", "netns", "add", netns)
+    proc = None
+    try:
+        for argv in (["link", "set", "lo", "up"],
+                     ["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+                     ["addr", "add", "10.44.0.2/24", "dev", "v0"],
+                     ["addr", "add", "10.44.0.3/24", "dev", "v0"],
+                     ["link", "set", "v0", "up"], ["link", "set", "v1", "up"]):  # fmt: skip
+            _run("ip", "-n", netns, *argv)
+        proc = _start(root, _member(), netns)
+        _console_says(root, "k3s API on")
+        yield netns, root
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        _run("ip", "netns", "del", netns, check=False)
+
+
+def test_a_joining_server_and_an_agent_act_their_roles(
+    guest_root: Path, init_member: tuple[str, Path]
+) -> None:
     own, init = "10.44.0.3", "10.44.0.2"
+    netns, init_root = init_member
     server = _member(ip_prefix=f"{own}/24", join_server_ip=init)
-    text = _act(guest_root, server, "k3s API on")
+    proc = _start(guest_root, server, netns)
+    try:
+        text = _console_says(guest_root, "k3s API on")
+        # The init server fetches the joiner's Node object from its kubelet port and lists it.
+        _console_says(init_root, f"k3s: the node at {own} joined the cluster")
+    finally:
+        proc.kill()
+        proc.wait()
     assert f"eve-test-guest: k3s role server on {own}, joining https://{init}:6443" in text
+    assert f"eve-test-guest: k3s server joined https://{init}:6443" in text
+    listed = json.loads((init_root / "run/eve-k3s/www/api/v1/nodes").read_text())
+    addresses = [n["status"]["addresses"][0]["address"] for n in listed["items"]]
+    assert addresses == [init, own]
     state = guest_root / "run" / "eve-k3s"
     nodes = json.loads((state / "www/api/v1/nodes").read_text())
     pods = json.loads((state / "www/api/v1/pods").read_text())
@@ -390,8 +440,13 @@ def test_a_joining_server_and_an_agent_act_their_roles(guest_root: Path) -> None
     assert kube.ca_pem == (state / "ca.crt").read_bytes() and kube.token
     assert base64.b64encode(kube.ca_pem).decode() in (state / "k3s.yaml").read_text()
 
+    # An agent: its Node object for its server to fetch (kubelet port), no API, no kubeconfig;
+    # alone here, it keeps asking its server to let it join.
     agent = _member(ip_prefix=f"{own}/24", join_server_ip=init, is_worker=True)
-    text = _act(guest_root, agent, "nothing to post")
+    text = _act(guest_root, agent, "does not answer yet")
     assert f"eve-test-guest: k3s role agent on {own}, joining https://{init}:6443" in text
-    assert "k3s API" not in text
-    assert not (state / "www").exists()
+    assert "k3s API" not in text and "joined" not in text
+    node = json.loads((state / "www/eve-node").read_text())
+    assert node["metadata"]["labels"]["node-uuid"] == DEVICE
+    assert "node-role.kubernetes.io/control-plane" not in node["metadata"]["labels"]
+    assert not (state / "www/api").exists() and not (state / "k3s.yaml").exists()
