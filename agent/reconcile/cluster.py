@@ -15,8 +15,11 @@ data first, when there is any, then the agent's cloud-config) what K3s needs:
 - ``/etc/eve/k3s-member.env``: the role and addresses as ``EVE_K3S_*=value`` lines (no token);
 - a script that posts the kubeconfig K3s writes (``/etc/rancher/k3s/k3s.yaml``) to the metadata
   server (``/eve/v1/kubeconfig``, as EVE's K3s does) until it is taken - servers only;
-- ``runcmd`` enabling ``k3s.service`` (servers) or ``k3s-agent.service`` (agents): the units
-  the K3s VM image ships (images/k3s).
+- ``runcmd`` enabling and starting ``k3s.service`` (servers) or ``k3s-agent.service``
+  (agents), the units the K3s VM image ships (images/k3s), without waiting for K3s
+  (``--no-block``): K3s's server unit is ``Type=notify`` with ``TimeoutStartSec=0``, so a
+  waiting ``systemctl`` would hold cloud-init's final stage, and the poster started after it,
+  until K3s is up - for ever when a joining member's server is away.
 
 Problems are errors of the cluster's app (no app at the cluster address, no token for a joining
 member) or of the device; the rest of the config applies unchanged.  The token lives only in
@@ -139,10 +142,10 @@ def cloud_config(cluster: ClusterConfig, device_uuid: str) -> str:
     ]  # fmt: skip
     runcmd: list[list[str]] = []
     if cluster.is_worker:
-        runcmd.append(["systemctl", "enable", "--now", "k3s-agent.service"])
+        runcmd.append(["systemctl", "enable", "--now", "--no-block", "k3s-agent.service"])
     else:
         files.append({"path": POST_SCRIPT, "permissions": "0755", "content": _POST})
-        runcmd.append(["systemctl", "enable", "--now", "k3s.service"])
+        runcmd.append(["systemctl", "enable", "--now", "--no-block", "k3s.service"])
         runcmd.append(["sh", "-c", f"nohup {POST_SCRIPT} >/dev/null 2>&1 &"])
     doc = {"write_files": files, "runcmd": runcmd}
     return "#cloud-config\n" + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000)

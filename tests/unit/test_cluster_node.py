@@ -78,7 +78,8 @@ def test_the_first_server_initialises_and_posts_its_kubeconfig(env: Env) -> None
     assert k3s["tls-san"] == ["10.44.0.2"]
     assert f"node-uuid={DEVICE}" in k3s["node-label"]
     doc = yaml.safe_load(ours[1])
-    assert ["systemctl", "enable", "--now", "k3s.service"] in doc["runcmd"]
+    # Started without waiting for K3s (Type=notify, no start timeout): cloud-init goes on.
+    assert ["systemctl", "enable", "--now", "--no-block", "k3s.service"] in doc["runcmd"]
     assert any(f["path"] == cluster.POST_SCRIPT for f in doc["write_files"])
     # Other apps are untouched.
     assert config.apps["6d3b3b4e-8a3c-4c47-9d41-0000000000a2"] == env.config(_doc(env)).apps[
@@ -94,7 +95,7 @@ def test_joining_servers_and_agents(env: Env) -> None:
     k3s = _k3s(cloud)
     assert k3s["server"] == "https://10.44.0.9:6443" and "tls-san" not in k3s
     doc = yaml.safe_load(cloud)
-    assert doc["runcmd"] == [["systemctl", "enable", "--now", "k3s-agent.service"]]
+    assert doc["runcmd"] == [["systemctl", "enable", "--now", "--no-block", "k3s-agent.service"]]
     assert all(f["path"] != cluster.POST_SCRIPT for f in doc["write_files"])
 
 
