@@ -273,9 +273,10 @@ disk=$work/disk.raw
 truncate -s "${DISK_GIB}G" "$disk"
 printf 'label: dos\nlabel-id: 0x%s\nunit: sectors\nstart=2048, type=83, bootable\n' \
     "$(uuid_of disk | cut -c1-8)" | sfdisk --quiet --no-reread --no-tell-kernel "$disk" >/dev/null
-# boot.img's code (446 bytes: the partition table stays), core.img from sector 1 (where
-# boot.img loads it from, as grub-mkimage's diskboot expects without grub-bios-setup).
-dd if="$root/usr/lib/grub/i386-pc/boot.img" of="$disk" bs=446 count=1 conv=notrunc status=none
+# boot.img's code (its first 440 bytes: the disk signature and the partition table stay, as
+# grub-bios-setup keeps them), core.img from sector 1 (where boot.img loads it from, as
+# grub-mkimage's diskboot expects without grub-bios-setup).
+dd if="$root/usr/lib/grub/i386-pc/boot.img" of="$disk" bs=440 count=1 conv=notrunc status=none
 dd if="$work/core.img" of="$disk" bs=512 seek=1 conv=notrunc status=none
 dd if="$work/root.img" of="$disk" bs=1M seek=1 conv=notrunc,sparse status=none
 rm "$work/root.img"
