@@ -23,8 +23,10 @@ real-time minus monotonic difference, read by one process in the guest.  Both cl
 guest follow the host's (QEMU's virtual clock), and nothing steps the guest's clock (no network
 time).  Two checks of that conversion are printed: when systemd-boot handed over to the kernel
 by its own TSC measure (``FirmwareTimestampMonotonic``; before the kernel's decompression, so a
-little earlier), and the host time at which the serial console showed "Reached target
-multi-user.target", which systemd prints as it happens.
+little earlier; systemd-boot reported none under TCG here), and the host time at which
+the serial console showed "Reached target multi-user.target", which systemd prints as it
+happens (only while it still prints status lines there: once serial-getty@ttyS0 has started
+it printed none, so a boot whose target comes later has no such line).
 
 The first config applied: the agent's journal line ``config items changed: ...`` that follows its
 ``new config ...`` line: the engine published the config's items (the bench's config sets
@@ -621,7 +623,9 @@ def rows_of(agent: BootTimes, ref: BootTimes, idle: IdleFigures) -> list[Row]:
     masked = f"{s(base)} (multi-user, same image, agent masked)"
 
     def console(t: BootTimes) -> str:
-        return s(t.multi_user_console) if t.multi_user_console is not None else "not seen"
+        if t.multi_user_console is None:
+            return "not printed"
+        return s(t.multi_user_console)
 
     def opt(t: float | None) -> str:
         return s(t) if t is not None else "-"
