@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 
 from agent.drivers.hypervisor import domain_prefix
+from controller import clusterconfig
 from tests.e2e.conftest import FAST_ITEMS
 from tests.e2e.harness import Controller, Node, require, wait_for
 from tests.e2e.sample_apps import FileServer, host_name, open_path_for_qemu
@@ -374,6 +375,25 @@ def test_a_cluster_of_vms_comes_up_grows_stops_and_starts(site: Site) -> None:
     outputs.append(ctl.cli("device", "tag", init, f"pool={site.tag}").stdout)  # recomposes
     assert manifest_events() == ["manifest applied"]
 
+    # A member removed (untagged): its config loses the cluster part; its node deletes the K3s
+    # VM (the domain, the volume) and the cluster network.  No drain: see docs/clusters-node.md.
+    persist = nodes[2].root / "persist"
+    # The vault: an ext4 image loop-mounted (fscrypt-image) or a directory in persist.
+    volumes = next(v / "volumes" for v in (persist / "vault.fs" / "vault", persist / "vault")
+                   if (v / "volumes").is_dir())  # fmt: skip
+    assert len(list(volumes.iterdir())) == 1, list(volumes.iterdir())
+    outputs.append(ctl.cli("device", "untag", n3, "pool").stdout)
+    site.wait(lambda: nodes[2].status().get("apps") == [] and not site.domains(nodes[2]), 120,
+              "the removed member's VM deleted")  # fmt: skip
+    site.wait(lambda: not any(volumes.iterdir()), 60, "the removed member's volume deleted")
+    site.wait(lambda: len(_sh("ip", "-n", site.ns(3), "-o", "link", "show").splitlines()) == 2, 60,
+              "only lo and cp0 left in the removed member's namespace")  # fmt: skip
+    shown = site.show()
+    assert sorted(m["node"] for m in shown["members"]) == sorted([init, agent]), shown
+    left = [e["text"] for e in json.loads(ctl.cli("cluster", "events", CLUSTER, "--json").stdout)]
+    assert f"node {n3} left (agent)" in left, left
+    assert all(len(site.domains(by_uuid[u], running_only=True)) == 1 for u in (init, agent))
+
     # The token: in no log, no output, no console shipped to the controller.
     with contextlib.closing(sqlite3.connect(ctl.state / "controller.db")) as db:
         (token,) = db.execute("SELECT token FROM cluster").fetchone()
@@ -381,11 +401,9 @@ def test_a_cluster_of_vms_comes_up_grows_stops_and_starts(site: Site) -> None:
     assert ctl.server is not None
     shipped = []
     for u in site.uuids():
-        config = json.loads(ctl.cli("config", "get", u).stdout)
-        app_id = next(a["uuidandversion"]["uuid"] for a in config["apps"]
-                      if a["displayname"] == APP)  # fmt: skip
+        app_id = clusterconfig.object_ids(shown["id"], u).app
         shipped.append(ctl.cli("logs", u, "--app", app_id, check=False).stdout)
-    assert any("eve-test-guest: k3s role" in text for text in shipped), "no console shipped"
+    assert all("eve-test-guest: k3s role" in text for text in shipped), "a console not shipped"
     texts = [
         *outputs,
         json.dumps(site.show()),
