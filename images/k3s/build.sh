@@ -15,9 +15,10 @@
 #                      cluster needs no registry.
 # K3S_DISK_GIB         the disk's virtual size (default 8); the root file system fills it.
 #
-# What the VM runs: Debian's cloud kernel, systemd, cloud-init (datasource NoCloud only: the
-# agent gives every VM a NoCloud seed; no default user, no SSH server, root's password locked,
-# no getty: nobody logs in), ifupdown with DHCP on the first NIC (cloud-init's fallback
+# What the VM runs: Debian's cloud kernel, systemd, cloud-init (our /etc/cloud/cloud.cfg:
+# datasource NoCloud only, as the agent gives every VM a NoCloud seed; bootcmd, write_files,
+# growpart/resizefs, hostname, ca-certs, runcmd, per-boot/instance scripts, power_state; no
+# default user, no SSH server, root's password locked, no getty: nobody logs in), ifupdown with DHCP on the first NIC (cloud-init's fallback
 # network), what K3s needs on Debian (iptables, nftables, conntrack, ipset, iproute2, mount,
 # util-linux, kmod, ca-certificates, curl).  K3s's units as its installer writes them,
 # k3s.service (`k3s server`) and k3s-agent.service (`k3s agent`), both disabled: the agent's
@@ -209,16 +210,43 @@ UNIT
 unit k3s server notify
 unit k3s-agent agent exec
 
-# cloud-init: NoCloud only (no probing of other clouds' metadata addresses), no default user,
-# no SSH; its output reaches the serial console (shipped as the app's logs).
-cat >"$root/etc/cloud/cloud.cfg.d/90-eve-k3s.cfg" <<'CFG'
-# The K3s VM of an eve-agent cluster member (images/k3s): the agent's NoCloud seed only.
+# cloud-init: its configuration replaced by ours (Debian's runs modules for SSH keys, locales,
+# passwords, a default user with sudo, package upgrades: none of which has a place here; its
+# locale module fails on a minbase system).  NoCloud only (no probing of other clouds' metadata
+# addresses).  Its output reaches the serial console (shipped as the app's logs).
+cat >"$root/etc/cloud/cloud.cfg" <<'CFG'
+# The K3s VM of an eve-agent cluster member (images/k3s/build.sh): the agent's NoCloud seed only;
+# no default user, no SSH, no passwords (nobody logs in); the modules a member's user data uses.
 datasource_list: [NoCloud, None]
-users: []
 disable_root: true
-ssh_pwauth: false
-ssh_deletekeys: false
-ssh_genkeytypes: []
+preserve_hostname: false
+cloud_init_modules:
+  - migrator
+  - seed_random
+  - bootcmd
+  - write-files
+  - growpart
+  - resizefs
+  - set_hostname
+  - update_hostname
+  - update_etc_hosts
+  - ca-certs
+cloud_config_modules:
+  - runcmd
+cloud_final_modules:
+  - write-files-deferred
+  - scripts-vendor
+  - scripts-per-once
+  - scripts-per-boot
+  - scripts-per-instance
+  - scripts-user
+  - final-message
+  - power-state-change
+system_info:
+  distro: debian
+  paths:
+    cloud_dir: /var/lib/cloud/
+    templates_dir: /etc/cloud/templates/
 CFG
 # The network: cloud-init writes its fallback (DHCP on the first NIC) for ifupdown.
 [ -f "$root/etc/network/interfaces" ] ||
