@@ -210,11 +210,15 @@ elif mount -o ro -t iso9660 "$seed" /seed 2>/dev/null || mount -o ro -t vfat "$s
     cat /seed/meta-data
     echo "----- user-data"
     # Tokens never reach the console (it is shipped as app logs): a `token:` line and the lines
-    # indented under it (a folded value), and any `...TOKEN=` value, are printed redacted.
+    # indented under it (a folded value), and any `...TOKEN=` value, are printed redacted; so
+    # is the manifest URL (EVE_K3S_MANIFEST_URL=: an import URL often carries a token).
     awk '
         cont && /^[ \t]*$/ { print; next }
         cont { match($0, /^[ \t]*/); if (RLENGTH > ind) { print substr($0, 1, RLENGTH) "<redacted>"; next } }
         { cont = 0; low = tolower($0) }
+        low ~ /eve_k3s_manifest_url=/ {
+            print substr($0, 1, index(low, "eve_k3s_manifest_url=") + 20) "<redacted>"; next
+        }
         low ~ /token:/ {
             match($0, /^[ \t]*/); ind = RLENGTH; cont = 1
             print substr($0, 1, index(low, "token:") + 5) " <redacted>"; next
