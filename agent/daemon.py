@@ -498,7 +498,8 @@ class Node:
         persist = self.paths.persist
         real = self.paths == NodePaths.from_root(None)
         ops = DeviceOps(persist, self.power_driver(), announce=self._announce_ops,
-                        halt_apps=self.reconciler.halt_apps, stopped=self._stop.set)  # fmt: skip
+                        halt_apps=self.reconciler.halt_apps, stopped=self._stop.set,
+                        deferred=self.baseos.testing)  # fmt: skip
         try:
             self._boot_id = await asyncio.to_thread(
                 bootreason.boot_id, None if real else self.paths.run

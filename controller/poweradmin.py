@@ -1,5 +1,6 @@
 """``eve-controller device reboot|shutdown UUID``: raise the device's command counter
-(:mod:`controller.deviceops`); the device reboots (or powers off) at its next config poll and
+(:mod:`controller.deviceops`); at its next config poll the device reboots (or, for shutdown,
+halts every app and stays up, ready to be powered off, as EVE's) and
 reports the counter it took in its device info (``device show``, "power" line)."""
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from controller.store import UnknownDevice
 def add_parsers(device_cmds: Any, common: argparse.ArgumentParser) -> None:
     """Add ``device reboot`` and ``device shutdown`` to the CLI's parsers."""
     for operation, what in ((Operation.REBOOT, "reboot the device (raise its reboot counter)"),
-                            (Operation.SHUTDOWN, "power the device off (raise its shutdown "
-                                                 "counter)")):  # fmt: skip
+                            (Operation.SHUTDOWN, "halt every app, ready for power-off (raise "
+                                                 "its shutdown counter)")):  # fmt: skip
         parser = device_cmds.add_parser(operation.value, parents=[common], help=what)
         parser.add_argument("uuid", metavar="UUID")
 

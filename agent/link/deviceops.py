@@ -13,14 +13,23 @@ command was taken.  Rules, as EVE's zedagent (``scheduleReboot``):
   change; a surprise reboot for a counter going backwards helps nobody.  From a saved config (the
   checkpoint run at start, possibly the older ``lastconfig.bak``) a lower counter is ignored, not
   recorded: else the controller's next config would raise it again and repeat the command;
-* while one operation runs, later counters are recorded and ignored.
+* while one operation runs, later counters are recorded and ignored;
+* a reboot asked while a base OS update is being tested (``deferred``) waits until the test is
+  over, as EVE's ``rebootCmdDeferred``: it runs at the first config after that.
 
-The operation (:meth:`DeviceOps._run`): the boot reason (``REBOOT_CMD`` or ``POWEROFF_CMD``) goes
-to ``/persist`` (:mod:`agent.util.bootreason`); the state becomes REBOOTING or POWERING_OFF and the
-device info with the new counter is sent (``announce``: EVE does so before it goes down); the
-apps are halted (``halt_apps``, bounded by ``halt_timeout``: EVE waits for its domains up to
-5 minutes); then the power driver is asked (:mod:`agent.drivers.power`), and ``stopped`` is
-called: the daemon stops (on a real node systemd stops it anyway while it reboots).
+The operations, as EVE's zedagent (``handleDeviceOperationCmd``):
+
+* **reboot** (:meth:`DeviceOps._go_down`): the boot reason (``REBOOT_CMD``) goes to ``/persist``
+  (:mod:`agent.util.bootreason`); the state becomes REBOOTING and the device info with the new
+  counter is sent (``announce``: EVE does so before it goes down); the apps are halted
+  (``halt_apps``, bounded by ``halt_timeout``: EVE waits for its domains up to 5 minutes); then
+  the power driver is asked (:mod:`agent.drivers.power`), and ``stopped`` is called: the daemon
+  stops (on a real node systemd stops it anyway while it reboots).
+* **shutdown**: every app is halted and stays halted until the node reboots (EVE's
+  ``shutdownAppsGlobal``); the state is PREPARING_POWEROFF while they halt, PREPARED_POWEROFF
+  once they have: the node stays up and reporting, and its power can be cut safely.  EVE powers
+  a node off only through its local profile server, not this command.  The halt lasts this
+  agent's run: an agent restarted within the same boot starts its apps again.
 """
 
 from __future__ import annotations
@@ -46,11 +55,11 @@ log = logging.getLogger(__name__)
 
 class Operation(enum.StrEnum):
     REBOOT = "reboot"
-    POWEROFF = "poweroff"
+    SHUTDOWN = "shutdown"
 
 
 #: The config field of each operation (the key in ``deviceops.json``).
-_FIELDS = {Operation.REBOOT: "reboot", Operation.POWEROFF: "shutdown"}
+_FIELDS = {Operation.REBOOT: "reboot", Operation.SHUTDOWN: "shutdown"}
 
 
 @dataclass(frozen=True)
@@ -62,11 +71,14 @@ class PowerFacts:
     shutdown_counter: int
     #: The operation under way, None when none.
     in_progress: Operation | None = None
+    #: A shutdown command has halted every app (they stay halted until the next boot).
+    apps_shut_down: bool = False
 
 
 def add_power_info(dinfo: info_pb2.ZInfoDevice, facts: PowerFacts) -> None:
-    """The boot and device-operation fields of the device info (``ZInfoDevice``); while an
-    operation runs, ``state`` says REBOOTING or POWERING_OFF (over whatever was set)."""
+    """The boot and device-operation fields of the device info (``ZInfoDevice``); ``state``
+    says REBOOTING, PREPARING_POWEROFF or PREPARED_POWEROFF unless it already says
+    maintenance mode or a base OS update."""
     dinfo.rebootConfigCounter = facts.reboot_counter
     dinfo.shutdown_config_counter = facts.shutdown_counter
     if facts.boot is not None:
@@ -75,10 +87,15 @@ def add_power_info(dinfo: info_pb2.ZInfoDevice, facts: PowerFacts) -> None:
         dinfo.lastRebootTime.CopyFrom(timestamp(facts.boot.time))
         dinfo.restartCounter = facts.boot.restart_counter
     dinfo.reboot_inprogress = facts.in_progress is Operation.REBOOT
+    if dinfo.state in (info_pb2.ZDEVICE_STATE_MAINTENANCE_MODE,
+                       info_pb2.ZDEVICE_STATE_BASEOS_UPDATING):  # fmt: skip
+        return  # EVE's precedence (zedagent getState)
     if facts.in_progress is Operation.REBOOT:
         dinfo.state = info_pb2.ZDEVICE_STATE_REBOOTING
-    elif facts.in_progress is Operation.POWEROFF:
-        dinfo.state = info_pb2.ZDEVICE_STATE_POWERING_OFF
+    elif facts.in_progress is Operation.SHUTDOWN:
+        dinfo.state = info_pb2.ZDEVICE_STATE_PREPARING_POWEROFF
+    elif facts.apps_shut_down:
+        dinfo.state = info_pb2.ZDEVICE_STATE_PREPARED_POWEROFF
 
 
 class DeviceOps:
@@ -92,6 +109,7 @@ class DeviceOps:
         announce: Callable[[], Awaitable[None]],
         halt_apps: Callable[[float], Awaitable[None]],
         stopped: Callable[[], None],
+        deferred: Callable[[], bool] = lambda: False,
         halt_timeout: float = 120.0,
     ) -> None:
         self.persist = persist
@@ -101,6 +119,10 @@ class DeviceOps:
         self._stopped = stopped
         self.halt_timeout = halt_timeout
         self.in_progress: Operation | None = None
+        self._deferred = deferred
+        #: A reboot asked while ``deferred()`` held, run once it no longer does.
+        self.pending: Operation | None = None
+        self.apps_shut_down = False
         self.boot: BootRecord | None = None
         self._counters: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -128,6 +150,7 @@ class DeviceOps:
             reboot_counter=self._counters.get("reboot", 0),
             shutdown_counter=self._counters.get("shutdown", 0),
             in_progress=self.in_progress,
+            apps_shut_down=self.apps_shut_down,
         )
 
     async def offer(self, config: NodeConfig, *, saved: bool = False) -> Operation | None:
@@ -152,16 +175,28 @@ class DeviceOps:
             elif self.in_progress is not None:
                 log.warning("%s counter %d while a %s is under way: recorded only", key,
                             counter, self.in_progress.value)  # fmt: skip
-            elif wanted is None or operation is Operation.POWEROFF:
-                wanted = operation  # both at once: powering off wins
-        if changed == self._counters:
-            return None
-        data = json.dumps(changed, sort_keys=True).encode()
-        await asyncio.to_thread(write_atomic, self.file, data)
-        self._counters = changed
+            elif wanted is None or operation is Operation.REBOOT:
+                wanted = operation  # both at once: the reboot (it halts the apps as well)
+        if changed != self._counters:
+            data = json.dumps(changed, sort_keys=True).encode()
+            await asyncio.to_thread(write_atomic, self.file, data)
+            self._counters = changed
         if wanted is not None:
             log.warning("the controller asks for a %s (counter %d)", wanted.value,
                         changed[_FIELDS[wanted]])  # fmt: skip
+        if wanted is Operation.REBOOT and self._deferred():
+            log.warning("reboot deferred until the base OS update under test is committed "
+                        "or falls back")  # fmt: skip
+            self.pending, wanted = Operation.REBOOT, None
+        elif (
+            wanted is None
+            and self.pending is not None
+            and self.in_progress is None
+            and not self._deferred()
+        ):
+            log.warning("the deferred %s now", self.pending.value)
+            wanted, self.pending = self.pending, None
+        if wanted is not None:
             self.in_progress = wanted
             self._task = asyncio.get_running_loop().create_task(self._run(wanted), name=wanted)
         return wanted
@@ -185,20 +220,40 @@ class DeviceOps:
         return self.in_progress is not None
 
     async def _run(self, operation: Operation) -> None:
-        reason = BootReason.REBOOT_CMD if operation is Operation.REBOOT else BootReason.POWEROFF_CMD
         counter = self._counters[_FIELDS[operation]]
         text = f"NORMAL: controller {operation.value} command (counter {counter})"
-        await self._go_down(operation, reason, text)
+        if operation is Operation.REBOOT:
+            await self._go_down(operation, BootReason.REBOOT_CMD, text)
+        else:
+            await self._shut_down_apps(text)
+
+    async def _shut_down_apps(self, text: str) -> None:
+        """The shutdown command: every app halted for the rest of this run, the node up."""
+        log.warning("%s: halting every app; the node stays up", text)
+        await self._announce_safely(Operation.SHUTDOWN)
+        try:
+            await self._halt_apps(self.halt_timeout)
+        except TimeoutError:
+            log.warning("apps not all halted within %.0f s: they go on halting", self.halt_timeout)
+        except Exception as exc:  # noqa: BLE001 - reported; the controller may ask again
+            log.error("halting the apps failed: %s", exc)
+        self.apps_shut_down = True
+        self.in_progress = None
+        log.warning("apps halted: ready to be powered off")
+        await self._announce_safely(Operation.SHUTDOWN)
+
+    async def _announce_safely(self, operation: Operation) -> None:
+        try:
+            await self._announce()
+        except Exception as exc:  # noqa: BLE001 - the controller learns it at the next report
+            log.warning("device info for the %s not sent: %s", operation.value, exc)
 
     async def _go_down(self, operation: Operation, reason: BootReason, text: str) -> None:
         try:
             await asyncio.to_thread(record_boot_reason, self.persist, reason, text)
         except OSError as exc:
             log.error("cannot record the boot reason, going on: %s", exc)
-        try:
-            await self._announce()
-        except Exception as exc:  # noqa: BLE001 - the controller learns it at the next boot
-            log.warning("device info before the %s not sent: %s", operation.value, exc)
+        await self._announce_safely(operation)
         try:
             await self._halt_apps(self.halt_timeout)
         except TimeoutError:
@@ -207,10 +262,7 @@ class DeviceOps:
             log.error("halting the apps failed, going on: %s", exc)
         log.warning("%s now: %s", operation.value, text)
         try:
-            if operation is Operation.REBOOT:
-                await self.power.reboot(text)
-            else:
-                await self.power.poweroff(text)
+            await self.power.reboot(text)
         except PowerError as exc:
             # The node stays up; the operator can raise the counter again.
             log.error("%s failed: %s", operation.value, exc)

@@ -178,6 +178,12 @@ class BaseOsManager:
             )  # fmt: skip
         return p
 
+    def testing(self) -> bool:
+        """The running slot is on trial (EVE's update in progress: reboots wait for it)."""
+        return self._current is not None and self._slot_table()[self._current]["state"] == (
+            "inprogress"
+        )
+
     def updating(self) -> bool:
         """An update is being written, rebooted into or tested (device state BASEOS_UPDATING)."""
         if self._activity is not None and self._activity[0] == "UPDATING":

@@ -1,10 +1,12 @@
 """Reboot and shutdown commands from the controller, and boot reasons, on an emulated node.
 
 The controller raises a counter (``eve-controller device reboot|shutdown``); the node records
-the counter and the boot reason, tells the controller (state REBOOTING, the new counter), asks its
-power driver (an emulated node's records the request and never touches the host) and stops; its
-next start is a new boot that reports why it happened.  A kill plus an emulated power-off is a
-power loss: POWER_FAIL.  The same on a machine (QEMU, systemd) is in test_node_power_vm.py.
+the counter.  For a reboot it records the boot reason, tells the controller (state REBOOTING, the
+new counter), asks its power driver (an emulated node's records the request and never touches
+the host) and stops; its next start is a new boot that reports why it happened.  A kill plus an
+emulated power-off is a power loss: POWER_FAIL.  A shutdown, as in EVE, halts the apps and
+leaves the node up: PREPARED_POWEROFF.  The same on a machine (QEMU, systemd) is in
+test_node_power_vm.py.
 """
 
 from __future__ import annotations
@@ -81,12 +83,13 @@ def test_reboot_shutdown_and_power_loss(controller: Controller, node: Node) -> N
     lost = reported(controller, uuid, last_boot_reason="POWER_FAIL", state="ONLINE")
     assert (lost["reboot"], lost["restart_counter"]) == (1, 2)
 
+    # EVE's shutdown: the apps are halted, the node stays up, ready to be powered off.
     controller.cli("device", "shutdown", uuid)
-    assert wait_stopped(node) == 0
-    assert power(controller, uuid)["reported"]["state"] == "POWERING_OFF"
-    assert [r["action"] for r in requests(node)] == ["reboot", "poweroff"]
-    node.start()
-    off = reported(controller, uuid, last_boot_reason="POWEROFF_CMD", state="ONLINE")
-    assert (off["shutdown"], off["reboot"], off["restart_counter"]) == (1, 1, 3)
+    off = reported(controller, uuid, shutdown=1, state="PREPARED_POWEROFF")
+    assert (off["reboot"], off["restart_counter"]) == (1, 2)
+    assert node.agent is not None and node.agent.alive()
+    assert [r["action"] for r in requests(node)] == ["reboot"]
     shown = controller.cli("device", "show", uuid).stdout
-    assert "asked reboot 1 shutdown 1; handled reboot 1 shutdown 1; ONLINE" in shown, shown
+    assert "asked reboot 1 shutdown 1; handled reboot 1 shutdown 1; PREPARED_POWEROFF" in shown, (
+        shown
+    )

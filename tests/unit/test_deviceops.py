@@ -67,18 +67,47 @@ async def test_a_restart_does_not_redo_the_command(tmp_path: Path) -> None:
     assert again.power.calls == [] and again.ops.facts().reboot_counter == 2
 
 
-async def test_shutdown_powers_off_and_lower_counters_are_only_recorded(tmp_path: Path) -> None:
+async def test_shutdown_halts_the_apps_and_the_node_stays_up(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     await h.ops.offer(config(reboot=3, shutdown=3))
     assert await h.ops.offer(config(reboot=1, shutdown=3)) is None  # went back: recorded
     assert h.ops.facts().reboot_counter == 1
-    assert await h.ops.offer(config(reboot=2, shutdown=4)) is Operation.POWEROFF  # off wins
-    assert h.ops.facts().in_progress is Operation.POWEROFF
+    assert await h.ops.offer(config(reboot=1, shutdown=4)) is Operation.SHUTDOWN
+    assert h.ops.facts().in_progress is Operation.SHUTDOWN
     # While it runs, another raise is recorded and ignored.
-    assert await h.ops.offer(config(reboot=3, shutdown=4)) is None
+    assert await h.ops.offer(config(reboot=1, shutdown=5)) is None
     await h.ops.wait()
-    assert [c[0] for c in h.power.calls] == ["poweroff"]
-    assert establish(tmp_path, "b").reason is BootReason.POWEROFF_CMD
+    # EVE's shutdown: every app halted, announced before and after, no power request.
+    assert h.events == ["announce 1 shutdown", "halt 120", "announce 1 None"]
+    assert h.power.calls == [] and not h.stopped.is_set()
+    facts = h.ops.facts()
+    assert facts.apps_shut_down and facts.in_progress is None and facts.shutdown_counter == 5
+    # A reboot afterwards (how an operator brings the apps back) is taken.
+    assert await h.ops.offer(config(reboot=2, shutdown=5)) is Operation.REBOOT
+    await h.ops.wait()
+    assert [c[0] for c in h.power.calls] == ["reboot"]
+    assert establish(tmp_path, "b").reason is BootReason.REBOOT_CMD
+
+
+async def test_both_raised_at_once_reboot_wins(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    await h.ops.offer(config(reboot=1, shutdown=1))
+    assert await h.ops.offer(config(reboot=2, shutdown=2)) is Operation.REBOOT
+
+
+async def test_a_reboot_waits_for_the_base_os_test(tmp_path: Path) -> None:
+    testing = True
+    h = Harness(tmp_path)
+    h.ops = DeviceOps(tmp_path, h.power, announce=h.announce, halt_apps=h.halt,
+                      stopped=h.stopped.set, deferred=lambda: testing)  # fmt: skip
+    await h.ops.offer(config(reboot=1))
+    assert await h.ops.offer(config(reboot=2)) is None
+    assert h.ops.pending is Operation.REBOOT and h.ops.facts().reboot_counter == 2
+    assert await h.ops.offer(config(reboot=2)) is None  # still testing
+    testing = False
+    assert await h.ops.offer(config(reboot=2)) is Operation.REBOOT
+    await h.ops.wait()
+    assert [c[0] for c in h.power.calls] == ["reboot"] and h.ops.pending is None
 
 
 async def test_a_refused_power_request_leaves_the_node_up(tmp_path: Path) -> None:
@@ -111,8 +140,14 @@ def test_device_info_fields() -> None:
     assert dinfo.state == info_pb2.ZDEVICE_STATE_ONLINE and not dinfo.reboot_inprogress
     add_power_info(dinfo, PowerFacts(boot, 5, 2, Operation.REBOOT))
     assert dinfo.state == info_pb2.ZDEVICE_STATE_REBOOTING and dinfo.reboot_inprogress
-    add_power_info(dinfo, PowerFacts(None, 5, 3, Operation.POWEROFF))
-    assert dinfo.state == info_pb2.ZDEVICE_STATE_POWERING_OFF and not dinfo.reboot_inprogress
+    add_power_info(dinfo, PowerFacts(None, 5, 3, Operation.SHUTDOWN))
+    assert dinfo.state == info_pb2.ZDEVICE_STATE_PREPARING_POWEROFF and not dinfo.reboot_inprogress
+    add_power_info(dinfo, PowerFacts(None, 5, 3, None, apps_shut_down=True))
+    assert dinfo.state == info_pb2.ZDEVICE_STATE_PREPARED_POWEROFF
+    # Maintenance mode and a base OS update say more (EVE's precedence).
+    dinfo.state = info_pb2.ZDEVICE_STATE_BASEOS_UPDATING
+    add_power_info(dinfo, PowerFacts(None, 5, 3, Operation.REBOOT))
+    assert dinfo.state == info_pb2.ZDEVICE_STATE_BASEOS_UPDATING
 
 
 async def test_emulated_power_records_and_starts_a_new_boot(tmp_path: Path) -> None:
