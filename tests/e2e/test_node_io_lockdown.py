@@ -10,8 +10,8 @@ stick on an xHCI controller (``usb_stick``) and its serial console on ttyS0 (the
 - the config says false for both: inside the guest (QEMU's guest agent) the stick's
   ``authorized`` is 0, no ``sd*`` block device exists, the root hubs refuse new devices, the
   getty is inactive and masked, ttyS0 is no kernel console (a kernel message written to
-  ``/dev/kmsg`` does not reach console.log); the controller's device info lists the stick and
-  ttyS0 as disabled (``assignableAdapters``);
+  ``/dev/kmsg`` does not reach console.log); ``eve-agent status`` and the controller's device
+  info (``assignableAdapters``) list the stick and ttyS0 as disabled;
 - the config says true again: the stick's block device is back, the getty runs, the kernel
   prints to ttyS0 again.
 
@@ -155,6 +155,10 @@ def check_lockdown(node: Node, controller: Controller) -> None:
     journal = in_guest(node, "journalctl", "-u", "eve-agent", "--no-pager", "-o", "cat")
     assert "USB locked (debug.enable.usb false)" in journal
     assert "serial consoles locked (debug.enable.console false): ttyS0" in journal
+    io = json.loads(in_guest(node, "eve-agent", "status", "--json"))["io_lockdown"]
+    assert io["managed"] and io["usb_locked"] and io["console_locked"], io
+    assert any(line.startswith("serial ttyS0") for line in io["disabled"]), io
+    assert any(line.startswith(f"usb {stick.rsplit('/', 1)[1]} ") for line in io["disabled"]), io
 
     def reported_disabled() -> bool:
         found = adapters(controller, uuid)
