@@ -150,6 +150,18 @@ def _console_report(console: SerialConsole) -> IoDevice:
     return IoDevice("serial", console.tty, "serial console", console.locked, ", ".join(parts))
 
 
+def _kept_record(record: Mapping[str, Any]) -> dict[str, str]:
+    """The devices a lock kept (name -> ``vid:pid``), from its record."""
+    kept = record.get("kept", {})
+    return {str(k): str(v) for k, v in kept.items()} if isinstance(kept, dict) else {}
+
+
+def _returned(devices: Sequence[UsbDevice], record: Mapping[str, Any]) -> bool:
+    """A device the lock kept is there again, unauthorized (it was reset or replugged)."""
+    before = _kept_record(record)
+    return any(not d.authorized and before.get(d.name) == d.ids for d in devices)
+
+
 class _UsbConfigurator(BaseConfigurator):
     def __init__(self, parent: IoLockdown) -> None:
         self._parent = parent
@@ -165,6 +177,8 @@ class _UsbConfigurator(BaseConfigurator):
                 await self._parent.records.remove(USB_KIND, _KEY)
             return {}
         keep = tuple(record.get("keep", ())) if record is not None else None
+        if record is not None and _returned(await self._driver.usb_devices(), record):
+            keep = None  # compares unequal: locked again, which lets it back in
         item = UsbLockItem(keep)
         return {item.ref: item}
 
@@ -176,12 +190,24 @@ class _UsbConfigurator(BaseConfigurator):
 
     async def _lock(self, item: UsbLockItem) -> None:
         keep = tuple(item.keep_ifnames or ())
-        await self._parent.records.save(USB_KIND, _KEY, {"keep": list(keep)})
+        previous = (await self._parent.records.load(USB_KIND)).get(_KEY) or {}
+        before = _kept_record(previous)
+        await self._parent.records.save(USB_KIND, _KEY, {"keep": list(keep), "kept": before})
         # New devices first: nothing slips in while the present ones are switched off.
         await self._driver.set_usb_default(False)
         devices = await self._driver.usb_devices()
         protected = set(keep) | await self._driver.default_route_ifnames()
         kept = kept_devices(devices, protected)
+        # A kept adapter that came back (a USB reset, a replug into the same port) is new and
+        # unauthorized: no interface shows what it is, its port and ids do.
+        for dev in devices:
+            if dev.name not in kept and not dev.authorized and before.get(dev.name) == dev.ids:
+                kept[dev.name] = "kept: came back on the port of a kept device"
+                for hub in dev.ancestors():
+                    kept.setdefault(hub, f"kept: hub above {dev.name}")
+        ids = {d.name: d.ids for d in devices}
+        await self._parent.records.save(USB_KIND, _KEY, {
+            "keep": list(keep), "kept": {n: ids[n] for n in sorted(kept) if n in ids}})  # fmt: skip
         off = []
         # Deepest first: a device below a hub is switched off before the hub takes it away.
         for dev in sorted(devices, key=lambda d: (-d.depth, d.name)):

@@ -193,3 +193,24 @@ async def test_device_info_lists_devices_with_usage(tmp_path: Path) -> None:
     assert list(bundles["1-1.2"].members) == ["device 1-1.2 (1234:5678)", "eth1"]
     assert bundles["ttyS0"].type == 3 and bundles["ttyS0"].usage == USAGE_DISABLED
     assert bundles["2-1"].type == 14
+
+
+async def test_kept_adapter_back_after_a_reset_is_let_in(tmp_path: Path) -> None:
+    fake, lockdown = node(tmp_path)
+    engine = await apply(lockdown, IoPolicy(usb=False, console=True, keep_ifnames=("eth1",)))
+    assert authorized(fake)["1-1.2"]
+    # The adapter resets: it enumerates again, new, unauthorized (the root hubs refuse new
+    # devices), so no driver binds and it has no interface to recognise it by.
+    fake.devices["1-1.2"] = UsbDevice("1-1.2", "1234:5678", "device 1-1.2", False)
+    # Another device with other ids on a port the lock switched off stays off.
+    fake.devices["2-1"] = UsbDevice("2-1", "dead:beef", "a keyboard", False)
+    await engine.resync()
+    await engine.settle(5)
+    assert authorized(fake)["1-1.2"] and not authorized(fake)["2-1"]
+    kept = {d.name: d.why for d in lockdown.state.devices}
+    assert kept["1-1.2"] == "kept: came back on the port of a kept device"
+    # Nothing more to do on the next observation.
+    calls = len(fake.calls)
+    await engine.resync()
+    await engine.settle(5)
+    assert not [c for c in fake.calls[calls:] if c.startswith(("authorize", "set_"))]
