@@ -15,10 +15,12 @@
 #   https://127.0.0.1:6443, the CA, a token user) posted to the metadata server until it
 #   answers 200;
 # - joining (server, agent): the Node object served on the kubelet port 10250, and a join: GET
-#   https://<EVE_K3S_SERVER>/eve-join/<own ip> until the server answers "joined"; the init
-#   server, seeing that request in its API's log, fetches https://<ip>:10250/eve-node and lists
-#   the node in /api/v1/nodes.  Both are packets between two members' VMs across the cluster
-#   network, through both nodes' firewalls (6443 on the server, 10250 on the joiner);
+#   https://<EVE_K3S_SERVER>/eve-join/<own ip> until the server answers "joined", then again
+#   every 10 s (the node's status, as a kubelet posts it); the init server, seeing that request
+#   in its API's log, fetches https://<ip>:10250/eve-node and lists the node in /api/v1/nodes,
+#   and marks it NotReady when its status stops for 30 s.  Both are packets between two
+#   members' VMs across the cluster network, through both nodes' firewalls (6443 on the
+#   server, 10250 on the joiner);
 # - with EVE_K3S_MANIFEST_URL (servers; the controller's --manifest-url): the init server
 #   fetches it (as K3s's auto-deploy directory would get it) and posts the result to the
 #   metadata server as the app's custom status (/eve/v1/app/appCustomStatus), once.
@@ -136,6 +138,14 @@ if [ "$role" != init ]; then
         [ $((tries % 10)) -eq 1 ] && say "k3s $role: $server does not answer yet, retrying"
         sleep 3
     done
+    # Then the node's status every 10 s, as a kubelet posts it: the server marks a node that
+    # stops NotReady, and lists again one it forgot (its VM restarted).
+    (
+        while :; do
+            sleep 10
+            fetch "$joinee" "eve-join/$ip4" >/dev/null
+        done
+    ) &
     [ "$role" = agent ] && { say "k3s agent: no API here (as a K3s agent), nothing to post"; exit 0; }
 fi
 
@@ -174,18 +184,41 @@ if [ "$role" = init ]; then
     done
     : >api.log
     serve 6443 "$PWD/api.log"
-    # The joiners: their Node objects from their kubelet port, each listed once.
+    # The joiners: their Node objects from their kubelet port, each listed once; one whose
+    # status (its join request, every 10 s) stops for $grace s is marked NotReady (status
+    # Unknown, as Kubernetes' node lifecycle controller does after its 40 s grace), and listed
+    # Ready again when it comes back.
+    grace=30
+    mkdir -p seen
     (
         while :; do
-            for peer in $(sed -n 's|^FILE:eve-join/\([0-9.]*\)$|\1|p' api.log | sort -u); do
-                [ -s "joined/$peer" ] && continue
-                fetch "$peer:10250" eve-node | head -n 1 >"joined/$peer.new"
-                if grep -q '"node-uuid"' "joined/$peer.new"; then
-                    mv "joined/$peer.new" "joined/$peer"
-                    list_nodes
-                    say "k3s: the node at $peer joined the cluster"
+            now_s=$(date +%s)
+            sed -n 's|^FILE:eve-join/\([0-9.]*\)$|\1|p' api.log | sort | uniq -c >seen/counts
+            while read -r count peer; do
+                if [ "$(cat "seen/$peer" 2>/dev/null)" != "$count" ]; then
+                    echo "$count" >"seen/$peer"
+                    echo "$now_s" >"seen/$peer.at"
+                    if [ -s "joined/$peer" ] && grep -q '"status":"Unknown"' "joined/$peer"; then
+                        rm -f "joined/$peer" # back: fetched again below
+                        say "k3s: the node at $peer posts its status again"
+                    fi
                 fi
-            done
+                if [ ! -s "joined/$peer" ]; then
+                    fetch "$peer:10250" eve-node | head -n 1 >"joined/$peer.new"
+                    if grep -q '"node-uuid"' "joined/$peer.new"; then
+                        mv "joined/$peer.new" "joined/$peer"
+                        list_nodes
+                        say "k3s: the node at $peer joined the cluster"
+                    fi
+                elif at=$(cat "seen/$peer.at" 2>/dev/null) && [ -n "$at" ] &&
+                    [ $((now_s - at)) -gt $grace ] &&
+                    grep -q '"status":"True","reason":"KubeletReady"' "joined/$peer"; then
+                    sed 's/"status":"True","reason":"KubeletReady"/"status":"Unknown","reason":"NodeStatusUnknown"/' \
+                        "joined/$peer" >"joined/$peer.new" && mv "joined/$peer.new" "joined/$peer"
+                    list_nodes
+                    say "k3s: the node at $peer stopped posting its status: NotReady"
+                fi
+            done <seen/counts
             sleep 2
         done
     ) &

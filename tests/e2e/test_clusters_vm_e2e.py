@@ -12,7 +12,8 @@ packets from the LAN); the manifest URL is fetched by the init server's VM and `
 applied`` lands once in the cluster's event history; deactivate stops the three VMs, activate
 brings them back, and the init server's VM, finding the manifest gone (404), makes the history
 say ``manifest failed: HTTP 404``, once; the third node untagged, its VM, volume and cluster
-network are deleted; the cluster token is in no log.
+network are deleted and the cluster's API marks it NotReady (not drained); the cluster token
+and the manifest URL are in no log.
 
 Names: namespaces ``e3k<tag>-*``, nodes' roots under ``/var/tmp/eve-e2e-k3s-*``.  Teardown
 removes the domains, dnsmasq processes, agents, swtpms, namespaces and files, also when the
@@ -306,8 +307,10 @@ def test_a_cluster_of_vms_comes_up_grows_stops_and_starts(site: Site) -> None:
     marks["two VMs running"] = time.monotonic() - created
     site.wait(lambda: "eve-test-guest: kubeconfig posted" in site.consoles(by_uuid[init]), 120,
               "the init server's VM to post its kubeconfig")  # fmt: skip
+    marks["kubeconfig posted"] = time.monotonic() - created
     site.wait(lambda: "eve-test-guest: k3s agent joined https://10.244.0.10:6443"
               in site.consoles(by_uuid[agent]), 120, "the agent's VM to join")  # fmt: skip
+    marks["agent joined"] = time.monotonic() - created
 
     def members_ready(count: int) -> dict[str, Any] | None:
         got = site.show()
@@ -400,6 +403,26 @@ def test_a_cluster_of_vms_comes_up_grows_stops_and_starts(site: Site) -> None:
     left = [e["text"] for e in json.loads(ctl.cli("cluster", "events", CLUSTER, "--json").stdout)]
     assert f"node {n3} left (agent)" in left, left
     assert all(len(site.domains(by_uuid[u], running_only=True)) == 1 for u in (init, agent))
+
+    # Not drained (see docs/clusters-node.md): as with real K3s, the cluster's API keeps the
+    # departed node and marks it NotReady once its status stops (the stand-in's grace: 30 s),
+    # which the init server's node reports; cluster show lists only the members.
+    def departed_ready() -> bool | None:
+        with contextlib.closing(sqlite3.connect(ctl.state / "controller.db")) as db:
+            row = db.execute(
+                "SELECT json FROM report WHERE device_uuid = ?"
+                " AND json_extract(json, '$.ztype') = 'ZiKubeCluster' ORDER BY id DESC LIMIT 1",
+                (init,),
+            ).fetchone()
+        nodes_seen = json.loads(row[0])["clusterInfo"]["nodes"] if row else []
+        for kube_node in nodes_seen:
+            if kube_node.get("nodeId") == n3:
+                ready = [c for c in kube_node.get("conditions", [])
+                         if c.get("type") == "KUBE_NODE_CONDITION_TYPE_READY"]  # fmt: skip
+                return bool(ready and ready[0].get("set") is True)
+        return None
+
+    site.wait(lambda: departed_ready() is False, 120, "the departed node NotReady in the API")
 
     # The token: in no log, no output, no console shipped to the controller.
     with contextlib.closing(sqlite3.connect(ctl.state / "controller.db")) as db:
