@@ -4,10 +4,18 @@ app's custom status and reported by its node, lands once in the cluster's event 
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
+import shlex
+import shutil
+import subprocess
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from google.protobuf import json_format
 
 from agent.wire.pb.info import info_pb2
@@ -102,3 +110,64 @@ def test_the_result_is_recorded_once_per_cluster(
     got = _manifest_events(state)
     assert [t for t, _ in got] == ["manifest applied", "manifest failed: HTTP 404"]
     assert all(URL not in t and URL not in r for t, r in got)
+
+
+class _Site(http.server.BaseHTTPRequestHandler):
+    """The manifest's server and the metadata server in one: GET /m.yaml, 404 otherwise; POSTs
+    to the custom status path are kept."""
+
+    posted: list[bytes] = []
+
+    def do_GET(self) -> None:
+        body = b"kind: ConfigMap\n" if self.path == "/m.yaml" else b""
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        type(self).posted.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the script's curl path needs curl")
+@pytest.mark.parametrize(("path", "want"), [("/m.yaml", (True, "16 bytes")),
+                                            ("/gone.yaml", (False, "HTTP 404"))])  # fmt: skip
+def test_the_vm_script_fetches_and_posts_its_result(
+    tmp_path: Path, path: str, want: tuple[bool, str]
+) -> None:
+    """The bootcmd the controller renders, run by sh here (the metadata server and the K3s
+    directories pointed at this test's), posts what the controller then records."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Site)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Site.posted = []
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        url = base + path
+        seed = base64.b64decode(clusterconfig.manifest_user_data(url)).decode()
+        script = yaml.safe_load(seed)["bootcmd"][0][2]
+        assert f"\nEVE_K3S_MANIFEST_URL={shlex.quote(url)}\n" in script  # the guest reads it
+        assert script.endswith(") >/dev/null 2>&1 &")  # in the background at boot
+        status = str(tmp_path / "status.json")
+        script = (script.removesuffix(" >/dev/null 2>&1 &")
+                  .replace(clusterconfig.CUSTOM_STATUS_URL, base + "/eve/v1/app/appCustomStatus")
+                  .replace(clusterconfig.MANIFEST_DIR, str(tmp_path / "manifests"))
+                  .replace("/run/eve-cluster-manifest.json", status))  # fmt: skip
+        subprocess.run(["sh", "-c", script], check=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    (posted,) = _Site.posted
+    result = clustermanifest.parse_status(posted)
+    assert result is not None and (result.applied, result.detail) == want
+    assert result.url_sha256 == clustermanifest.url_hash(url)
+    fetched = tmp_path / "manifests" / "eve-cluster.yaml"
+    assert (
+        fetched.exists() == want[0]
+        and not (tmp_path / "manifests" / "eve-cluster.yaml.new").exists()
+    )
