@@ -166,6 +166,8 @@ class Node:
         self._vault_retry_at = 0.0
         #: Set once the link task runs: the watchdog task tells systemd READY=1.
         self.ready = asyncio.Event()
+        #: Set when an app posts a new kubeconfig: the cluster status is read at once.
+        self._kubeconfig_posted = asyncio.Event()
         #: The controller's reboot and shutdown commands, and this boot's reason (set at start).
         self.deviceops: DeviceOps | None = None
         self._boot_id: str | None = None
@@ -244,6 +246,8 @@ class Node:
             return
         log.info("app %s posted its %s (%d bytes)", app_id,
                  "kubeconfig" if kind == 1 else f"metadata of type {kind}", len(data))  # fmt: skip
+        if kind == 1:
+            self._kubeconfig_posted.set()
         if self.outbox is not None and self.device_uuid is not None:
             await asyncio.to_thread(
                 queue_app_meta, self.outbox, self.device_uuid, app_id, kind, data
@@ -818,7 +822,8 @@ class Node:
 
     async def _cluster_status(self, stop: asyncio.Event) -> None:
         """While this node is a cluster member: the cluster as its K3s VM's API tells it, to
-        the controller (ZInfoKubeCluster) when it changed, at the metrics interval."""
+        the controller (ZInfoKubeCluster) when it changed, at the metrics interval and at once
+        when the VM posts a new kubeconfig."""
         api = KubeApi(self.settings.netns)
         watch = ClusterWatch(api, self.app_meta, lambda: self.reconciler.current,
                              lambda: self.reconciler.layout)  # fmt: skip
@@ -833,8 +838,9 @@ class Node:
                     )
                     last = status
                 interval = float(self.items().int("timer.metric.interval"))
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), interval)
+                # A new kubeconfig is read at once (the interval read at start may be the
+                # default's 60 s, before the config's).
+                await wait_or_stop(stop, interval, wake=self._kubeconfig_posted)
         finally:
             await api.close()
 
