@@ -158,18 +158,24 @@ class BaseOsManager:
             return _with(p, "UPDATING", "UPDATE_TESTING", f"testing, {left} s left", left)
         if p.activated and wanted is not None and wanted.version == p.version:
             return _with(p, "UPDATED", "NONE_SUBSTATUS", "", 0)
-        if not p.activated and isinstance(failed, dict) and failed.get("version"):
-            return PartitionStatus(
-                p.label, p.state, str(failed["version"]), False, "FALLBACK"
-                if failed.get("fallback") else "FAILED", "NONE_SUBSTATUS", "", 0,
-                str(failed.get("error", "")), float(failed.get("time", 0.0)),
-            )  # fmt: skip
         if not p.activated and self._activity is not None:
+            # An update under way says more than an earlier failure.
             user, sub, text, progress = self._activity
             version = wanted.version if wanted is not None else p.version
             return PartitionStatus(
                 p.label, p.state, version, False, user, sub, text, progress,
                 self._error, self._error_time,
+            )  # fmt: skip
+        if (
+            not p.activated
+            and isinstance(failed, dict)
+            and failed.get("version")
+            and (wanted is None or wanted.version == failed["version"])
+        ):
+            return PartitionStatus(
+                p.label, p.state, str(failed["version"]), False, "FALLBACK"
+                if failed.get("fallback") else "FAILED", "NONE_SUBSTATUS", "", 0,
+                str(failed.get("error", "")), float(failed.get("time", 0.0)),
             )  # fmt: skip
         if not p.activated and self._error:
             return PartitionStatus(

@@ -281,7 +281,7 @@ async def test_a_trial_that_never_commits_falls_back_and_is_not_retried(
     assert world.reboots == ["update"]
     # The new image's agent never starts: the guard reboots, the one-shot entry is spent.
     assert world.machine.power_cycle() == "IMGB"
-    assert "TRIAL_SLOT=IMGB\nTRIAL_SECONDS=90\n" == world.machine.paths.trial.read_text()
+    assert world.machine.paths.trial.read_text() == "TRIAL_SLOT=IMGB\nTRIAL_SECONDS=90\n"
     world.machine.paths.guard_report.write_text("the trial of IMGB was not committed\n")
     assert world.machine.power_cycle() == "IMGA"
     manager = world.manager()
@@ -296,8 +296,15 @@ async def test_a_trial_that_never_commits_falls_back_and_is_not_retried(
     # Same version, same retry counter: refused.
     await manager.step()
     assert world.reboots == ["update"]
+    # Another version: the old failure is no longer what the partition shows.
+    image, world.blob, world.percent = world.blob, None, 10
+    world.wanted = BaseOsConfig(TREE, "2.5", activate=False, retry_counter=3)
+    await manager.step()
+    b = {p.label: p for p in manager.partitions()}["IMGB"]
+    assert (b.version, b.user_status, b.error) == ("2.5", "DOWNLOADING", "")
     # The controller asks again (retry counter): written and rebooted once more.
     world.wanted = BaseOsConfig(TREE, "2.0", activate=True, retry_counter=4)
+    world.blob = image
     await manager.step()
     assert world.reboots == ["update", "update"]
 
