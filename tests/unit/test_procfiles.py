@@ -21,6 +21,11 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     """A child whose argv carries :data:`MARK` (killed and reaped at the end)."""
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", MARK.decode()])
     try:
+        # Until the child has exec'd, /proc/<pid>/cmdline is its parent's (pytest's).
+        deadline = time.monotonic() + 10
+        while MARK not in Path(f"/proc/{child.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline, "the child did not exec within 10 s"
+            time.sleep(0.01)
         yield child
     finally:
         child.kill()
