@@ -134,11 +134,14 @@ class BaseOsManager:
         """Both partitions as ``ZInfoDevSW`` reports them (the running one first); on a node
         without slots, the running system alone."""
         current = self._current
-        if current is None:
+        if current is None or not self._checked_boot:
+            # Before the first look (or on a node without slots): the running system alone,
+            # under the slot it booted from when the kernel's command line names one.
+            label = (self.slots.current() if self._supported is not False else None) or "IMGA"
             version = self.slots.running_version()
             return (
                 PartitionStatus(
-                    label="IMGA", state="active", version=version, activated=True,
+                    label=label, state="active", version=version, activated=True,
                     error=self._error, error_time=self._error_time,
                 ),
             )  # fmt: skip

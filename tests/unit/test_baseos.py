@@ -242,6 +242,9 @@ async def test_an_update_is_written_tried_and_committed(world: World, tmp_path: 
     assert world.machine.power_cycle() == "IMGB"
     world.later(100)
     manager = world.manager()
+    # Before its first step it reports the slot it booted from, not IMGA.
+    (early,) = manager.partitions()
+    assert (early.label, early.version, early.activated) == ("IMGB", "2.0", True)
     await manager.step()
     parts = by_label(manager)
     assert parts["IMGB"] == ("inprogress", "2.0", "UPDATING", "UPDATE_TESTING")
