@@ -11,10 +11,11 @@ from pathlib import Path
 
 from agent import status as status_mod
 from agent.boot import BootError, TpmMode, boot, poweroff
-from agent.daemon import Node, install_signal_handlers
+from agent.daemon import Node
 from agent.drivers.tpm import TpmError
 from agent.link.identity import IdentityError
 from agent.settings import AgentSettings, NodePaths
+from agent.util.supervise import install_signal_handlers
 
 log = logging.getLogger("eve-agent")
 DEVICE_TPM = Path("/dev/tpmrm0")

@@ -24,31 +24,20 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
 import time
 from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from agent import nodeparts
 from agent import status as status_mod
 from agent.boot import BootResult, TpmMode, boot
-from agent.drivers.bootslots import BootSlots, SlotPaths
+from agent.drivers.bootslots import BootSlots
 from agent.drivers.conntrack import NfConntrack
-from agent.drivers.dhcpclient import DhcpClientDriver
-from agent.drivers.dnsmasq import DnsmasqDriver
-from agent.drivers.docker import DockerRuntime
 from agent.drivers.errors import DriverError, TemporaryError
-from agent.drivers.hypervisor import HypervisorSettings
-from agent.drivers.iolock import NotManaged, SysfsIoLock
 from agent.drivers.kubeapi import KubeApi
-from agent.drivers.libvirt import LibvirtHypervisor
-from agent.drivers.metadata import MetadataServer
-from agent.drivers.netlink import NetlinkDriver
-from agent.drivers.netprobe import TcpProber
 from agent.drivers.nflog import NflogListener
-from agent.drivers.nft import LibNft, NftSettings
-from agent.drivers.power import EmulatedPower, Power, SystemdPower
 from agent.drivers.systemd import sd_notify, watchdog_interval
 from agent.link.applogs import AppLogSpool, AppLogUploader
 from agent.link.appmeta import queue_app_meta
@@ -82,22 +71,15 @@ from agent.reconcile.baseos import Content as BaseOsContent
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.firewall import NFLOG_GROUP, InterfaceDrops
 from agent.reconcile.flows import FlowCollector, FlowSettings
-from agent.reconcile.iolockdown import IoLockdown
 from agent.reconcile.kubestatus import KubeClusterStatus
 from agent.reconcile.kubewatch import ClusterWatch
-from agent.reconcile.metadata import MetadataAnswers
-from agent.reconcile.networks import Networks
 from agent.reconcile.node import VAULT_READY, NodeReconciler
-from agent.reconcile.portconfig import PortConfigurator
-from agent.reconcile.portselect import PortManager, controller_target
-from agent.reconcile.records import RecordBook
-from agent.reconcile.workloads import Workloads
-from agent.reconcile.workspace import WorkloadDrivers, Workspace
-from agent.settings import AgentSettings, NodePaths
+from agent.settings import AgentSettings
 from agent.util import bootreason
 from agent.util.bootreason import BootReason
 from agent.util.liveness import Liveness
 from agent.util.storagehealth import StorageHealth
+from agent.util.supervise import supervise
 from agent.util.timing import Backoff, wait_or_stop
 from agent.vault.manager import VaultManager, VaultNotOpen
 from agent.vault.store import VaultPaths
@@ -119,14 +101,29 @@ class Node:
         self.boot_time = time.time()
         self.runtime = RuntimeItems()
         self.vault: VaultManager | None = None
-        self.workloads = self._make_workloads() if settings.workloads else None
+        self.workloads = (
+            nodeparts.make_workloads(settings, self.vault_root, self.items)
+            if settings.workloads
+            else None
+        )
         self.networks = (
-            self._make_networks(self.workloads)
+            nodeparts.make_networks(
+                settings,
+                self.workloads,
+                # The metadata server answers from the reconciler (made just after).
+                current=lambda: self.reconciler.current,
+                layout=lambda: self.reconciler.layout,
+                posted=self._app_meta_posted,
+            )
             if self.workloads is not None and settings.networks
             else None
         )
-        self.ports = self._make_ports(self.networks) if self.networks is not None else None
-        self.iolock = self._make_iolock()
+        self.ports = (
+            nodeparts.make_ports(settings, self.networks, self.items, self._controller_server)
+            if self.networks is not None
+            else None
+        )
+        self.iolock = nodeparts.make_iolock(self.paths)
         self.reconciler = NodeReconciler(
             self.runtime, workloads=self.workloads, networks=self.networks, ports=self.ports,
             configurators=self.iolock.configurators(),
@@ -175,7 +172,7 @@ class Node:
         self._running_saved = False
         #: Base OS A/B updates (agent.reconcile.baseos); a node without slots reports so.
         self.baseos = BaseOsManager(
-            BootSlots(self._slot_paths()),
+            BootSlots(nodeparts.slot_paths(self.paths)),
             config=lambda: self.reconciler.current,
             content=self._baseos_content,
             items=self.items,
@@ -186,56 +183,8 @@ class Node:
 
     # ---- helpers used by components ------------------------------------------------------
 
-    def _make_workloads(self) -> Workloads:
-        """The app runtimes (connected on first use) and the vault-backed workspace."""
-        name = self.settings.host_name
-        drivers = WorkloadDrivers(
-            containers=DockerRuntime(name),
-            hypervisor=LibvirtHypervisor(
-                # Seeds hold user data: /run is memory, never the disk.
-                HypervisorSettings(
-                    name,
-                    state_dir=self.paths.run / "domains",
-                    # An emulated node's bridges are in its namespace: VM taps move there.
-                    nic_netns=self.settings.netns if self.settings.networks else None,
-                )
-            ),
-        )
-        return Workloads(drivers, Workspace(root=self.vault_root, items=self.items))
-
-    def _make_ports(self, networks: Networks) -> PortManager:
-        """The ports the config names, in the networks' namespace, each new port config
-        tested by reaching the controller (its address is known once the identity is)."""
-        name, netns = self.settings.host_name, self.settings.netns
-        state = self.paths.persist / "status" / "net"
-        dhcp = DhcpClientDriver(name, self.paths.run / "dhcp", netns=netns)
-        return PortManager(
-            PortConfigurator(networks.netlink, dhcp, RecordBook(state)),
-            TcpProber(netns),
-            state / "portconfig.json",
-            self.items,
-            lambda: controller_target(self.identity.server if self.identity else None),
-        )
-
-    def _make_networks(self, workloads: Workloads) -> Networks:
-        """Bridges, app interfaces and dnsmasq in the node's namespace (root, or ``--netns``)."""
-        name, netns = self.settings.host_name, self.settings.netns
-        netlink = NetlinkDriver(name, netns)
-        # The server answers from the reconciler's current config and plan (made just after).
-        answers = MetadataAnswers(
-            lambda: self.reconciler.current,
-            lambda: self.reconciler.layout,
-            netlink,
-            sink=self._app_meta_posted,
-        )
-        return Networks(
-            netlink,
-            workloads.drivers.containers,
-            RecordBook(self.paths.persist / "status" / "net"),
-            dnsmasq=DnsmasqDriver(name, self.paths.run / "dnsmasq", netns=netns),
-            nft=LibNft(NftSettings(name, netns=netns)),
-            metadata=MetadataServer(answers, netns=netns, poster=answers.post),
-        )
+    def _controller_server(self) -> str | None:
+        return self.identity.server if self.identity else None
 
     async def _app_meta_posted(self, app_id: str, kind: int, data: bytes) -> None:
         """An app posted its kubeconfig or custom status: kept in the vault, and reported to
@@ -436,16 +385,6 @@ class Node:
 
     # ---- base OS updates (agent.reconcile.baseos) -------------------------------------------
 
-    def _slot_paths(self) -> SlotPaths:
-        """The real boot loader and partitions on a real node; on an emulated node a directory
-        of its own that holds none, so it never reads or writes the host's."""
-        if self.paths == NodePaths.from_root(None):
-            return SlotPaths()
-        boot = self.paths.platform / "boot"
-        return SlotPaths(esp=boot / "esp", efivars=boot / "efivars",
-                         partitions=boot / "partitions", cmdline=boot / "cmdline",
-                         release=boot / "eve-release")  # fmt: skip
-
     def _baseos_content(self, tree_id: str) -> BaseOsContent:
         """The base OS content tree as the content kind has it (downloaded like any other)."""
         if self.workloads is None:
@@ -481,27 +420,12 @@ class Node:
 
     # ---- boots, reboot and shutdown commands (agent.link.deviceops) ----------------------
 
-    def _make_iolock(self) -> IoLockdown:
-        """The I/O lockdown (agent.reconcile.iolockdown): this machine's USB and serial
-        consoles on a real node; an emulated node (``--root``) shares the host's, never
-        touches them and reports them as not managed."""
-        real = self.paths == NodePaths.from_root(None)
-        driver = SysfsIoLock() if real else NotManaged()
-        return IoLockdown(driver, RecordBook(self.paths.run / "iolock"))
-
-    def power_driver(self) -> Power:
-        """systemd on a real node; an emulated node (``--root``) never touches the host's
-        power: it records the request and its agent stops (agent.drivers.power)."""
-        if self.paths == NodePaths.from_root(None):
-            return SystemdPower()
-        return EmulatedPower(self.paths.run)
-
     async def _start_deviceops(self) -> None:
         """This boot's reason and restart counter (agent.util.bootreason), and the recorded
         device-operation counters.  A disk that refuses the files is reported, not fatal."""
         persist = self.paths.persist
-        real = self.paths == NodePaths.from_root(None)
-        ops = DeviceOps(persist, self.power_driver(), announce=self._announce_ops,
+        real = nodeparts.is_real(self.paths)
+        ops = DeviceOps(persist, nodeparts.power_driver(self.paths), announce=self._announce_ops,
                         halt_apps=self.reconciler.halt_apps, stopped=self._stop.set,
                         deferred=self.baseos.testing)  # fmt: skip
         try:
@@ -950,55 +874,3 @@ class Node:
             )
             for task in pending:
                 task.cancel()
-
-
-async def supervise(
-    stop: asyncio.Event, coros: dict[str, Coroutine[Any, Any, None]], *, grace: float
-) -> None:
-    """Run named tasks until ``stop``.  A task that ends or fails early stops them all.
-
-    On stop, tasks get ``grace`` seconds to return on their own, then are cancelled.
-    Raises the first task's exception, if one failed.
-    """
-    tasks: dict[asyncio.Task[Any], str] = {
-        asyncio.create_task(c, name=n): n for n, c in coros.items()
-    }
-    stop_wait = asyncio.create_task(stop.wait(), name="stop")
-    failure: BaseException | None = None
-    try:
-        done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is stop_wait:
-                continue
-            exc = task.exception()
-            if exc is not None:
-                log.error("task %s failed: %s", tasks[task], exc, exc_info=exc)
-                failure = failure or exc
-            elif not stop.is_set():
-                log.error("task %s ended unexpectedly", tasks[task])
-        stop.set()
-        finished, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in finished:
-            if task in done or task.cancelled():
-                continue
-            exc = task.exception()
-            if exc is not None:
-                # Failing while stopping still matters: it may have left work half done.
-                log.error("task %s failed while stopping: %s", tasks[task], exc, exc_info=exc)
-                failure = failure or exc
-        for task in pending:
-            log.warning("task %s did not stop within %.0f s; cancelling", tasks[task], grace)
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-    finally:
-        stop_wait.cancel()
-        for task in tasks:
-            task.cancel()
-    if failure is not None:
-        raise failure
-
-
-def install_signal_handlers(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
