@@ -192,6 +192,16 @@ def _base_config(disk: Path, disk_port: int) -> dict[str, Any]:
 
 @pytest.fixture
 def site() -> Iterator[Site]:
+    with open_site() as made:
+        yield made
+
+
+@contextlib.contextmanager
+def open_site() -> Iterator[Site]:
+    """The controller (started, the base config set) and three nodes (not started) on the LAN,
+    the manifest server and the guest's disk served; everything removed on leaving, also on
+    failure.  Also used by ``tools/bench_cluster_vms.py``.  A missing tool, service or image
+    is :func:`require`'s (a skip or failure)."""
     for tool in ("swtpm", "swtpm_setup", "mkfs.ext4", "dnsmasq", "virsh"):
         if shutil.which(tool) is None:
             require("a K3s cluster with VMs", f"{tool} is not installed")
