@@ -36,10 +36,16 @@
    to the first config applied, beside the boot of the same image with the agent masked; the
    agent's RSS, PSS and CPU in the node, idle, beside a bare Python in the node with the same
    imports.  A node that cannot be booted is an ERROR row and exit status 1.
+10. A three-node K3s cluster's VMs (tools/bench_cluster_vms.py; about 4 min, root, libvirtd,
+   swtpm, dnsmasq; takes /tmp/eve-qemu.lock): ``cluster create`` to every member's VM booted,
+   to the roles acted (kubeconfig posted, agents joined) and to the members ready in ``cluster
+   show``, beside the same three VMs booted by hand through libvirt.  ERROR row and exit status
+   1 when it cannot run.
 
 ``--no-workloads`` leaves out 5, ``--workloads-only`` runs only 5, ``--quick`` makes 5 shorter
 (fewer runs, 15 s CPU windows), ``--workload-window`` sets its CPU windows (default 60 s).
 ``--no-node`` leaves out 9, ``--node-only`` runs only 9.
+``--no-cluster-vms`` leaves out 10, ``--cluster-vms-only`` runs only 10.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from agent.model.config import diff_configs, from_proto
 from agent.wire import envelope, pki
 from agent.wire.envelope import SoftwareSigner, pem_cert_hash
 from agent.wire.pb.config import devconfig_pb2
+from tools.bench_cluster_vms import BenchClusterVmsError, bench_cluster_vms
 from tools.bench_clusters import bench_composer
 from tools.bench_engine import bench_engine
 from tools.bench_firewall import bench_firewall
@@ -384,6 +391,12 @@ def main() -> int:
     )
     workloads.add_argument("--workloads-only", action="store_true", help="only those (5)")
     workloads.add_argument("--node-only", action="store_true", help="only the QEMU node's (9)")
+    workloads.add_argument(
+        "--cluster-vms-only", action="store_true", help="only the cluster VMs' figures (10)"
+    )
+    parser.add_argument(
+        "--no-cluster-vms", action="store_true", help="no three-node cluster VM figures (10)"
+    )
     parser.add_argument(
         "--no-node", action="store_true", help="no figures of the node image under QEMU (9)"
     )
@@ -393,7 +406,7 @@ def main() -> int:
     parser.add_argument("--workload-window", type=float, help="workload CPU windows, seconds")
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
-    only = args.workloads_only or args.node_only
+    only = args.workloads_only or args.node_only or args.cluster_vms_only
     if not only:
         rows += bench_config(args.repeat)
         rows += bench_engine(args.repeat)
@@ -415,19 +428,26 @@ def main() -> int:
         except RuntimeError as exc:
             rows.append(("firewall: the agent's 5,000 ACEs, packet path", "ERROR", str(exc), ""))
             failed = True
-    if not (args.no_workloads or args.node_only):
+    if not (args.no_workloads or args.node_only or args.cluster_vms_only):
         try:
             rows += bench_workloads(quick=args.quick, window=args.workload_window)
         except ServiceMissing as exc:
             rows.append(("workloads (containers, VMs, agent RSS and CPU)", "ERROR", str(exc), ""))
             failed = True
-    if not (args.no_node or args.workloads_only):
+    if not (args.no_node or args.workloads_only or args.cluster_vms_only):
         try:
             rows += bench_node()
         except BenchNodeError as exc:
             reason = str(exc).splitlines()[0]
             print(f"node bench: {exc}", file=sys.stderr)
             rows.append(("node image under QEMU (boot, agent idle)", "ERROR", reason, ""))
+            failed = True
+    if not (args.no_cluster_vms or args.workloads_only or args.node_only):
+        try:
+            rows += bench_cluster_vms()
+        except BenchClusterVmsError as exc:
+            print(f"cluster VMs bench: {exc}", file=sys.stderr)
+            rows.append(("3-node cluster VMs", "ERROR", str(exc).splitlines()[0], ""))
             failed = True
     header = ("figure", "eve-agent", "reference (same run)", "ratio")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -280,7 +281,8 @@ def bench_cluster_vms() -> list[Row]:
 
 
 def main() -> int:
-    """Print the rows (``figure | eve-agent | reference | overhead``)."""
+    """Print the rows (``figure | eve-agent | reference | overhead``); SIGTERM cleans up too."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         rows = bench_cluster_vms()
     except BenchClusterVmsError as exc:
