@@ -162,7 +162,7 @@ kver=$(basename "$(ls -1d "$root"/lib/modules/* | LC_ALL=C sort -V | tail -1)")
 for f in "boot/vmlinuz-$kver" "boot/initrd.img-$kver"; do
     [ -f "$root/$f" ] || { log "missing /$f in the base"; exit 1; }
 done
-CMDLINE="root=UUID=$root_uuid rw console=ttyS0,115200 systemd.show_status=1"
+CMDLINE="root=UUID=$root_uuid rw console=ttyS0,115200 systemd.show_status=error"
 
 # K3s, as its installer lays it out.
 install -D -m 0755 "$K3S_BIN" "$root/usr/local/bin/k3s"
@@ -283,8 +283,15 @@ menuentry "K3s VM ($kver)" {
     initrd /boot/initrd.img-$kver
 }
 CFG
-printf 'search --no-floppy --fs-uuid --set=root %s\nset prefix=($root)/boot/grub\n' "$root_uuid" \
-    >"$root/tmp/early.cfg"
+# The early config runs in GRUB's rescue parser, as grub-install's does: search.fs_uuid (the
+# `search` command is another module), and the serial console first, so its errors show there.
+cat >"$root/tmp/early.cfg" <<CFG
+serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+search.fs_uuid $root_uuid root
+set prefix=(\$root)/boot/grub
+CFG
 chroot "$root" grub-mkimage -O i386-pc -o /tmp/core.img -c /tmp/early.cfg -p /boot/grub \
     biosdisk part_msdos ext2 search_fs_uuid normal linux configfile echo test serial terminal
 mv "$root/tmp/core.img" "$work/core.img"
