@@ -462,7 +462,7 @@ def test_real_k3s_ready(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     k3s_bin = os.environ.get(K3S_BIN_ENV, "")
     if not k3s_bin:
         pytest.skip(f"{K3S_BIN_ENV} is not set: this test needs a real K3s binary (none can be "
-                    "downloaded here; see docs/clusters-node.md)")  # fmt: skip
+                    "downloaded here; see docs/k3s-image.md)")  # fmt: skip
     reason = _missing()
     if reason:
         service_missing("K3s image test", reason)
