@@ -58,7 +58,7 @@ def parse_status(data: bytes) -> ManifestResult | None:
         return None
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting
         return None
     part = doc.get(STATUS_KEY) if isinstance(doc, dict) else None
     if not isinstance(part, dict):

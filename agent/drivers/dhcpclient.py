@@ -132,7 +132,10 @@ def _addresses(text: Any) -> tuple[IPv4Address, ...]:
 def parse_lease(data: bytes, now: float) -> Lease | None:
     """The lease in a lease file's content, None for no lease (a deconfig, leasefail or nak
     event, an expired lease).  Raises ValueError for content that is no lease file."""
-    doc = json.loads(data[:MAX_LEASE_FILE])
+    try:
+        doc = json.loads(data[:MAX_LEASE_FILE])
+    except RecursionError:  # absurd nesting: not a lease file either
+        raise ValueError("nested too deeply") from None
     if not isinstance(doc, dict):
         raise ValueError("not an object")
     event = doc.get("event")

@@ -89,7 +89,7 @@ class KubeConfig:
             raise KubeConfigError(f"larger than {MAX_KUBECONFIG} bytes")
         try:
             doc = yaml.safe_load(data.decode("utf-8"))
-        except (UnicodeDecodeError, yaml.YAMLError):
+        except (UnicodeDecodeError, yaml.YAMLError, RecursionError):  # RecursionError: nesting
             raise KubeConfigError("not YAML") from None
         if not isinstance(doc, dict):
             raise KubeConfigError("not a mapping")

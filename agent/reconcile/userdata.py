@@ -128,6 +128,8 @@ def for_container(user_data: str) -> ContainerUserData:
         return ContainerUserData(env=tuple(env))
     try:
         doc = yaml.safe_load(text)
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise UserDataError("cloud-config is nested too deeply") from None
     except yaml.YAMLError as exc:
         raise UserDataError(f"cloud-config is not YAML: {str(exc)[:200]}") from None
     if doc is None:
