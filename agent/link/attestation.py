@@ -98,6 +98,44 @@ class NoTpmQuotes:
         return attest_pb2.ZAttestQuote()
 
 
+@dataclass(frozen=True)
+class QuoteOutcome:
+    """What a successful quote verdict brought: the token and the escrowed vault keys (VSK)."""
+
+    token: bytes
+    escrowed_keys: list[bytes]
+    #: The PCRs the first VSK's policy names, None when it names none.
+    policy_pcrs: list[int] | None
+
+
+def _code_name(names: dict[int, str], value: int) -> str:
+    """An enum value's name, or ``UNKNOWN(value)`` for one this agent's schema lacks (proto3
+    enums are open: the controller may send any number)."""
+    return names.get(value, f"UNKNOWN({value})")
+
+
+def quote_outcome(resp: attest_pb2.ZAttestResponse) -> QuoteOutcome:
+    """The controller's answer to a quote.  Raises AttestationRejected unless it is a success
+    carrying an integrity token."""
+    verdict = resp.quoteResp
+    if verdict.response != attest_pb2.Z_ATTEST_RESPONSE_CODE_SUCCESS:
+        name = _code_name(_RESPONSE_CODES, verdict.response)
+        raise AttestationRejected(f"controller rejected the quote: {name}")
+    if not verdict.integrity_token:
+        raise AttestationRejected("controller accepted the quote but sent no integrity token")
+    vsk = [k for k in verdict.keys if k.key_type == attest_pb2.ATTEST_VOLUME_KEY_TYPE_VSK]
+    policy = next((list(k.policy_pcr_list.pcr_indices) for k in vsk if k.has_policy_pcr_list), None)
+    return QuoteOutcome(
+        bytes(verdict.integrity_token), [bytes(k.key) for k in vsk if k.key], policy
+    )
+
+
+_RESPONSE_CODES = {v.number: v.name for v in attest_pb2.ZAttestResponseCode.DESCRIPTOR.values}
+_STORAGE_CODES = {
+    v.number: v.name for v in attest_pb2.AttestStorageKeysResponseCode.DESCRIPTOR.values
+}
+
+
 @dataclass
 class AttestStatus:
     state: AttestState = AttestState.UNSPECIFIED
@@ -208,20 +246,13 @@ class Attestor:
         resp = await self._exchange(
             attest_pb2.ZAttestReq(reqType=attest_pb2.ATTEST_REQ_QUOTE, quote=quote)
         )
-        verdict = resp.quoteResp
-        if verdict.response != attest_pb2.Z_ATTEST_RESPONSE_CODE_SUCCESS:
-            name = attest_pb2.ZAttestResponseCode.Name(verdict.response)
-            raise AttestationRejected(f"controller rejected the quote: {name}")
-        if not verdict.integrity_token:
-            raise AttestationRejected("controller accepted the quote but sent no integrity token")
-        token = bytes(verdict.integrity_token)
-        vsk = [k for k in verdict.keys if k.key_type == attest_pb2.ATTEST_VOLUME_KEY_TYPE_VSK]
-        self.status.escrowed_keys = [bytes(k.key) for k in vsk if k.key]
+        outcome = quote_outcome(resp)
+        token = outcome.token
+        self.status.escrowed_keys = outcome.escrowed_keys
         if self._escrow is not None:
-            policy = next(
-                (list(k.policy_pcr_list.pcr_indices) for k in vsk if k.has_policy_pcr_list), None
+            await asyncio.to_thread(
+                self._escrow.keys_received, outcome.escrowed_keys, outcome.policy_pcrs
             )
-            await asyncio.to_thread(self._escrow.keys_received, self.status.escrowed_keys, policy)
             await self._store_keys(token)
         return token
 
@@ -241,5 +272,5 @@ class Attestor:
             await asyncio.to_thread(self._escrow.escrow_stored)
             log.info("vault key escrowed with the controller")
             return
-        name = attest_pb2.AttestStorageKeysResponseCode.Name(code)
+        name = _code_name(_STORAGE_CODES, code)
         raise AttestationRejected(f"controller did not store the vault key: {name}")

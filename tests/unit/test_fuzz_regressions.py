@@ -7,7 +7,9 @@ import pytest
 
 from agent.drivers.dhcpclient import parse_lease
 from agent.drivers.kubeapi import KubeConfig, KubeConfigError
+from agent.link.attestation import AttestationRejected, quote_outcome
 from agent.reconcile.userdata import UserDataError, for_container
+from agent.wire.pb.attest import attest_pb2
 from controller.clustermanifest import parse_status
 
 #: Deeper than the interpreter's recursion limit, and within every parser's size cap.
@@ -32,3 +34,23 @@ def test_deeply_nested_cloud_config_is_a_user_data_error() -> None:
 
 def test_deeply_nested_app_custom_status_is_no_status() -> None:
     assert parse_status(DEEP_JSON) is None
+
+
+def test_quote_answer_with_an_unknown_response_code_is_rejected_not_a_value_error() -> None:
+    # Before: ZAttestResponseCode.Name(99) raised ValueError, which the attestation loop does
+    # not catch (proto3 enums are open, so any number decodes).
+    resp = attest_pb2.ZAttestResponse(respType=attest_pb2.ATTEST_RESP_QUOTE_RESP)
+    resp.quoteResp.response = 99  # type: ignore[assignment]
+    with pytest.raises(AttestationRejected, match=r"UNKNOWN\(99\)"):
+        quote_outcome(resp)
+
+
+def test_quote_answer_carries_token_and_vault_keys() -> None:
+    resp = attest_pb2.ZAttestResponse(respType=attest_pb2.ATTEST_RESP_QUOTE_RESP)
+    resp.quoteResp.response = attest_pb2.Z_ATTEST_RESPONSE_CODE_SUCCESS
+    resp.quoteResp.integrity_token = b"token"
+    key = resp.quoteResp.keys.add(key_type=attest_pb2.ATTEST_VOLUME_KEY_TYPE_VSK, key=b"k")
+    key.policy_pcr_list.pcr_indices.extend([0, 7])
+    key.has_policy_pcr_list = True
+    outcome = quote_outcome(resp)
+    assert (outcome.token, outcome.escrowed_keys, outcome.policy_pcrs) == (b"token", [b"k"], [0, 7])
