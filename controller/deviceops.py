@@ -102,9 +102,38 @@ def carry_counters(store: Store, device_uuid: str, config: devconfig_pb2.EdgeDev
 
 
 def _time(stamp: Timestamp) -> str | None:
+    """The device's time as RFC 3339; None when unset or out of the range a date can hold
+    (the device chooses it)."""
     if stamp.seconds == 0 and stamp.nanos == 0:
         return None
-    return rfc3339(stamp.seconds + stamp.nanos / 1e9)
+    try:
+        return rfc3339(stamp.seconds + stamp.nanos / 1e9)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _name(enum_type: Any, value: int, prefix: str) -> str:
+    """An enum value's name without ``prefix``, or ``UNKNOWN(value)`` for a number this
+    schema lacks (proto3 enums are open: a device may send any)."""
+    try:
+        return str(enum_type.Name(value)).removeprefix(prefix)
+    except ValueError:
+        return f"UNKNOWN({value})"
+
+
+def reported_power(received: float, dinfo: info_pb2.ZInfoDevice) -> dict[str, Any]:
+    """What a device info says about power operations; any decodable message gives a value."""
+    return {
+        "at": rfc3339(received),
+        "reboot": dinfo.rebootConfigCounter,
+        "shutdown": dinfo.shutdown_config_counter,
+        "state": _name(info_pb2.ZDeviceState, dinfo.state, "ZDEVICE_STATE_"),
+        "last_boot_reason": _name(info_pb2.BootReason, dinfo.last_boot_reason, "BOOT_REASON_"),
+        "last_reboot_reason": dinfo.lastRebootReason,
+        "last_reboot_time": _time(dinfo.lastRebootTime),
+        "restart_counter": dinfo.restartCounter,
+        "reboot_inprogress": dinfo.reboot_inprogress,
+    }
 
 
 def power_summary(store: Store, device_uuid: str) -> dict[str, Any]:
@@ -117,20 +146,7 @@ def power_summary(store: Store, device_uuid: str) -> dict[str, Any]:
     }
     latest = latest_device_info(store, device_uuid)
     if latest is not None:
-        received, dinfo = latest
-        out["reported"] = {
-            "at": rfc3339(received),
-            "reboot": dinfo.rebootConfigCounter,
-            "shutdown": dinfo.shutdown_config_counter,
-            "state": info_pb2.ZDeviceState.Name(dinfo.state).removeprefix("ZDEVICE_STATE_"),
-            "last_boot_reason": info_pb2.BootReason.Name(dinfo.last_boot_reason).removeprefix(
-                "BOOT_REASON_"
-            ),
-            "last_reboot_reason": dinfo.lastRebootReason,
-            "last_reboot_time": _time(dinfo.lastRebootTime),
-            "restart_counter": dinfo.restartCounter,
-            "reboot_inprogress": dinfo.reboot_inprogress,
-        }
+        out["reported"] = reported_power(*latest)
     return out
 
 

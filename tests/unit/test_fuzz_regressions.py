@@ -10,7 +10,9 @@ from agent.drivers.kubeapi import KubeConfig, KubeConfigError
 from agent.link.attestation import AttestationRejected, quote_outcome
 from agent.reconcile.userdata import UserDataError, for_container
 from agent.wire.pb.attest import attest_pb2
+from agent.wire.pb.info import info_pb2
 from controller.clustermanifest import parse_status
+from controller.deviceops import reported_power
 
 #: Deeper than the interpreter's recursion limit, and within every parser's size cap.
 DEEP_JSON = b"[" * 3000
@@ -54,3 +56,14 @@ def test_quote_answer_carries_token_and_vault_keys() -> None:
     key.has_policy_pcr_list = True
     outcome = quote_outcome(resp)
     assert (outcome.token, outcome.escrowed_keys, outcome.policy_pcrs) == (b"token", [b"k"], [0, 7])
+
+
+def test_device_info_with_unknown_state_and_absurd_reboot_time_still_summarises() -> None:
+    # Before: ZDeviceState.Name(77) raised ValueError and a reboot time past year 9999 an
+    # OSError, so `device show` failed on what one device had sent.
+    dinfo = info_pb2.ZInfoDevice(state=77, last_boot_reason=1234)  # type: ignore[arg-type]
+    dinfo.lastRebootTime.seconds = 10**15
+    reported = reported_power(1.0e9, dinfo)
+    assert reported["state"] == "UNKNOWN(77)"
+    assert reported["last_boot_reason"] == "UNKNOWN(1234)"
+    assert reported["last_reboot_time"] is None
