@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from agent.drivers.appdhcp import AppDhcpDriver
 from agent.drivers.bootslots import SlotPaths
 from agent.drivers.dhcpclient import DhcpClientDriver
 from agent.drivers.dnsmasq import DnsmasqDriver
@@ -83,6 +84,7 @@ def make_networks(
         dnsmasq=DnsmasqDriver(name, settings.paths.run / "dnsmasq", netns=netns),
         nft=LibNft(NftSettings(name, netns=netns)),
         metadata=MetadataServer(answers, netns=netns, poster=answers.post),
+        app_dhcp=AppDhcpDriver(settings.paths.run / "appdhcp"),
     )
 
 

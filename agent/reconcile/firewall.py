@@ -25,7 +25,7 @@ in it, so it follows the DNS answers.
 
 App-to-app packets on one bridge pass the same ``forward`` hook (the bridge item turns bridge
 netfilter on), so the sender's egress chain decides them.  What reaches the node itself is
-:mod:`agent.reconcile.nodefirewall`'s.  Not yet here (docs/networking.md): switch instances.
+:mod:`agent.reconcile.nodefirewall`'s.  Switch instances: :func:`_switch_chains`.
 
 Flow logs: accepting rules mark their connections with the ACE's id, dropping rules log the
 packet to NFLOG first (see :data:`FLOW_MARK`; :mod:`agent.reconcile.flows` reads both).
@@ -43,7 +43,7 @@ from agent.drivers.errors import NotFoundError, PermanentError
 from agent.drivers.nft_api import Chain, Family, Map, Nft, Rule, Set, Table
 from agent.model.acl import PROTOCOLS, Ace
 from agent.reconcile.items import BaseConfigurator, NodeItem
-from agent.reconcile.netplan import LOCAL, NetPlan, VifPlan
+from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan, VifPlan
 
 KIND = "firewall"
 NAT_TABLE, FILTER_TABLE = "nat", "filter"
@@ -149,9 +149,24 @@ def _l4(proto: int, sport: int | None = None, dport: int | None = None) -> list[
     return [_match("l4proto", name if name is not None else proto)]
 
 
-def _ace_rule(app_id: str, vif: VifPlan, ace: Ace, number: int, hosts: list[HostSet]) -> list[Rule]:
-    """The egress rule(s) of one ACE.  PermanentError for what EVE refuses or this agent does
-    not do yet.  A ``host`` match adds its set to ``hosts``."""
+def _ace_rule(
+    app_id: str,
+    vif: VifPlan,
+    ace: Ace,
+    number: int,
+    hosts: list[HostSet],
+    *,
+    switch: bool = False,
+    inbound: bool = False,
+) -> list[Rule]:
+    """The egress rule(s) of one ACE (``inbound``: its mirror for packets to the app, the
+    remote end their source).  PermanentError for what EVE refuses or this agent does not do
+    yet.  A ``host`` match adds its set to ``hosts``.
+
+    ``switch``: a switch instance's chain, where an allowing rule returns (so that the
+    receiving app's ingress chain decides too) and nothing is marked or logged (no flow logs
+    on switch instances)."""
+    remote = "saddr" if inbound else "daddr"
     exprs: list[dict[str, Any]] = []
     protocol: str | None = None
     ports: dict[str, str] = {}
@@ -159,13 +174,16 @@ def _ace_rule(app_id: str, vif: VifPlan, ace: Ace, number: int, hosts: list[Host
         if m.type == "ip":
             if _network(m.value)[0] != 4:
                 continue  # an IPv4 instance: IPv6 remotes never match
-            exprs.append(_match("daddr", _prefix(m.value)))
+            exprs.append(_match(remote, _prefix(m.value)))
         elif m.type == "protocol":
             protocol = m.value
         elif m.type in ("lport", "fport"):
             ports[m.type] = m.value
         elif m.type == "adapter":
             continue  # meaningful for PORTMAP only
+        elif m.type == "host" and switch:
+            raise PermanentError(f"ACE {ace.id}: host matches are not supported on a switch "
+                                 "network instance (EVE neither)")  # fmt: skip
         elif m.type == "host":
             name = f"h{number}_{ace.id}"
             hosts.append(HostSet(vif.ni_id, m.value.removeprefix("*."), name))
@@ -177,30 +195,38 @@ def _ace_rule(app_id: str, vif: VifPlan, ace: Ace, number: int, hosts: list[Host
     if protocol is not None:
         proto = PROTOCOLS.get(protocol, None)
         sport, dport = ports.get("lport"), ports.get("fport")
+        if inbound:
+            sport, dport = dport, sport
         exprs += _l4(
             int(proto) if proto is not None else int(protocol),
             int(sport) if sport is not None else None,
             int(dport) if dport is not None else None,
         )
-    comment = f"ace:{app_id}:{vif.index}:{ace.id}"
+    comment = f"ace{'-in' if inbound else ''}:{app_id}:{vif.index}:{ace.id}"
     action = ace.actions[0] if ace.actions else None
     if action is not None and action.portmap:
+        if switch:
+            raise PermanentError(f"ACE {ace.id}: a portmap needs a local network instance")
         return []  # inbound: the ingress chain and the NAT table
+    allow: tuple[dict[str, Any], ...] = (
+        ({"return": None},) if switch else (*_mark(ace.id), {"accept": None})
+    )
+
+    def logged(what: str) -> list[Rule]:
+        return [] if switch else [_logged(exprs, what)]
+
     if action is not None and action.drop:
-        return [
-            _logged(exprs, comment),
-            Rule((*exprs, {"drop": None}), comment=comment, counter=True),
-        ]
+        return [*logged(comment), Rule((*exprs, {"drop": None}), comment=comment, counter=True)]
     if action is not None and action.limit:
         unit = _UNIT_SECONDS.get(action.limit_unit or "second", "second")
         limit = {"limit": {"rate": max(1, action.limit_rate), "per": unit,
                            "burst": max(0, action.limit_burst)}}  # fmt: skip
         return [
-            Rule((*exprs, limit, *_mark(ace.id), {"accept": None}), comment=comment, counter=True),
-            _logged(exprs, f"{comment}:over"),
+            Rule((*exprs, limit, *allow), comment=comment, counter=True),
+            *logged(f"{comment}:over"),
             Rule((*exprs, {"drop": None}), comment=f"{comment}:over", counter=True),
         ]
-    return [Rule((*exprs, *_mark(ace.id), {"accept": None}), comment=comment, counter=True)]
+    return [Rule((*exprs, *allow), comment=comment, counter=True)]
 
 
 def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[HostSet]]:
@@ -253,21 +279,32 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
         chains += [Chain(out_name, rules=tuple(out_rules)), Chain(in_name, rules=tuple(in_rules))]
         out_map.append((vif.ip, {"jump": {"target": out_name}}))
         in_map.append((vif.ip, {"jump": {"target": in_name}}))
+    sw_chains, sw_maps, sw_errors = _switch_chains(netplan)
+    chains += sw_chains
+    errors += sw_errors
     established = {"match": {"op": "in", "left": {"ct": {"key": "state"}},
                              "right": ["established", "related"]}}  # fmt: skip
-    forward = Chain("forward", hook="forward", type="filter", priority=0, policy="accept", rules=(
+    forward_rules = [
         Rule((established, {"accept": None})),
         Rule(({"vmap": {"key": {"payload": {"protocol": "ip", "field": "saddr"}},
                         "data": "@vif_out"}},)),
         Rule(({"vmap": {"key": {"payload": {"protocol": "ip", "field": "daddr"}},
                         "data": "@vif_in"}},)),
-    ))  # fmt: skip
+    ]  # fmt: skip
+    for m in sw_maps:
+        field = "saddr" if m.name == "sw_out" else "daddr"
+        forward_rules.append(Rule(({"vmap": {
+            "key": {"payload": {"protocol": "ether", "field": field}}, "data": f"@{m.name}",
+        }},)))  # fmt: skip
+    forward = Chain("forward", hook="forward", type="filter", priority=0, policy="accept",
+                    rules=tuple(forward_rules))  # fmt: skip
     sets = tuple(
         Set(h.set_name, "ipv4_addr", flags={"timeout"}, timeout=HOST_TIMEOUT) for h in hosts
     )
     filter_table = Table(Family.INET, FILTER_TABLE, chains=(forward, *chains), sets=sets, maps=(
         Map("vif_out", "ipv4_addr", "verdict", tuple(out_map)),
         Map("vif_in", "ipv4_addr", "verdict", tuple(in_map)),
+        *sw_maps,
     ))  # fmt: skip
     nat_table = Table(Family.IP, NAT_TABLE, chains=(
         Chain("postrouting", hook="postrouting", type="nat", priority=100,
@@ -276,6 +313,65 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
               rules=tuple(prerouting)),
     ))  # fmt: skip
     return FirewallItem((nat_table, filter_table)), errors, hosts
+
+
+#: Always allowed from and to an app on a switch instance (EVE's implicit allows): DHCP and
+#: DNS to the outside network's servers, ICMPv6 (neighbour discovery).  ARP is no IP packet:
+#: the IP hooks never see it.
+_SWITCH_OUT = (
+    Rule((*_l4(17, dport=67), {"accept": None})),
+    Rule((*_l4(17, dport=53), {"accept": None})),
+    Rule((*_l4(6, dport=53), {"accept": None})),
+    Rule((*_l4(58), {"accept": None})),
+)
+_SWITCH_IN = (
+    Rule((*_l4(17, sport=67), {"accept": None})),
+    Rule((*_l4(58), {"accept": None})),
+)
+
+
+def _switch_chains(netplan: NetPlan) -> tuple[list[Chain], list[Map], list[tuple[str, str]]]:
+    """The chains of the app interfaces on switch instances, their maps and the ACL errors.
+
+    A switch instance's apps have the outside network's addresses (unknown to the plan), so
+    their chains are reached by the interface's MAC (stable, planned): bridged IPv4 passes the
+    ``forward`` hook with its Ethernet header (bridge netfilter), ``ether saddr`` picks the
+    sender's egress chain and ``ether daddr`` the receiver's ingress chain.  EVE's ACEs are
+    bidirectional on switch instances (all but PORTMAP): the ingress chain holds each ACE
+    mirrored (the remote end is the source, ``lport`` the destination port).  An egress allow
+    returns, so a packet between two apps on the instance meets both chains; replies pass on
+    conntrack.  Each chain ends with its implicit drop (ACE id 0).  No maps when no app
+    interface is on a switch instance."""
+    chains: list[Chain] = []
+    out_map: list[tuple[Any, Any]] = []
+    in_map: list[tuple[Any, Any]] = []
+    errors: list[tuple[str, str]] = []
+    switched = sorted(
+        (v for v in netplan.vifs.values() if netplan.instances[v.ni_id].kind == SWITCH),
+        key=lambda v: (v.app_id, v.index),
+    )
+    for number, vif in enumerate(switched):
+        out_rules, in_rules = list(_SWITCH_OUT), list(_SWITCH_IN)
+        try:
+            for ace in vif.acls:
+                out_rules += _ace_rule(vif.app_id, vif, ace, number, [], switch=True)
+                in_rules += _ace_rule(vif.app_id, vif, ace, number, [], switch=True,
+                                      inbound=True)  # fmt: skip
+        except PermanentError as exc:
+            errors.append((vif.app_id, f"interface eth{vif.index}: {exc}"))
+            out_rules, in_rules = list(_SWITCH_OUT), list(_SWITCH_IN)
+        out_drop, in_drop = f"ace:{vif.app_id}:{vif.index}:0", f"ace-in:{vif.app_id}:{vif.index}:0"
+        out_rules.append(Rule(({"drop": None},), comment=out_drop, counter=True))
+        in_rules.append(Rule(({"drop": None},), comment=in_drop, counter=True))
+        out_name, in_name = f"sout{number}", f"sin{number}"
+        chains += [Chain(out_name, rules=tuple(out_rules)), Chain(in_name, rules=tuple(in_rules))]
+        out_map.append((vif.mac, {"jump": {"target": out_name}}))
+        in_map.append((vif.mac, {"jump": {"target": in_name}}))
+    if not switched:
+        return chains, [], errors
+    maps = [Map("sw_out", "ether_addr", "verdict", tuple(out_map)),
+            Map("sw_in", "ether_addr", "verdict", tuple(in_map))]  # fmt: skip
+    return chains, maps, errors
 
 
 def _portmap_parts(ace: Ace) -> tuple[int, int, int]:

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from agent.drivers.appdhcp import AppDhcp
 from agent.drivers.containers import ContainerRuntime
 from agent.drivers.dnsmasq import Dnsmasq
 from agent.drivers.errors import NotFoundError, TemporaryError
@@ -36,8 +37,9 @@ from agent.drivers.nft_api import Nft
 from agent.model.config import ObjectError
 from agent.reconcile import dnsdhcp, firewall, nodefirewall
 from agent.reconcile import metadata as metadata_mod
+from agent.reconcile.appdhcp import AppLeases, DhcpVif
 from agent.reconcile.items import BaseConfigurator, Configurator, Item, ItemRef, OwnerRef
-from agent.reconcile.netplan import LOCAL, NetPlan, stable_mac
+from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan, stable_mac
 from agent.reconcile.records import RecordBook
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,11 @@ class VifItem:
     address: str
     gateway: str
     bridge: str
+    #: A switch instance's container VIF: addressed from the outside network's DHCP server
+    #: (:mod:`agent.reconcile.appdhcp`) with this hostname.
+    dhcp: bool = False
+    #: Sent to the DHCP server; a rename is no reason to recreate the interface.
+    hostname: str = field(default="", compare=False)
 
     @property
     def ref(self) -> ItemRef:
@@ -126,13 +133,20 @@ class VifItem:
     def record(self) -> dict[str, Any]:
         return {"app_id": self.app_id, "index": self.index, "ni_id": self.ni_id,
                 "host_name": self.host_name, "mac": self.mac, "address": self.address,
-                "gateway": self.gateway, "bridge": self.bridge}  # fmt: skip
+                "gateway": self.gateway, "bridge": self.bridge, "dhcp": self.dhcp,
+                "hostname": self.hostname}  # fmt: skip
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> VifItem:
         return cls(str(rec["app_id"]), int(rec["index"]), str(rec["ni_id"]),
                    str(rec["host_name"]), str(rec["mac"]), str(rec["address"]),
-                   str(rec["gateway"]), str(rec["bridge"]))  # fmt: skip
+                   str(rec["gateway"]), str(rec["bridge"]), rec.get("dhcp") is True,
+                   str(rec.get("hostname", "")))  # fmt: skip
+
+    def peer_name(self, netlink: Netlink) -> str:
+        """The peer's name while it is still in the node's namespace (before the move)."""
+        parsed = parse_name(netlink.node, self.host_name)
+        return netlink.name(LinkKind.PEER, parsed[1] if parsed else 0)
 
 
 def bridge_mac(node: str, ni_id: str) -> str:
@@ -169,8 +183,10 @@ def render(netplan: NetPlan, node: str, container_apps: Iterable[str]) -> dict[I
         if vif.ip and ni.addressing is not None:
             address = f"{vif.ip}/{ni.addressing.subnet.prefixlen}"
             gateway = str(ni.addressing.gateway)
+        # Also on an air-gapped switch: another app there may serve DHCP.
+        dhcp = ni.kind == SWITCH
         vif_item = VifItem(vif.app_id, vif.index, vif.ni_id, vif.host_name, vif.mac, address,
-                           gateway, ni.bridge)  # fmt: skip
+                           gateway, ni.bridge, dhcp, vif.hostname if dhcp else "")  # fmt: skip
         out[vif_item.ref] = vif_item
     return out
 
@@ -216,13 +232,13 @@ class BridgeConfigurator(_Recorded):
         await self.netlink.ensure_bridge(
             item.name, mtu=item.mtu or None, mac=item.mac, addresses=addresses
         )
+        # Bridged packets must meet the ACLs too (EVE relies on the same bridge netfilter):
+        # between apps on a local instance, and everything of a switch instance's apps.
+        if not await self.netlink.ensure_bridge_filtering() and not self._warned:
+            self._warned = True
+            log.warning("kernel without bridge netfilter: bridged traffic of apps (on one "
+                        "local instance, on switch instances) is not filtered")  # fmt: skip
         if item.kind == LOCAL:
-            # App-to-app packets on the bridge must meet the ACLs too (EVE relies on the same
-            # bridge netfilter); without it they would be switched past the firewall.
-            if not await self.netlink.ensure_bridge_filtering() and not self._warned:
-                self._warned = True
-                log.warning("kernel without bridge netfilter: traffic between apps on one "
-                            "network instance is not filtered")  # fmt: skip
             await self.netlink.set_forwarding(item.name, True)
             for port in item.nat_ports:
                 await self.netlink.set_forwarding(port, True, port=True)
@@ -288,9 +304,16 @@ class BridgeConfigurator(_Recorded):
 class VifConfigurator(_Recorded):
     kind = VIF
 
-    def __init__(self, netlink: Netlink, records: RecordBook, containers: ContainerRuntime) -> None:
+    def __init__(
+        self,
+        netlink: Netlink,
+        records: RecordBook,
+        containers: ContainerRuntime,
+        leases: AppLeases | None = None,
+    ) -> None:
         super().__init__(netlink, records)
         self.containers = containers
+        self.leases = leases
 
     async def observe(self) -> Mapping[ItemRef, Item] | None:
         names = {link.name for link in await self.netlink.list_owned()}
@@ -310,8 +333,7 @@ class VifConfigurator(_Recorded):
         if not state.exists or state.pid is None:
             raise TemporaryError(f"container of app {item.app_id} is not running", retry_after=2)
         await self.records.save(VIF, f"{item.app_id}.{item.index}", item.record())
-        parsed = parse_name(self.netlink.node, item.host_name)
-        peer = self.netlink.name(LinkKind.PEER, parsed[1] if parsed else 0)
+        peer = item.peer_name(self.netlink)
         routes: list[tuple[Any, Any]] = []
         if item.gateway and item.index == 0:
             routes.append((ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address(item.gateway)))
@@ -323,6 +345,8 @@ class VifConfigurator(_Recorded):
         )  # fmt: skip
         log.info("app %s: eth%d on %s (%s)", item.app_id, item.index, item.bridge,
                  item.address or "outside DHCP")  # fmt: skip
+        if item.dhcp and self.leases is not None:
+            self.leases.kick()  # a new namespace asks for its lease at once
 
     async def modify(self, old: VifItem, new: VifItem) -> None:
         await self.create(new)  # needs_recreate: not reached
@@ -343,10 +367,15 @@ class Networks:
         dnsmasq: Dnsmasq | None = None,
         nft: Nft | None = None,
         metadata: MetadataServer | None = None,
+        app_dhcp: AppDhcp | None = None,
     ) -> None:
         self.netlink = netlink
         self.bridges = BridgeConfigurator(netlink, records)
-        self.vifs = VifConfigurator(netlink, records, containers)
+        #: The DHCP leases of container interfaces on switch instances (None: they get none).
+        self.leases = (
+            AppLeases(app_dhcp, netlink, containers, records) if app_dhcp is not None else None
+        )
+        self.vifs = VifConfigurator(netlink, records, containers, self.leases)
         self.dnsmasq = dnsdhcp.DnsmasqConfigurator(dnsmasq) if dnsmasq is not None else None
         self.firewall = firewall.FirewallConfigurator(nft) if nft is not None else None
         self.node_firewall = firewall.FirewallConfigurator(nft) if nft is not None else None
@@ -357,6 +386,15 @@ class Networks:
     @property
     def node(self) -> str:
         return self.netlink.node
+
+    def dhcp_vifs(self, actual: Mapping[ItemRef, Item]) -> list[DhcpVif]:
+        """The VIFs in ``actual`` (the engine's items in place) that want an outside lease."""
+        return [
+            DhcpVif(item.app_id, item.index, item.host_name, item.peer_name(self.netlink),
+                    item.bridge, item.mac, item.hostname)
+            for ref, item in sorted(actual.items())
+            if ref[0] == VIF and isinstance(item, VifItem) and item.dhcp
+        ]  # fmt: skip
 
     async def acl_drops(self, layout: NetPlan | None) -> dict[str, list[firewall.InterfaceDrops]]:
         """Per app, what the firewall dropped of each interface (empty without a firewall).
@@ -392,8 +430,9 @@ class Networks:
             if guard is not None:
                 items[guard.ref] = guard
         local = any(ni.kind == LOCAL for ni in layout.instances.values())
+        switched = any(layout.instances[v.ni_id].kind == SWITCH for v in layout.vifs.values())
         host_sets: list[firewall.HostSet] = []
-        if self.firewall is not None and local:
+        if self.firewall is not None and (local or switched):
             fw, problems_by_app, host_sets = firewall.render(layout)
             items[fw.ref] = fw
             hostnames = {v.app_id: v.hostname for v in layout.vifs.values()}

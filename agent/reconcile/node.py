@@ -296,6 +296,11 @@ class NodeReconciler:
                                               name="watch"))  # fmt: skip
         if self.ports is not None:
             beside.append(asyncio.create_task(self.ports.run(self.engine, stop), name="ports"))
+        if self.networks is not None and self.networks.leases is not None:
+            nets, engine = self.networks, self.engine
+            beside.append(asyncio.create_task(
+                self.networks.leases.run(lambda: nets.dhcp_vifs(engine.actual), stop),
+                name="app dhcp"))  # fmt: skip
         try:
             await self.engine.run(stop)
         finally:
@@ -396,7 +401,7 @@ class NodeReconciler:
             }
             if self._layout is not None:
                 facts["interfaces"] = tuple(
-                    f"{v.guest_ifname} {v.ip or v.mac} on "
+                    f"{v.guest_ifname} {v.ip or self._leased(v)[0] or v.mac} on "
                     f"{self._layout.instances[v.ni_id].name or v.ni_id}"
                     for v in sorted(self._layout.vifs.values(), key=lambda v: v.index)
                     if v.app_id == obj_id
@@ -428,10 +433,18 @@ class NodeReconciler:
             if not which(v):
                 continue
             ni = layout.instances[v.ni_id]
+            ip = v.ip
             gateway = str(ni.addressing.gateway) if ni.addressing is not None and v.ip else ""
-            out.append(VifReport(v.host_name, v.guest_ifname, v.mac, v.ip, gateway, v.ni_id,
+            if not ip:
+                ip, gateway = self._leased(v)
+            out.append(VifReport(v.host_name, v.guest_ifname, v.mac, ip, gateway, v.ni_id,
                                  v.app_id))  # fmt: skip
         return tuple(out)
+
+    def _leased(self, v: netplan.VifPlan) -> tuple[str, str]:
+        """A switch instance's app interface: (address, router) from the outside's DHCP."""
+        leases = self.networks.leases if self.networks is not None else None
+        return leases.address(v.app_id, v.index) if leases is not None else ("", "")
 
     def _path_errors(self, app_id: str) -> list[tuple[str, float]]:
         """The errors of the content trees and volumes an app stands on: EVE shows them on

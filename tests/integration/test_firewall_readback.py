@@ -3,7 +3,8 @@ own): a restarted agent compares what it finds with what it wants, chain by chai
 written in a form libnftables lists differently would be replaced on every start instead of
 adopted.  Every construct the app firewall and the node firewall use is here: addresses and
 prefixes, host sets, protocols with and without ports, DROP and LIMIT with their logging,
-PORTMAP (ingress and DNAT), NAT, the verdict maps, the node's port and app input chains."""
+PORTMAP (ingress and DNAT), NAT, the verdict maps (by address, and by MAC for switch
+instances' chains both ways), the node's port and app input chains."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from agent.drivers.nft import LibNft, NftSettings
 from agent.model.acl import Ace, AceAction, AceMatch
 from agent.model.ports import Port, instance_addressing
 from agent.reconcile import firewall, nodefirewall
-from agent.reconcile.netplan import LOCAL, NetPlan, NiPlan, VifPlan
+from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan, NiPlan, VifPlan
 from tests.integration.prereqs import netns_missing
 
 UP = Port("up0", "up0", True, True, 0, ("all", "uplink"), "client")
@@ -47,6 +48,12 @@ def _plan() -> NetPlan:
     for n, app in enumerate(APPS):
         plan.vifs[(app, 0)] = VifPlan(app, 0, "ni", f"erv{n}", f"02:00:00:00:00:0{n}",
                                       f"10.90.0.{20 + n}", f"app{n}", acls)  # fmt: skip
+    # A switch instance: chains by MAC, both ways (no host matches nor PORTMAP there).
+    plan.instances["sw"] = NiPlan("sw", "sw", SWITCH, "erb1", None, (), "", (), (), 0)
+    switched = tuple(a for a in acls if a.id not in (3, 6))
+    for n, app in enumerate(APPS[:2]):
+        plan.vifs[(app, 1)] = VifPlan(app, 1, "sw", f"erw{n}", f"02:00:00:00:01:0{n}", "",
+                                      f"app{n}", switched)  # fmt: skip
     return plan
 
 

@@ -2,7 +2,8 @@
 
 - A switch instance bridges a node port to an "outside" namespace whose dnsmasq hands out
   addresses: an app on the instance (a namespace on the bridge, as a VM's DHCP client would be)
-  leases an outside address and reaches the outside with it, no NAT in between.
+  leases an outside address and reaches the outside with it, no NAT in between, as far as its
+  ACL allows.
 - An air-gapped local instance (no port) connects its two apps as their ACLs say and nothing
   else: an allowed port passes with the caller's own address, others are dropped either way,
   the node's own listeners are out of reach, and there is no way out.
@@ -110,10 +111,13 @@ async def test_a_switch_instance_hands_out_outside_addresses(site: Site, tmp_pat
         "--port=0", "--interface=o0", "--bind-interfaces", "--no-ping", "--pid-file=",
         f"--dhcp-leasefile={tmp_path / 'leases'}", "--dhcp-range=192.0.2.100,192.0.2.150,1h",
     ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
-    site.procs.append(await asyncio.to_thread(serve_who, outside, 8080))
+    for port_no in (8080, 9090):
+        site.procs.append(await asyncio.to_thread(serve_who, outside, port_no))
     port = Port("sw0", "sw0", False, True, 0, ("all", "lan"), "none")
     ni = NetworkInstance(NI, "1", "lan", 1, True, "lan", 1, "", "", "", "", (), (), 0)
-    app = _app(0, AppInterface("eth0", NI, "", "", (), 0))
+    web = Ace(1, "", 0, (AceMatch("ip", "192.0.2.0/24"), AceMatch("protocol", "tcp"),
+                         AceMatch("fport", "8080")), ())  # fmt: skip
+    app = _app(0, AppInterface("eth0", NI, "", "", (web,), 0))
     config = NodeConfig(DEVICE, "1", 0.0, parse_items([]), apps={app.id: app},
                         network_instances={NI: ni}, ports={"sw0": port})  # fmt: skip
     assert await site.rec.apply(config, 30), site.rec.report
@@ -138,6 +142,8 @@ async def test_a_switch_instance_hands_out_outside_addresses(site: Site, tmp_pat
     address = leased.stdout.split("inet ", 1)[1].split("/", 1)[0]
     who = await asyncio.to_thread(ask, app_ns, "192.0.2.1", 8080)
     assert who.returncode == 0 and who.stdout.strip() == address  # bridged, not NATed
+    # The instance's ACL holds (its chains reached by the app's MAC): no ACE allows 9090.
+    assert (await asyncio.to_thread(ask, app_ns, "192.0.2.1", 9090)).returncode != 0
 
 
 async def test_an_air_gapped_instance_connects_its_apps_and_nothing_else(site: Site) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from agent.drivers.appdhcp import AppDhcpDriver
 from agent.drivers.containers import DockerSettings
 from agent.drivers.dnsmasq import DnsmasqDriver
 from agent.drivers.docker import DockerRuntime
@@ -106,7 +107,8 @@ async def site(tmp_path: Path) -> AsyncIterator[tuple[Env, NodeReconciler, str]]
                                       netlink)  # fmt: skip
             md_server = MetadataServer(answers, netns=netns)
             nets = Networks(netlink, containers, RecordBook(base / "net"),
-                            dnsmasq=dnsmasq, nft=nft, metadata=md_server)  # fmt: skip
+                            dnsmasq=dnsmasq, nft=nft, metadata=md_server,
+                            app_dhcp=AppDhcpDriver(base / "appdhcp"))  # fmt: skip
             rec = NodeReconciler(env.runtime, workloads=env.workloads, networks=nets,
                                  settings=EngineSettings(resync_interval=3600))  # fmt: skip
             holder.append(rec)
