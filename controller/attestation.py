@@ -41,7 +41,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from agent.wire import tcglog, tpmwire
+from agent.wire import pki, tcglog, tpmwire
 from agent.wire.pb.attest import attest_pb2
 from agent.wire.pb.certs import certs_pb2
 from controller.newlogs import LogUploadError, inflate
@@ -135,7 +135,7 @@ def verify_quote(
             "no attestation key certificate (CERT_TYPE_DEVICE_RESTRICTED_SIGNING) is stored",
         )
     try:
-        ak_cert = x509.load_pem_x509_certificate(ak_certs[0].pem)
+        ak_cert = pki.load_cert(ak_certs[0].pem)
     except ValueError as exc:
         return Verdict(
             VerdictCode.NO_CERT_FOUND, f"the attestation key certificate is not usable: {exc}"

@@ -13,7 +13,7 @@ import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -116,13 +116,30 @@ def key_pem(key: PrivateKey) -> bytes:
 
 
 def load_cert(pem: bytes) -> x509.Certificate:
-    """Load the first certificate of a PEM blob; raises ValueError when there is none."""
-    return x509.load_pem_x509_certificate(pem)
+    """Load the first certificate of a PEM blob; raises ValueError when there is none, or when
+    its version, names, validity or public key cannot be read."""
+    try:
+        return _read_now(x509.load_pem_x509_certificate(pem))
+    except (x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+        raise ValueError(f"unusable certificate: {exc}") from None
 
 
 def load_certs(pem: bytes) -> list[x509.Certificate]:
-    """All certificates of a PEM bundle (root-certificate.pem may hold several)."""
-    return x509.load_pem_x509_certificates(pem)
+    """All certificates of a PEM bundle (root-certificate.pem may hold several); ValueError as
+    :func:`load_cert` for any of them."""
+    try:
+        return [_read_now(c) for c in x509.load_pem_x509_certificates(pem)]
+    except (x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+        raise ValueError(f"unusable certificate: {exc}") from None
+
+
+def _read_now(cert: x509.Certificate) -> x509.Certificate:
+    """``cert`` after reading the fields cryptography parses lazily: a malformed name or an
+    unsupported key is then an error of loading (ValueError, UnsupportedAlgorithm), not of
+    whichever later check happens to touch it first."""
+    _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
+    cert.public_key()
+    return cert
 
 
 def load_key(pem: bytes) -> PrivateKey:
@@ -141,6 +158,8 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
         # Old v1 roots carry no extensions; a pinned root is trusted as a CA regardless.
+        return False
+    except ValueError:  # extensions are parsed lazily: malformed or duplicate ones
         return False
 
 

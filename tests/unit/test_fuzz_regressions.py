@@ -3,16 +3,24 @@ kept as plain tests: each failed before its parser was fixed."""
 
 from __future__ import annotations
 
+import base64
+import time
+
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.drivers.dhcpclient import parse_lease
 from agent.drivers.kubeapi import KubeConfig, KubeConfigError
 from agent.link.attestation import AttestationRejected, quote_outcome
 from agent.reconcile.userdata import UserDataError, for_container
+from agent.wire import pki
 from agent.wire.pb.attest import attest_pb2
+from agent.wire.pb.certs import certs_pb2
 from agent.wire.pb.info import info_pb2
+from controller.attestation import VerdictCode, verify_quote
 from controller.clustermanifest import parse_status
 from controller.deviceops import reported_power
+from controller.records import DeviceCert, NonceRecord
 
 #: Deeper than the interpreter's recursion limit, and within every parser's size cap.
 DEEP_JSON = b"[" * 3000
@@ -67,3 +75,47 @@ def test_device_info_with_unknown_state_and_absurd_reboot_time_still_summarises(
     assert reported["state"] == "UNKNOWN(77)"
     assert reported["last_boot_reason"] == "UNKNOWN(1234)"
     assert reported["last_reboot_time"] is None
+
+
+def _cert_der() -> bytes:
+    return pki.make_certificate(pki.new_ec_key(), "device").public_bytes(Encoding.DER)
+
+
+def _pem(der: bytes) -> bytes:
+    body = base64.encodebytes(der)
+    return b"-----BEGIN CERTIFICATE-----\n" + body + b"-----END CERTIFICATE-----\n"
+
+
+P256 = bytes.fromhex("06082a8648ce3d030107")
+NO_CURVE = bytes.fromhex("06082a8648ce3d030109")
+
+
+def test_certificate_of_an_impossible_version_is_a_value_error() -> None:
+    # Before: cryptography's InvalidVersion (not a ValueError) came out of pki.load_cert, so
+    # /register answered 500 for a pemCert whose version byte was 6.
+    der = _cert_der()
+    bad = der.replace(bytes.fromhex("a003020102"), bytes.fromhex("a003020106"), 1)
+    assert bad != der
+    with pytest.raises(ValueError, match="unusable certificate"):
+        pki.load_cert(_pem(bad))
+
+
+def test_certificate_on_an_unknown_curve_is_a_value_error() -> None:
+    der = _cert_der()
+    bad = der.replace(P256, NO_CURVE, 1)
+    assert bad != der
+    with pytest.raises(ValueError, match="unusable certificate"):
+        pki.load_cert(_pem(bad))
+
+
+def test_quote_with_an_unusable_attestation_key_certificate_is_a_verdict() -> None:
+    # Before: UnsupportedAlgorithm from the AK certificate's public key left verify_quote
+    # (/attest answered 500) instead of becoming a NO_CERT_FOUND verdict.
+    pem = _pem(_cert_der().replace(P256, NO_CURVE, 1))
+    ak_type = certs_pb2.CERT_TYPE_DEVICE_RESTRICTED_SIGNING
+    certs = [DeviceCert(ak_type, 0, b"", pem, True, True, b"")]
+    now = time.time()
+    quote = attest_pb2.ZAttestQuote(attestData=b"a", signature=b"s")
+    nonce = NonceRecord(nonce=b"N" * 32, issued_at=now, expires_at=now + 60)
+    verdict = verify_quote(certs=certs, nonce=nonce, quote=quote, now=now)
+    assert verdict.code is VerdictCode.NO_CERT_FOUND
