@@ -33,7 +33,6 @@ Keys for the store and for other users are derived with HKDF-SHA256 and a label
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -145,7 +144,7 @@ class SealedKey:
             digest = bytes.fromhex(doc["digest"])
         except SealedKeyError:
             raise
-        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise SealedKeyError(f"sealed key record is malformed: {exc}") from exc
         if not blob or not pcrs or len(digest) != 32:
             raise SealedKeyError("sealed key record is incomplete")

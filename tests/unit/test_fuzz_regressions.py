@@ -13,6 +13,7 @@ from agent.drivers.dhcpclient import parse_lease
 from agent.drivers.kubeapi import KubeConfig, KubeConfigError
 from agent.link.attestation import AttestationRejected, quote_outcome
 from agent.reconcile.userdata import UserDataError, for_container
+from agent.vault.keys import SealedKey, SealedKeyError
 from agent.wire import pki
 from agent.wire.pb.attest import attest_pb2
 from agent.wire.pb.certs import certs_pb2
@@ -119,3 +120,8 @@ def test_quote_with_an_unusable_attestation_key_certificate_is_a_verdict() -> No
     nonce = NonceRecord(nonce=b"N" * 32, issued_at=now, expires_at=now + 60)
     verdict = verify_quote(certs=certs, nonce=nonce, quote=quote, now=now)
     assert verdict.code is VerdictCode.NO_CERT_FOUND
+
+
+def test_deeply_nested_sealed_key_record_is_a_sealed_key_error() -> None:
+    with pytest.raises(SealedKeyError, match="malformed"):
+        SealedKey.from_bytes(DEEP_JSON)
