@@ -140,7 +140,8 @@ async def device_request(request: web.Request, *, path_uuid: str | None = None) 
     """Authenticate the body as an AuthContainer signed by a registered device.
 
     With ``path_uuid`` (the ``/id/{uuid}/...`` endpoints) the signer must be that device.
-    Records the device as seen.  Raises ApiError 400 / 401 / 403 / 404 as the module says.
+    Records the device as seen (at most once per ``ApiSettings.seen_interval``).  Raises
+    ApiError 400 / 401 / 403 / 404 as the module says.
     """
     ctx = context(request)
     body = await read_body(request)
@@ -162,7 +163,9 @@ async def device_request(request: web.Request, *, path_uuid: str | None = None) 
     note_device(request, device.uuid)
     if path_uuid is not None:
         _authorise_path(request, device, path_uuid)
-    ctx.store.touch(device.uuid)
+    seen = device.last_seen
+    if seen is None or abs(ctx.store.now() - seen) >= ctx.settings.seen_interval:
+        ctx.store.touch(device.uuid)
     return DeviceRequest(device=device, payload=env.payload)
 
 

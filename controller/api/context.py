@@ -39,6 +39,11 @@ class ApiSettings:
     body_timeout: float = 60.0
     """Seconds to receive a whole request body once its headers are in (408 and close beyond):
     4 MiB in a minute is ~70 kB/s, slower than any link a node should be managed over."""
+    seen_interval: float = 5.0
+    """Seconds between two writes of a device's ``last_seen``: every authenticated request
+    marks the device seen, but writing it each time put a committed (fsync'd) SQLite write on
+    the event loop per request, which a device sending requests as fast as it can turned into
+    the controller's bottleneck.  Cluster membership counts a node lost after 30 s at least."""
     limits: ReportLimits = field(default_factory=ReportLimits)
     """Per-upload caps, per-device rates and storage quota of reports and logs."""
     cert_policy: CertPolicy = field(default_factory=CertPolicy)

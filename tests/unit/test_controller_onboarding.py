@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from agent.wire import envelope, pki
 from agent.wire.pb.certs import certs_pb2
 from agent.wire.pb.register import register_pb2
-from controller.api import PREFIX
+from controller.api import PREFIX, ApiSettings
 from tests.unit.test_controller_harness import Harness, controller_harness, software_signer
 
 
@@ -166,4 +166,33 @@ async def test_device_requests_mark_the_device_seen(ctl: Harness) -> None:
     await device.onboard()
     ctl.clock.now += 60
     await device.fetch_uuid()
+    assert ctl.store.list_devices()[0].last_seen == ctl.clock.now
+
+
+async def test_last_seen_is_written_at_most_once_per_seen_interval(
+    ctl: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each write is a committed SQLite transaction on the event loop: a device flooding
+    # requests used to make one per request (see docs/controller.md, the hostile-client test).
+    ctl.allow()
+    device = ctl.device()
+    await device.onboard()
+    writes: list[str] = []
+    touch = ctl.store.touch
+
+    def counted(device_uuid: str) -> None:
+        writes.append(device_uuid)
+        touch(device_uuid)
+
+    monkeypatch.setattr(ctl.store, "touch", counted)
+    interval = ApiSettings().seen_interval
+    ctl.clock.now += 60
+    await device.fetch_uuid()
+    for _ in range(5):
+        ctl.clock.now += interval / 10
+        await device.fetch_uuid()
+    assert writes == [device.uuid]
+    ctl.clock.now += interval
+    await device.fetch_uuid()
+    assert writes == [device.uuid] * 2
     assert ctl.store.list_devices()[0].last_seen == ctl.clock.now
