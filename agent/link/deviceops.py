@@ -137,7 +137,7 @@ class DeviceOps:
         try:
             data = read_optional(self.file)
             value = json.loads(data) if data is not None else {}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nesting
             log.warning("device operation counters unreadable, starting afresh: %s", exc)
             value = {}
         if isinstance(value, dict):

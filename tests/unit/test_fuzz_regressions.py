@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import time
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -12,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from agent.drivers.dhcpclient import parse_lease
 from agent.drivers.kubeapi import KubeConfig, KubeConfigError
 from agent.link.attestation import AttestationRejected, quote_outcome
+from agent.link.deviceops import DeviceOps
 from agent.reconcile.userdata import UserDataError, for_container
 from agent.vault.keys import SealedKey, SealedKeyError
 from agent.wire import pki
@@ -125,3 +128,22 @@ def test_quote_with_an_unusable_attestation_key_certificate_is_a_verdict() -> No
 def test_deeply_nested_sealed_key_record_is_a_sealed_key_error() -> None:
     with pytest.raises(SealedKeyError, match="malformed"):
         SealedKey.from_bytes(DEEP_JSON)
+
+
+def test_deeply_nested_device_operation_counters_count_as_none(tmp_path: Path) -> None:
+    # Before: the RecursionError left DeviceOps.load, which promises an unreadable file counts
+    # as none (so the agent could not start on such a file).
+    ops = DeviceOps(
+        tmp_path,
+        cast(Any, None),
+        announce=cast(Any, None),
+        halt_apps=cast(Any, None),
+        stopped=cast(Any, None),
+    )
+    ops.file.parent.mkdir(parents=True)
+    ops.file.write_bytes(b'{"a":' * 3000)
+    ops.load()
+    assert ops.facts() == DeviceOps(
+        tmp_path / "other", cast(Any, None), announce=cast(Any, None),
+        halt_apps=cast(Any, None), stopped=cast(Any, None),
+    ).facts()  # fmt: skip
