@@ -368,6 +368,23 @@ class Node:
         if self._unsaved_uuid is result:
             self._unsaved_uuid = None
 
+    async def _retry_boot_reason(self) -> None:
+        """Record this boot once the disk takes it, when it refused it at start (full): until
+        then the boot has no reason and the disk stays reported as a problem."""
+        ops = self.deviceops
+        if ops is None or ops.boot is not None or self._boot_id is None:
+            return
+        try:
+            ops.boot = await asyncio.to_thread(
+                bootreason.establish, self.paths.persist, self._boot_id
+            )
+        except OSError as exc:
+            self.storage.failed("boot reason", exc)
+            return
+        self.storage.ok("boot reason")
+        log.info("boot %d: %s (%s), recorded once the disk took it", ops.boot.restart_counter,
+                 ops.boot.reason.name, ops.boot.text)  # fmt: skip
+
     async def _retry_vault(self) -> None:
         """Open the vault again, with backoff, while its last failure was the disk's."""
         vault = self.vault
@@ -838,6 +855,7 @@ class Node:
                 if data is not None:
                     await asyncio.to_thread(self._write_snapshot, data)
                 await self._save_uuid()
+                await self._retry_boot_reason()
             await self._retry_vault()  # outside the activity: making a store may take a while
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.status_interval)
