@@ -425,7 +425,7 @@ class AppTelemetry:
             self._written = dict(self._unclaimed)
         except FileNotFoundError:
             pass
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             log.warning("app telemetry: cannot read %s (starting over): %s", self._state_file, exc)
 
     async def _save(self) -> None:

@@ -207,7 +207,10 @@ class Selection:
         """Raises ValueError for a state file that makes no sense."""
         if len(data) > MAX_STATE:
             raise ValueError("too large")
-        doc = json.loads(data)
+        try:
+            doc = json.loads(data)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
         if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION:
             raise ValueError("unknown format")
         working = doc.get("last_working")

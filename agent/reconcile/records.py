@@ -73,7 +73,7 @@ class RecordBook:
                 data = json.loads(path.read_bytes())
                 if not isinstance(data, dict):
                     raise ValueError("not an object")
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nesting
                 log.warning("record %s/%s unreadable (%s); ignored", kind, key, exc)
                 continue
             out[key] = data

@@ -90,7 +90,7 @@ def _json(path: Path) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurd nesting
         return None
     return value if isinstance(value, dict) else None
 

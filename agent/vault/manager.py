@@ -493,7 +493,7 @@ class VaultManager:
         try:
             doc = json.loads(raw)
             return keys.check_seal_pcrs(doc["pcrs"] if isinstance(doc, dict) else doc)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             log.warning("ignoring %s: %s", self.paths.policy_pcrs, exc)
             return DEFAULT_SEAL_PCRS
 

@@ -13,10 +13,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.drivers.dhcpclient import parse_lease
 from agent.drivers.kubeapi import KubeConfig, KubeConfigError
+from agent.drivers.tpm import DEFAULT_SEAL_PCRS
 from agent.link.attestation import AttestationRejected, quote_outcome
 from agent.link.deviceops import DeviceOps
+from agent.reconcile.portselect import Selection
+from agent.reconcile.records import RecordBook
 from agent.reconcile.userdata import UserDataError, for_container
+from agent.util import bootreason
 from agent.vault.keys import SealedKey, SealedKeyError
+from agent.vault.manager import VaultManager, VaultPaths
 from agent.wire import pki
 from agent.wire.pb.attest import attest_pb2
 from agent.wire.pb.certs import certs_pb2
@@ -147,3 +152,25 @@ def test_deeply_nested_device_operation_counters_count_as_none(tmp_path: Path) -
         tmp_path / "other", cast(Any, None), announce=cast(Any, None),
         halt_apps=cast(Any, None), stopped=cast(Any, None),
     ).facts()  # fmt: skip
+
+
+def test_deeply_nested_agent_state_files_are_unreadable_not_a_recursion_error(
+    tmp_path: Path,
+) -> None:
+    # Before: RecursionError out of each of these loaders, which promise None, ValueError,
+    # a skipped record or the default.
+    deep = b'{"a":' * 3000
+    boot = tmp_path / "boot.json"
+    boot.write_bytes(deep)
+    assert bootreason._json(boot) is None
+    with pytest.raises(ValueError, match="nested"):
+        Selection.from_bytes(deep)
+    book = RecordBook(tmp_path / "records")
+    (book.root / "apps").mkdir(parents=True)
+    (book.root / "apps" / "a1.json").write_bytes(deep)
+    (book.root / "apps" / "a2.json").write_bytes(b'{"ok": 1}')
+    assert book._load("apps") == {"a2": {"ok": 1}}
+    vault = VaultManager(VaultPaths(tmp_path / "persist"), None)
+    vault.paths.policy_pcrs.parent.mkdir(parents=True, exist_ok=True)
+    vault.paths.policy_pcrs.write_bytes(b"[" * 3000)
+    assert vault._policy_pcrs() == DEFAULT_SEAL_PCRS
