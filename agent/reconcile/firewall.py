@@ -42,6 +42,7 @@ from typing import Any, Protocol
 from agent.drivers.errors import NotFoundError, PermanentError
 from agent.drivers.nft_api import Chain, Family, Map, Nft, Rule, Set, Table
 from agent.model.acl import PROTOCOLS, Ace
+from agent.reconcile import antispoof
 from agent.reconcile.items import BaseConfigurator, NodeItem
 from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan, VifPlan
 
@@ -312,7 +313,8 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
         Chain("prerouting", hook="prerouting", type="nat", priority=-100,
               rules=tuple(prerouting)),
     ))  # fmt: skip
-    return FirewallItem((nat_table, filter_table)), errors, hosts
+    guard = antispoof.render(netplan)
+    return FirewallItem((nat_table, filter_table, guard)), errors, hosts
 
 
 #: Always allowed from and to an app on a switch instance (EVE's implicit allows): DHCP and
@@ -450,7 +452,10 @@ class FirewallConfigurator(BaseConfigurator):
     async def counters(self) -> dict[str, tuple[int, int]]:
         """(packets, bytes) by rule comment (``ace:<app>:<n>:<id>`` and the like)."""
         out: dict[str, tuple[int, int]] = {}
-        for name, family in ((FILTER_TABLE, Family.INET), (NAT_TABLE, Family.IP)):
+        for name, family in (
+            (FILTER_TABLE, Family.INET), (NAT_TABLE, Family.IP),
+            (antispoof.GUARD_TABLE, Family.BRIDGE),
+        ):  # fmt: skip
             try:
                 found = await self.nft.counters(family, self.nft.table_name(name))
             except NotFoundError:

@@ -105,6 +105,7 @@ def _topology(node: str, app: str, outside: str, up: str) -> None:
     _sh(*n, "link", "add", VIF, "type", "veth", "peer", "name", "eth0", "netns", app)
     _sh(*n, "link", "set", VIF, "master", BRIDGE, "up")
     a = ("ip", "-n", app)
+    _sh(*a, "link", "set", "eth0", "address", "02:00:00:00:0f:01")  # the plan's (source guard)
     _sh(*a, "addr", "add", f"{APP_IP}/24", "dev", "eth0")
     _sh(*a, "link", "set", "eth0", "up")
     _sh(*a, "route", "add", "default", "via", "10.77.0.1")

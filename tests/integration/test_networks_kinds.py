@@ -164,8 +164,9 @@ async def test_an_air_gapped_instance_connects_its_apps_and_nothing_else(site: S
     one, two = f"ekd-{site.tag}-a1", f"ekd-{site.tag}-a2"
     for n, (app_ns, address) in enumerate(((one, "10.60.0.11"), (two, "10.60.0.12"))):
         site.made.append(app_ns)
-        await asyncio.to_thread(app_standin, site.node_ns, app_ns, bridge, f"ekdv{n}",
-                                f"{address}/24", "10.60.0.1")  # fmt: skip
+        vif = layout.vifs[(APPS[n], 0)]  # as the agent would attach it (the source guard's)
+        await asyncio.to_thread(app_standin, site.node_ns, app_ns, bridge, vif.host_name,
+                                f"{address}/24", "10.60.0.1", vif.mac)  # fmt: skip
     for app_ns, port in ((two, 8080), (two, 9090), (one, 8080)):
         site.procs.append(await asyncio.to_thread(serve_who, app_ns, port))
     site.procs.append(await asyncio.to_thread(serve_who, site.node_ns, 2222))
@@ -177,3 +178,29 @@ async def test_an_air_gapped_instance_connects_its_apps_and_nothing_else(site: S
     assert (await asyncio.to_thread(ask, one, "10.60.0.1", 2222)).returncode != 0  # the node
     nowhere = await asyncio.to_thread(ask, one, "192.0.2.1", 8080)
     assert nowhere.returncode != 0  # no port: no way out
+    # An app that takes another address or MAC is held by the source guard (no ACL chain
+    # would know it: without the guard the forward hook's policy would let it through).
+    for change, undo in (
+        (("addr", "replace", "10.60.0.13/24", "dev", "eth0"),
+         ("addr", "del", "10.60.0.13/24", "dev", "eth0")),
+        (("link", "set", "eth0", "address", "02:00:00:00:00:99"),
+         ("link", "set", "eth0", "address", layout.vifs[(APPS[0], 0)].mac)),
+    ):  # fmt: skip
+        if change[0] == "addr":
+            await asyncio.to_thread(ip, "-n", one, "addr", "flush", "dev", "eth0")
+        await asyncio.to_thread(ip, "-n", one, *change)
+        if change[0] == "addr":
+            await asyncio.to_thread(ip, "-n", one, "route", "replace", "default", "via",
+                                    "10.60.0.1")  # fmt: skip
+        spoofed = await asyncio.to_thread(ask, one, "10.60.0.12", 8080)
+        assert spoofed.returncode != 0, f"{change}: {spoofed.stdout}"
+        await asyncio.to_thread(ip, "-n", one, *undo)
+        if change[0] == "addr":
+            await asyncio.to_thread(ip, "-n", one, "addr", "add", "10.60.0.11/24", "dev", "eth0")
+            await asyncio.to_thread(ip, "-n", one, "route", "replace", "default", "via",
+                                    "10.60.0.1")  # fmt: skip
+        back = await asyncio.to_thread(ask, one, "10.60.0.12", 8080)
+        assert back.returncode == 0 and back.stdout.strip() == "10.60.0.11", back
+    counters = await site.rec.networks.firewall.counters()  # type: ignore[union-attr]
+    assert counters[f"spoof:{APPS[0]}:0:ip"][0] > 0
+    assert counters[f"spoof:{APPS[0]}:0:mac"][0] > 0
