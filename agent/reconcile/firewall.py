@@ -1,8 +1,9 @@
-"""NAT and the apps' ACLs on local network instances, as nftables tables.  Rendering is pure.
+"""NAT and the apps' ACLs on network instances, as nftables tables.  Rendering is pure.
 
-Two tables of the node (ours by name, :mod:`agent.drivers.nft_api`), applied together in one
+Three tables of the node (ours by name, :mod:`agent.drivers.nft_api`), applied together in one
 transaction by the ``firewall`` item, so no packet ever meets half of a change:
 
+- ``bridge guard``: the source guard (:mod:`agent.reconcile.antispoof`).
 - ``ip nat``: ``postrouting`` masquerades each local instance's subnet out of its ports (EVE's
   NAT); ``prerouting`` turns each PORTMAP ACE into a DNAT from its port (``lport`` on the
   instance's ports, or only those with the ACE's ``adapter`` label) to the app's address and
