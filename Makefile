@@ -5,6 +5,7 @@
 #   make test            deps + services + the whole pytest suite (TESTS=, PYTEST_ARGS=, JUNIT=)
 #   make test-unit | test-integration | test-e2e     one tier
 #   make demo | bench    tools/demo.py | tools/bench.py (ARGS= passes arguments)
+#   make fuzz            tools/fuzz.py: 10^6 inputs over the parsers (ARGS=; not in make test)
 #   make proto           regenerate agent/wire/pb from proto/
 #   make images          build the test images (images/*/build.sh; cached by input hash)
 #   make images-k3s      the K3s VM image (K3S_BIN=/path/to/k3s required; images/k3s/)
@@ -45,10 +46,10 @@ define start_services
 endef
 
 .PHONY: help deps deps-apt deps-venv lint fmt test test-unit test-integration test-e2e \
-	demo bench proto images images-k3s deb image services services-stop services-status clean
+	demo bench fuzz proto images images-k3s deb image services services-stop services-status clean
 
 help:
-	@sed -n '3,16s/^# \{0,1\}//p' Makefile
+	@sed -n '3,17s/^# \{0,1\}//p' Makefile
 
 deps:
 	bash tools/deps.sh
@@ -101,6 +102,10 @@ demo: deps
 bench: deps
 	@$(start_services)
 	$(PY) tools/bench.py $(ARGS)
+
+# The long parser fuzzing run (tests/unit/test_fuzz_parsers.py is the CI part); no services.
+fuzz: deps
+	$(PY) tools/fuzz.py $(ARGS)
 
 proto: deps
 	$(PY) tools/gen_proto.py
