@@ -176,9 +176,12 @@ def load_or_create_device_signer(paths: NodePaths) -> SoftwareSigner:
         return signer
     try:
         key_obj = pki.load_key(key_pem)
+    except ValueError as exc:
+        raise IdentityError(f"{paths.device_key} unreadable: {exc}") from exc
+    try:
         cert_obj = pki.load_cert(cert_pem)
     except ValueError as exc:
-        raise IdentityError(f"device key or certificate unreadable: {exc}") from exc
+        raise IdentityError(f"{paths.device_cert} unreadable: {exc}") from exc
     return SoftwareSigner(key_obj, cert_obj)
 
 

@@ -91,6 +91,15 @@ def test_a_half_identity_of_a_node_that_started_registering_is_refused(
         load_or_create_device_signer(paths)
 
 
+@pytest.mark.parametrize("name", ["device.key.pem", "device.cert.pem"])
+def test_an_unreadable_identity_file_is_named(paths: NodePaths, name: str) -> None:
+    """The refusal names the file the operator has to look at."""
+    load_or_create_device_signer(paths)
+    (paths.device_cert.parent / name).write_bytes(b"garbage")
+    with pytest.raises(IdentityError, match=rf"{name} unreadable"):
+        load_or_create_device_signer(paths)
+
+
 def test_the_registration_record_is_idempotent(paths: NodePaths) -> None:
     signer = load_or_create_device_signer(paths)
     assert identity.registration_evidence(paths) is None
