@@ -125,8 +125,8 @@ def test_killed_mid_change_adopts_and_delete_leaves_nothing(
     wait_for(running, 240, "the app running with its interface")
     before_links, before_tables = links(netns), tables(netns)
     (dnsmasq,) = _dnsmasq_pids(node.root)
-    # bridge + vif; nat + filter + the node firewall
-    assert len(before_links) == 2 and len(before_tables) == 3
+    # bridge + vif; nat + filter + the source guard + the node firewall
+    assert len(before_links) == 2 and len(before_tables) == 4
     assert "dport 80" in _ns(netns, "nft", "list", "ruleset")
 
     # An ACL change, and the agent killed while it applies it.
