@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from agent.settings import NodePaths
 from agent.util.atomicfile import fsync_dir, read_optional, write_atomic
@@ -182,6 +183,15 @@ def load_or_create_device_signer(paths: NodePaths) -> SoftwareSigner:
         cert_obj = pki.load_cert(cert_pem)
     except ValueError as exc:
         raise IdentityError(f"{paths.device_cert} unreadable: {exc}") from exc
+    # A certificate damaged where it still parses (one byte of its signature...) is no longer
+    # the one the controller registered: every request would be refused, and the logs and info
+    # refused "for good" moved aside.  Refuse to start instead, naming the file.
+    try:
+        if cert_obj.public_key() != key_obj.public_key():
+            raise ValueError("its public key is not the device key's")
+        cert_obj.verify_directly_issued_by(cert_obj)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise IdentityError(f"{paths.device_cert} is damaged: {exc}") from exc
     return SoftwareSigner(key_obj, cert_obj)
 
 

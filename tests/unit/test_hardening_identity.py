@@ -19,6 +19,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.link import identity
 from agent.link.identity import IdentityError, load_or_create_device_signer, store_uuid
@@ -97,6 +99,24 @@ def test_an_unreadable_identity_file_is_named(paths: NodePaths, name: str) -> No
     load_or_create_device_signer(paths)
     (paths.device_cert.parent / name).write_bytes(b"garbage")
     with pytest.raises(IdentityError, match=rf"{name} unreadable"):
+        load_or_create_device_signer(paths)
+
+
+def test_a_damaged_certificate_that_still_parses_is_refused(paths: NodePaths) -> None:
+    """One byte of the signature changed: the certificate loads, its key is the device key's,
+    but it is not the certificate the controller registered."""
+    load_or_create_device_signer(paths)
+    der = bytearray(pki.load_cert(paths.device_cert.read_bytes()).public_bytes(Encoding.DER))
+    der[-3] ^= 0x01  # inside the ECDSA signature's last integer
+    paths.device_cert.write_bytes(pki.cert_pem(x509.load_der_x509_certificate(bytes(der))))
+    with pytest.raises(IdentityError, match=r"device.cert.pem is damaged"):
+        load_or_create_device_signer(paths)
+
+
+def test_a_certificate_of_another_key_is_refused(paths: NodePaths) -> None:
+    load_or_create_device_signer(paths)
+    cert_only(paths)  # a whole certificate, of another key
+    with pytest.raises(IdentityError, match=r"device.cert.pem is damaged"):
         load_or_create_device_signer(paths)
 
 
