@@ -102,7 +102,10 @@ class KubeConfig:
         server = cluster.get("server")
         if not isinstance(server, str):
             raise KubeConfigError("cluster server missing")
-        parts = urlsplit(server)
+        try:
+            parts = urlsplit(server)
+        except ValueError:  # an unbalanced IPv6 bracket, say
+            raise KubeConfigError("the API server is not a URL") from None
         if parts.scheme != "https":
             raise KubeConfigError("the API server is not https")
         try:

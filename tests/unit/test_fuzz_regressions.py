@@ -174,3 +174,15 @@ def test_deeply_nested_agent_state_files_are_unreadable_not_a_recursion_error(
     vault.paths.policy_pcrs.parent.mkdir(parents=True, exist_ok=True)
     vault.paths.policy_pcrs.write_bytes(b"[" * 3000)
     assert vault._policy_pcrs() == DEFAULT_SEAL_PCRS
+
+
+def test_kubeconfig_whose_server_is_no_url_is_a_kubeconfig_error() -> None:
+    # Found by `make fuzz` (the first million-input run): urlsplit's ValueError for an
+    # unbalanced "]" left KubeConfig.parse.
+    text = (
+        "clusters:\n- name: c\n  cluster:\n    server: https://10.1.0.]3]843\n"
+        "users:\n- name: u\n  user: {token: t}\n"
+        "contexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n"
+    )
+    with pytest.raises(KubeConfigError, match="not a URL"):
+        KubeConfig.parse(text.encode())
