@@ -41,11 +41,16 @@
    to the roles acted (kubeconfig posted, agents joined) and to the members ready in ``cluster
    show``, beside the same three VMs booted by hand through libvirt.  ERROR row and exit status
    1 when it cannot run.
+11. Parser fuzzing (tools/fuzz.py): inputs per second of each parser of outside bytes over 2 s
+   (``--fuzz-seconds``), with its crashes (contract violations; goal 0), and the total of the
+   last ``make fuzz`` run from build/fuzz-report.json ("not run" without one).  A crash makes
+   the exit status 1.
 
 ``--no-workloads`` leaves out 5, ``--workloads-only`` runs only 5, ``--quick`` makes 5 shorter
 (fewer runs, 15 s CPU windows), ``--workload-window`` sets its CPU windows (default 60 s).
 ``--no-node`` leaves out 9, ``--node-only`` runs only 9.
 ``--no-cluster-vms`` leaves out 10, ``--cluster-vms-only`` runs only 10.
+``--no-fuzz`` leaves out 11, ``--fuzz-only`` runs only 11.
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ from tools.bench_nft import bench_apply
 from tools.bench_node import BenchNodeError, bench_node
 from tools.bench_workload_env import ServiceMissing
 from tools.bench_workloads import bench_workloads
+from tools.fuzz import bench_fuzz
 
 
 def big_config(
@@ -394,6 +400,11 @@ def main() -> int:
     workloads.add_argument(
         "--cluster-vms-only", action="store_true", help="only the cluster VMs' figures (10)"
     )
+    workloads.add_argument("--fuzz-only", action="store_true", help="only parser fuzzing (11)")
+    parser.add_argument("--no-fuzz", action="store_true", help="no parser fuzzing figures (11)")
+    parser.add_argument(
+        "--fuzz-seconds", type=float, default=2.0, help="fuzzing time per parser (11)"
+    )
     parser.add_argument(
         "--no-cluster-vms", action="store_true", help="no three-node cluster VM figures (10)"
     )
@@ -406,7 +417,7 @@ def main() -> int:
     parser.add_argument("--workload-window", type=float, help="workload CPU windows, seconds")
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
-    only = args.workloads_only or args.node_only or args.cluster_vms_only
+    only = args.workloads_only or args.node_only or args.cluster_vms_only or args.fuzz_only
     if not only:
         rows += bench_config(args.repeat)
         rows += bench_engine(args.repeat)
@@ -428,13 +439,13 @@ def main() -> int:
         except RuntimeError as exc:
             rows.append(("firewall: the agent's 5,000 ACEs, packet path", "ERROR", str(exc), ""))
             failed = True
-    if not (args.no_workloads or args.node_only or args.cluster_vms_only):
+    if not (args.no_workloads or (only and not args.workloads_only)):
         try:
             rows += bench_workloads(quick=args.quick, window=args.workload_window)
         except ServiceMissing as exc:
             rows.append(("workloads (containers, VMs, agent RSS and CPU)", "ERROR", str(exc), ""))
             failed = True
-    if not (args.no_node or args.workloads_only or args.cluster_vms_only):
+    if not (args.no_node or (only and not args.node_only)):
         try:
             rows += bench_node()
         except BenchNodeError as exc:
@@ -442,13 +453,17 @@ def main() -> int:
             print(f"node bench: {exc}", file=sys.stderr)
             rows.append(("node image under QEMU (boot, agent idle)", "ERROR", reason, ""))
             failed = True
-    if not (args.no_cluster_vms or args.workloads_only or args.node_only):
+    if not (args.no_cluster_vms or (only and not args.cluster_vms_only)):
         try:
             rows += bench_cluster_vms()
         except BenchClusterVmsError as exc:
             print(f"cluster VMs bench: {exc}", file=sys.stderr)
             rows.append(("3-node cluster VMs", "ERROR", str(exc).splitlines()[0], ""))
             failed = True
+    if not (args.no_fuzz or (only and not args.fuzz_only)):
+        fuzz_rows, crashes = bench_fuzz(args.fuzz_seconds)
+        rows += fuzz_rows
+        failed = failed or crashes > 0
     header = ("figure", "eve-agent", "reference (same run)", "ratio")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))

@@ -233,15 +233,20 @@ def run(
     return 1 if total_crashes else 0
 
 
-def bench_fuzz(seconds: float = 2.0, report: Path = REPORT) -> list[tuple[str, str, str, str]]:
+def bench_fuzz(
+    seconds: float = 2.0, report: Path = REPORT
+) -> tuple[list[tuple[str, str, str, str]], int]:
     """``make bench`` rows: inputs/s of each target over ``seconds`` (in this process, crashes
-    saved as a full run saves them), then the last ``make fuzz`` report's total."""
+    saved as a full run saves them), then the last ``make fuzz`` report's total; and the
+    number of crashes in this run."""
     rows = []
+    crashes = 0
     previous = logging.root.manager.disable
     logging.disable(logging.CRITICAL)
     try:
         for target in TARGETS:
             r = fuzz_target(target, inputs=None, seconds=seconds, quiet=True)
+            crashes += r.crashes
             rows.append((
                 f"fuzz: {target.name} inputs/s",
                 f"{r.inputs / r.seconds:,.0f}/s",
@@ -261,7 +266,7 @@ def bench_fuzz(seconds: float = 2.0, report: Path = REPORT) -> list[tuple[str, s
         ))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         rows.append(("fuzz: last make fuzz run (all targets)", "not run", str(report), ""))
-    return rows
+    return rows, crashes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
