@@ -3,7 +3,7 @@
 #   make deps            Debian packages + .venv (idempotent, quick when nothing changed)
 #   make lint            ruff check, ruff format --check, mypy --strict, generated code up to date
 #   make test            deps + services + the whole pytest suite (TESTS=, PYTEST_ARGS=, JUNIT=)
-#   make test-unit | test-integration | test-e2e     one tier
+#   make test-unit | test-integration | test-e2e | test-faults    one tier
 #   make demo | bench    tools/demo.py | tools/bench.py (ARGS= passes arguments)
 #   make fuzz            tools/fuzz.py: 10^6 inputs over the parsers (ARGS=; not in make test)
 #   make proto           regenerate agent/wire/pb from proto/
@@ -45,7 +45,7 @@ define start_services
 	fi
 endef
 
-.PHONY: help deps deps-apt deps-venv lint fmt test test-unit test-integration test-e2e \
+.PHONY: help deps deps-apt deps-venv lint fmt test test-unit test-integration test-e2e test-faults \
 	demo bench fuzz proto images images-k3s deb image services services-stop services-status clean
 
 help:
@@ -94,6 +94,11 @@ test-integration: deps
 test-e2e: deps
 	@$(start_services)
 	EVE_AGENT_REQUIRE_SERVICES=1 $(PYTEST) $(PYTEST_ARGS) tests/e2e
+
+# kill -9, a full disk, corrupt files, controller restarts (tests/faults; EVE_FAULTS_SEED replays).
+test-faults: deps
+	@$(start_services)
+	EVE_AGENT_REQUIRE_SERVICES=1 $(PYTEST) $(PYTEST_ARGS) tests/faults
 
 demo: deps
 	@$(start_services)
