@@ -45,12 +45,18 @@
    (``--fuzz-seconds``), with its crashes (contract violations; goal 0), and the total of the
    last ``make fuzz`` run from build/fuzz-report.json ("not run" without one).  A crash makes
    the exit status 1.
+12. The controller under a flood (tools/bench_controller.py; about 1 min, no root): p99 and p50
+   latency of 20 well-behaved devices (ping, config, info every half second each) while one
+   registered device floods it from its own process, beside the same 20 without the flood
+   (goal: p99 within 2x), and the flooding device's request rate and how much of it got 429.
+   ERROR row and exit status 1 when it cannot run.
 
 ``--no-workloads`` leaves out 5, ``--workloads-only`` runs only 5, ``--quick`` makes 5 shorter
 (fewer runs, 15 s CPU windows), ``--workload-window`` sets its CPU windows (default 60 s).
 ``--no-node`` leaves out 9, ``--node-only`` runs only 9.
 ``--no-cluster-vms`` leaves out 10, ``--cluster-vms-only`` runs only 10.
 ``--no-fuzz`` leaves out 11, ``--fuzz-only`` runs only 11.
+``--no-controller`` leaves out 12, ``--controller-only`` runs only 12.
 """
 
 from __future__ import annotations
@@ -74,12 +80,14 @@ from agent.wire.envelope import SoftwareSigner, pem_cert_hash
 from agent.wire.pb.config import devconfig_pb2
 from tools.bench_cluster_vms import BenchClusterVmsError, bench_cluster_vms
 from tools.bench_clusters import bench_composer
+from tools.bench_controller import bench_controller
 from tools.bench_engine import bench_engine
 from tools.bench_firewall import bench_firewall
 from tools.bench_nft import bench_apply
 from tools.bench_node import BenchNodeError, bench_node
 from tools.bench_workload_env import ServiceMissing
 from tools.bench_workloads import bench_workloads
+from tools.controller_load import LoadError
 from tools.fuzz import bench_fuzz
 
 
@@ -401,6 +409,12 @@ def main() -> int:
         "--cluster-vms-only", action="store_true", help="only the cluster VMs' figures (10)"
     )
     workloads.add_argument("--fuzz-only", action="store_true", help="only parser fuzzing (11)")
+    workloads.add_argument(
+        "--controller-only", action="store_true", help="only the controller flood figures (12)"
+    )
+    parser.add_argument(
+        "--no-controller", action="store_true", help="no controller flood figures (12)"
+    )
     parser.add_argument("--no-fuzz", action="store_true", help="no parser fuzzing figures (11)")
     parser.add_argument(
         "--fuzz-seconds", type=float, default=2.0, help="fuzzing time per parser (11)"
@@ -417,7 +431,13 @@ def main() -> int:
     parser.add_argument("--workload-window", type=float, help="workload CPU windows, seconds")
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
-    only = args.workloads_only or args.node_only or args.cluster_vms_only or args.fuzz_only
+    only = (
+        args.workloads_only
+        or args.node_only
+        or args.cluster_vms_only
+        or args.fuzz_only
+        or args.controller_only
+    )
     if not only:
         rows += bench_config(args.repeat)
         rows += bench_engine(args.repeat)
@@ -464,6 +484,13 @@ def main() -> int:
         fuzz_rows, crashes = bench_fuzz(args.fuzz_seconds)
         rows += fuzz_rows
         failed = failed or crashes > 0
+    if not (args.no_controller or (only and not args.controller_only)):
+        try:
+            rows += bench_controller()
+        except LoadError as exc:
+            print(f"controller bench: {exc}", file=sys.stderr)
+            rows.append(("controller under a flood", "ERROR", str(exc).splitlines()[0], ""))
+            failed = True
     header = ("figure", "eve-agent", "reference (same run)", "ratio")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
