@@ -75,7 +75,7 @@ from agent.reconcile.kubestatus import KubeClusterStatus
 from agent.reconcile.kubewatch import ClusterWatch
 from agent.reconcile.node import VAULT_READY, NodeReconciler
 from agent.settings import AgentSettings
-from agent.util import bootreason
+from agent.util import atomicfile, bootreason
 from agent.util.bootreason import BootReason
 from agent.util.liveness import Liveness
 from agent.util.storagehealth import StorageHealth
@@ -565,6 +565,14 @@ class Node:
             self.phase = "stopped"
             self.write_status()
 
+    def _remove_leftovers(self) -> None:
+        """The temporary files of writes a kill interrupted, in the agent's own state
+        directories: each kill mid-write would leave one more for ever."""
+        persist = self.paths.persist
+        dirs = ("status", "checkpoint", "outbox", "newlog", "certs")
+        for path in atomicfile.remove_leftovers(persist / d for d in dirs):
+            log.info("removed %s, left by an interrupted write", path)
+
     async def _start_identity(
         self, stop: asyncio.Event
     ) -> tuple[NodeIdentity, QuoteSource, DeviceEcdh] | None:
@@ -593,6 +601,7 @@ class Node:
 
     async def _main(self, stop: asyncio.Event) -> None:
         """Startup (blocking parts in threads), then the reconciler and the link."""
+        await asyncio.to_thread(self._remove_leftovers)
         started = await self._start_identity(stop)
         if started is None:
             return

@@ -2,7 +2,8 @@
 
 A reader sees either the whole old file or the whole new one: write a temporary file in the same
 directory, fsync it, rename it over the target, then fsync the directory so the rename itself is
-durable.  A crash at any point leaves the previous content intact.
+durable.  A crash at any point leaves the previous content intact; the temporary file a kill
+left behind is removed by the agent's next start (:func:`remove_leftovers`).
 
 A write the *storage* refuses (full filesystem, used-up quota, I/O error, read-only filesystem)
 raises a typed :class:`StorageError` (:class:`NoSpaceError` for the first two): every caller that
@@ -16,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -86,6 +89,27 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
             os.unlink(tmp_name)
         raise
     fsync_dir(path.parent)
+
+
+#: The temporary file of :func:`write_atomic` (``tempfile.mkstemp``'s 8 random characters).
+_LEFTOVER = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_leftovers(directories: Iterable[Path]) -> list[Path]:
+    """Remove the temporary files of writes a kill interrupted (between the temporary file and
+    its rename) in ``directories`` and below, hidden directories left out; the files removed.
+    Only while nothing writes there (at start).  Never raises: what cannot be removed stays."""
+    removed = []
+    for top in directories:
+        for current, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if _LEFTOVER.match(name):
+                    path = Path(current) / name
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                        removed.append(path)
+    return removed
 
 
 def copy_atomic(src: Path, dst: Path) -> None:

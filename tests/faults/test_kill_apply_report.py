@@ -7,7 +7,8 @@ the log spool, so that records are on disk when it dies); one round in five it i
 cleanly instead, which leaves its spool on disk for the next start to upload first (a kill then
 interrupts the upload).
 
-After every kill: every file in persist parses (the checkpoint verifies), and what the agent
+After every kill: every file in persist parses (the checkpoint verifies), the temporary files
+of writes an earlier kill interrupted are gone (the start removes them), and what the agent
 holds durably is noted: the records of its log spool on disk (``newlog/pending``) and its info
 outbox.  At the end the node converges to the LAST config, and nothing durable was lost: every
 spooled record is at the controller, and every outbox message is there byte for byte or replaced
@@ -71,6 +72,7 @@ def test_kill_during_config_apply_and_report_upload(
     spooled = spooled_records(persist)
     infos = list(outbox_infos(persist).values())
     value = ""
+    earlier: list[str] = []
     for i in faults.rounds(iterations=12, budget=60):
         value = str(600 + i)
         controller.set_config(uuid, config(value))
@@ -83,6 +85,9 @@ def test_kill_during_config_apply_and_report_upload(
             where = start_and_kill(node, faults, LONG if i % 4 == 3 else STAGES)
         problems, leftovers = whole_files(persist, root_pem)
         assert not problems, f"half-written files after {where}: {problems}"
+        kept = set(leftovers) & set(earlier)
+        assert not kept, f"temporary files of an earlier kill still there: {kept}"
+        earlier = leftovers
         now_spooled = spooled_records(persist)
         now_infos = outbox_infos(persist)
         faults.note(f"round {i}: config {value}, {where}: {len(now_spooled)} spooled records, "

@@ -51,6 +51,7 @@ def test_kill_during_onboarding(
         node = nodes.new(serial)
         persist = node.root / "persist"
         learnt: str | None = None
+        earlier: list[str] = []
         for _ in range(faults.rng.randint(1, 3)):
             where = start_and_kill(node, faults, STAGES)
             state = identity_state(persist) if persist.exists() else "none"
@@ -60,8 +61,9 @@ def test_kill_during_onboarding(
             if persist.exists():
                 problems, leftovers = whole_files(persist, root_pem)
                 assert not problems, f"half-written files after a kill at {where}: {problems}"
-                if leftovers:
-                    faults.note(f"temporary files left by the kill: {leftovers}")
+                kept = set(leftovers) & set(earlier)
+                assert not kept, f"temporary files of an earlier kill still there: {kept}"
+                earlier = leftovers
             assert len(devices) <= 1, f"duplicate registration: {devices}"
             if learnt is not None:
                 assert node.uuid == learnt, "the device UUID changed after a kill"

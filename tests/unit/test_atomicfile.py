@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -198,3 +199,18 @@ def test_read_optional(tmp_path: Path) -> None:
 def test_read_optional_other_errors_raise(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError):
         read_optional(tmp_path)
+
+
+def test_leftovers_of_interrupted_writes_are_removed(tmp_path: Path) -> None:
+    """What a kill between the temporary file and its rename leaves, and nothing else."""
+    (tmp_path / "outbox").mkdir()
+    fd, name = tempfile.mkstemp(prefix=".device.info.", suffix=".tmp", dir=tmp_path / "outbox")
+    os.close(fd)
+    kept = [tmp_path / "outbox" / "device.info", tmp_path / "outbox" / "x.tmp",
+            tmp_path / ".hidden.tmp", tmp_path / ".staging" / ".key.pem.abcdefgh.tmp"]  # fmt: skip
+    for path in kept:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x")
+    assert atomicfile.remove_leftovers([tmp_path, tmp_path / "missing"]) == [Path(name)]
+    assert not Path(name).exists()
+    assert all(path.exists() for path in kept)
