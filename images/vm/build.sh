@@ -11,7 +11,9 @@
 # background: eth0 up with DHCP and, for servers, an HTTPS "Kubernetes API" on port 6443 made
 # with Debian's openssl (its libssl3 and libc6 are copied into the initramfs) and a kubeconfig
 # posted to the metadata server.  Without that line nothing of this runs (no network either).
-# See docs/clusters-node.md.
+# See docs/clusters-node.md.  A network probe: when the user data holds `EVE_PROBE_` lines,
+# /init runs net-probe.sh instead (DHCP, names looked up, URLs fetched, a port served, each
+# answer a console line; see that script).
 #
 # Outputs, in $EVE_IMAGE_CACHE/vm-<input hash>/ (default cache /var/cache/eve-agent/images):
 #   vmlinuz      the kernel, for direct kernel boot
@@ -20,7 +22,7 @@
 #                initramfs; booted by SeaBIOS like any app disk, or attached as a data disk
 # and `$EVE_IMAGE_CACHE/vm` -> that directory.  The last three lines are `<sha256>  <path>`.
 #
-# Inputs hashed: this script and k3s-guest.sh, the kernel package (linux-image-amd64's
+# Inputs hashed: this script, k3s-guest.sh and net-probe.sh, the kernel package (linux-image-amd64's
 # versioned dependency), busybox-static, openssl, libssl3, libc6 and syslinux versions as apt
 # knows them.  Idempotent; a flock serialises concurrent builds; a cached build needs no
 # network.  Needs: apt-get, dpkg-deb, chroot, busybox, mkfs.vfat (dosfstools), mcopy (mtools),
@@ -45,6 +47,7 @@ libc_ver=$(candidate libc6)
 hash=$( {
     sha256sum <"$0"
     sha256sum <"$here/k3s-guest.sh"
+    sha256sum <"$here/net-probe.sh"
     printf '%s=%s\nbusybox-static=%s\nsyslinux=%s\n' "$kernel_pkg" "$kernel_ver" "$busybox_ver" "$syslinux_ver"
     printf 'openssl=%s\nlibssl3=%s\nlibc6=%s\n' "$openssl_ver" "$libssl_ver" "$libc_ver"
 } | sha256sum | cut -c1-16)
@@ -94,6 +97,8 @@ ln -s "/$multiarch/ld-linux-x86-64.so.2" "$root/lib64/ld-linux-x86-64.so.2"
 chroot "$root" /usr/bin/openssl version >/dev/null || { log "openssl does not run in the initramfs"; exit 1; }
 cp "$here/k3s-guest.sh" "$root/bin/eve-k3s-guest"
 chmod 0755 "$root/bin/eve-k3s-guest"
+cp "$here/net-probe.sh" "$root/bin/eve-net-probe"
+chmod 0755 "$root/bin/eve-net-probe"
 cat >"$root/etc/ssl/openssl.cnf" <<'EOF'
 # The test guest's own: what `openssl req` needs, and the CA's extensions (k3s-guest.sh).
 [ req ]
@@ -139,6 +144,9 @@ bound | renew)
                 via=" $r"
                 break
             done
+        fi
+        if [ -n "${dns:-}" ]; then
+            for d in $dns; do echo "nameserver $d"; done >/etc/resolv.conf
         fi
         echo "eve-test-guest: $interface $ip/$mask via${via:- none} (DHCP)" >>/dev/console
     fi
@@ -229,6 +237,8 @@ elif mount -o ro -t iso9660 "$seed" /seed 2>/dev/null || mount -o ro -t vfat "$s
     echo "----- end of seed"
     if grep -q '^[[:space:]]*EVE_K3S_ROLE=' /seed/user-data; then
         /bin/eve-k3s-guest /seed/user-data &
+    elif grep -q '^[[:space:]]*EVE_PROBE_' /seed/user-data; then
+        /bin/eve-net-probe /seed/user-data &
     fi
 else
     echo "eve-test-guest: cannot mount the seed on $seed"
