@@ -61,6 +61,16 @@ class ReportLimits:
     quota_recheck: float = 60.0
     """Seconds between re-counting a full device's usage in the database (an operator may have
     removed data)."""
+    device_requests_per_second: float = 10.0
+    """Sustained authenticated requests per device, of every kind (config, attestation, uploads:
+    EVE makes well under one a second after boot).  Checked after the signature, so nobody else
+    can spend a device's share."""
+    device_request_burst: int = 600
+    """Authenticated requests a device may make at once (more than the upload burst)."""
+    over_rate_delay: float = 1.0
+    """Seconds a request over the device's request rate waits before its 429.  A device sending
+    as fast as it can over a few connections is slowed to a few requests a second instead of
+    taking the event loop from every other device; an honest device never waits."""
     max_inflight: int = 2
     """Uploads of one device being decoded or stored at the same time; more get 429."""
     max_pending: int = 32
@@ -123,6 +133,7 @@ class Refusal:
 class _DeviceState:
     requests: TokenBucket
     entries: TokenBucket
+    all_requests: TokenBucket
     inflight: int = 0
 
 
@@ -147,9 +158,24 @@ class DeviceLimiter:
             state = _DeviceState(
                 requests=TokenBucket.full(lim.requests_per_second, lim.request_burst, now),
                 entries=TokenBucket.full(lim.log_entries_per_second, lim.log_entry_burst, now),
+                all_requests=TokenBucket.full(
+                    lim.device_requests_per_second, lim.device_request_burst, now
+                ),
             )
             self._devices[device_uuid] = state
         return state
+
+    def admit_request(self, device_uuid: str) -> Refusal | None:
+        """Count one authenticated request of ``device_uuid`` (None), or say why not."""
+        lim = self.limits
+        now = self.clock()
+        bucket = self._state(device_uuid).all_requests
+        wait = bucket.wait(1.0, now)
+        if wait > 0:
+            reason = f"request rate over {lim.device_requests_per_second:g}/s"
+            return Refusal(429, reason, wait, "request rate")
+        bucket.spend(1.0, now)
+        return None
 
     def admit(self, device_uuid: str, *, logs: bool) -> Refusal | None:
         """Take one upload of ``device_uuid`` in (None), or say why not.

@@ -141,7 +141,8 @@ async def device_request(request: web.Request, *, path_uuid: str | None = None) 
 
     With ``path_uuid`` (the ``/id/{uuid}/...`` endpoints) the signer must be that device.
     Records the device as seen (at most once per ``ApiSettings.seen_interval``).  Raises
-    ApiError 400 / 401 / 403 / 404 as the module says.
+    ApiError 400 / 401 / 403 / 404 as the module says, and 429 (after a delay) when the device
+    is over its request rate (``ReportLimits.device_requests_per_second``).
     """
     ctx = context(request)
     body = await read_body(request)
@@ -161,6 +162,7 @@ async def device_request(request: web.Request, *, path_uuid: str | None = None) 
     except envelope.BadSignature as exc:
         raise ApiError(401, f"bad signature for device {device.uuid}: {exc}") from exc
     note_device(request, device.uuid)
+    await guard_of(request).check_rate(device.uuid)
     if path_uuid is not None:
         _authorise_path(request, device, path_uuid)
     seen = device.last_seen

@@ -127,6 +127,14 @@ class Guard:
                 ),
             )
 
+    async def check_rate(self, device_uuid: str) -> None:
+        """Count one authenticated request of ``device_uuid``; over its request rate, wait
+        ``over_rate_delay`` seconds, then raise ApiError 429 with a Retry-After."""
+        refusal = self._limiter.admit_request(device_uuid)
+        if refusal is not None:
+            await asyncio.sleep(self.settings.limits.over_rate_delay)
+            self._refuse(device_uuid, refusal)
+
     def _in_worker(
         self, device_uuid: str, job: Callable[[Worker], T], charge: Callable[[int], None]
     ) -> T:

@@ -19,13 +19,20 @@ from typing import Any
 import pytest
 
 from agent.wire import envelope
+from agent.wire.pb.eveuuid import eveuuid_pb2
 from agent.wire.pb.metrics import metrics_pb2
 from controller import newlogs
 from controller.api import PREFIX, ApiSettings
 from controller.limits import ReportLimits
 from controller.records import ReportKind
 from controller.store import Store
-from tests.unit.test_controller_harness import Answer, FakeDevice, Harness, controller_harness
+from tests.unit.test_controller_harness import (
+    Answer,
+    FakeDevice,
+    Harness,
+    controller_harness,
+    software_signer,
+)
 from tests.unit.test_controller_newlogs import ENTRY, lines, make_gzip
 
 SLOW = 1.0
@@ -279,3 +286,40 @@ async def test_too_much_pending_work_from_all_devices_is_503(
             *(d.send(f"/id/{d.uuid}/newlogs", make_gzip(lines(ENTRY))) for d in devices)
         )
         assert sorted(a.status for a in answers) == [201, 201, 503]
+
+
+async def test_requests_over_the_device_rate_wait_then_get_429(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="controller.api")
+    delay = 0.3
+    async with harness(
+        tmp_path, device_request_burst=5, device_requests_per_second=0.01, over_rate_delay=delay
+    ) as ctl:
+        noisy = await ctl.onboarded("noisy")  # /uuid: the first of its 5
+        quiet = await ctl.onboarded("quiet")
+        uuid_request = eveuuid_pb2.UuidRequest()
+        # Requests that fail the signature check cannot spend the device's share.
+        stranger = software_signer("stranger")
+        forged = envelope.seal(
+            b"", stranger, sender_cert_hash=envelope.device_cert_hash(noisy.signer.certificate)
+        )
+        for _ in range(10):
+            assert (await noisy.post("/uuid", forged)).status == 401
+        statuses = [(await noisy.send("/uuid", uuid_request)).status for _ in range(4)]
+        assert statuses == [200] * 4
+        started = time.monotonic()
+        waiting = asyncio.create_task(noisy.send("/uuid", uuid_request))
+        await asyncio.sleep(delay / 3)
+        # While the noisy device's request waits, everyone else is answered at once.
+        assert await ping(ctl) == 200
+        assert (await quiet.send("/uuid", uuid_request)).status == 200
+        assert not waiting.done()
+        refused = await waiting
+        assert time.monotonic() - started >= delay
+        assert refused.status == 429
+        assert b"request rate over 0.01/s" in refused.body
+        assert (await metrics(noisy)).status == 429  # every kind of request counts
+    warnings = throttle_lines(caplog, noisy.uuid)
+    assert len(warnings) == 1 and "request rate over 0.01/s" in warnings[0], warnings
+    assert throttle_lines(caplog, quiet.uuid) == []
