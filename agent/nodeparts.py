@@ -22,10 +22,12 @@ from agent.drivers.libvirt import LibvirtHypervisor
 from agent.drivers.metadata import MetadataServer
 from agent.drivers.netlink import NetlinkDriver
 from agent.drivers.netprobe import TcpProber
+from agent.drivers.nflog import NflogListener
 from agent.drivers.nft import LibNft, NftSettings
 from agent.drivers.power import EmulatedPower, Power, SystemdPower
 from agent.model.config import NodeConfig
 from agent.model.configitems import ConfigItems
+from agent.reconcile.firewall import DHCP_GROUP
 from agent.reconcile.iolockdown import IoLockdown
 from agent.reconcile.metadata import MetadataAnswers
 from agent.reconcile.netplan import NetPlan
@@ -33,6 +35,7 @@ from agent.reconcile.networks import Networks
 from agent.reconcile.portconfig import PortConfigurator
 from agent.reconcile.portselect import PortManager, controller_target
 from agent.reconcile.records import RecordBook
+from agent.reconcile.switchlearn import SNAPLEN
 from agent.reconcile.workloads import Workloads
 from agent.reconcile.workspace import WorkloadDrivers, Workspace
 from agent.settings import AgentSettings, NodePaths
@@ -85,6 +88,7 @@ def make_networks(
         nft=LibNft(NftSettings(name, netns=netns)),
         metadata=MetadataServer(answers, netns=netns, poster=answers.post),
         app_dhcp=AppDhcpDriver(settings.paths.run / "appdhcp"),
+        dhcp_log=NflogListener(DHCP_GROUP, netns, copy_range=SNAPLEN),
     )
 
 

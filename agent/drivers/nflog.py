@@ -28,7 +28,7 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from agent.drivers import nfnetlink as nf
@@ -54,7 +54,9 @@ MAX_PENDING = 10_000
 @dataclass(frozen=True)
 class LoggedPacket:
     """One logged IPv4 packet: the logging rule's ``prefix``, when it arrived (wall clock
-    seconds), its addresses, protocol number, ports (0 unless TCP, UDP or SCTP) and length."""
+    seconds), its addresses, protocol number, ports (0 unless TCP, UDP or SCTP) and length;
+    ``data`` is what was copied of it (the listener's ``copy_range`` bytes at most, from the
+    IPv4 header on)."""
 
     prefix: str
     time: float
@@ -64,6 +66,7 @@ class LoggedPacket:
     sport: int
     dport: int
     length: int
+    data: bytes = field(default=b"", repr=False, compare=False)
 
 
 class Nflog(Protocol):
@@ -120,7 +123,7 @@ def parse_packet(payload: bytes, now: float) -> LoggedPacket | None:
         sec, usec = struct.unpack("!QQ", stamp)
         when = sec + usec / 1e6
     return LoggedPacket(prefix, when, proto, nf.ipv4(data[12:16]), nf.ipv4(data[16:20]), sport,
-                        dport, length)  # fmt: skip
+                        dport, length, bytes(data))  # fmt: skip
 
 
 def config_request(seq: int, group: int, body: bytes) -> bytes:
@@ -146,11 +149,21 @@ class NflogListener:
     """:class:`Nflog` on the kernel; see the module docstring."""
 
     def __init__(
-        self, group: int, netns: str | None = None, *, max_pending: int = MAX_PENDING
+        self,
+        group: int,
+        netns: str | None = None,
+        *,
+        max_pending: int = MAX_PENDING,
+        copy_range: int = COPY_RANGE,
     ) -> None:
+        """``copy_range``: bytes of each packet asked for (more than the headers for a caller
+        that reads payloads)."""
         if not 0 <= group <= 0xFFFF:
             raise ValueError(f"NFLOG group {group} outside 0..65535")
+        if not 20 <= copy_range <= 0xFFFF:
+            raise ValueError(f"copy range {copy_range} outside 20..65535")
         self.group = group
+        self.copy_range = copy_range
         self.max_pending = max_pending
         self._thread = nf.NamespaceThread(netns, f"nflog-{netns or 'self'}", self._drop)
         self._sock: socket.socket | None = None
@@ -194,7 +207,7 @@ class NflogListener:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             sock.bind((0, 0))
             sock.settimeout(5.0)
-            for msg in bind_requests(self.group):
+            for msg in bind_requests(self.group, self.copy_range):
                 sock.send(msg)
                 self._ack(sock, struct.unpack_from("=I", msg, 8)[0])
             sock.settimeout(0.5)  # the reader looks at its stop flag this often

@@ -43,7 +43,7 @@ from typing import Any, Protocol
 from agent.drivers.errors import NotFoundError, PermanentError
 from agent.drivers.nft_api import Chain, Family, Map, Nft, Rule, Set, Table
 from agent.model.acl import PROTOCOLS, Ace
-from agent.reconcile import antispoof
+from agent.reconcile import antispoof, switchlearn
 from agent.reconcile.items import BaseConfigurator, NodeItem
 from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan, VifPlan
 
@@ -59,6 +59,9 @@ _UNIT_SECONDS = {"second": "second", "minute": "minute", "hour": "hour", "day": 
 #: costs the agent little; the drop rule keeps its comment and counter.
 FLOW_MARK, FLOW_MARK_MASK, ACE_ID_MASK = 0x45000000, 0xFF000000, 0x00FFFFFF
 NFLOG_GROUP = 17750
+#: The DHCP server answers crossing a bridge, logged for :mod:`agent.reconcile.switchlearn`
+#: (the addresses of apps on switch instances).
+DHCP_GROUP = 17751
 LOG_RATE, LOG_BURST, LOG_SNAPLEN = 20, 40, 64
 
 
@@ -286,7 +289,15 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
     errors += sw_errors
     established = {"match": {"op": "in", "left": {"ct": {"key": "state"}},
                              "right": ["established", "related"]}}  # fmt: skip
-    forward_rules = [
+    forward_rules = []
+    if sw_maps:
+        # Before any verdict (a renewal's answer is an established flow): every DHCP answer
+        # crossing a bridge, so that switch instances' app addresses can be learnt.
+        limit = {"limit": {"rate": LOG_RATE, "burst": LOG_BURST, "per": "second"}}
+        note = {"log": {"prefix": switchlearn.PREFIX, "group": DHCP_GROUP,
+                        "snaplen": switchlearn.SNAPLEN}}  # fmt: skip
+        forward_rules.append(Rule((*_l4(17, sport=67, dport=68), limit, note)))
+    forward_rules += [
         Rule((established, {"accept": None})),
         Rule(({"vmap": {"key": {"payload": {"protocol": "ip", "field": "saddr"}},
                         "data": "@vif_out"}},)),

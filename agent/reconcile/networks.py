@@ -33,6 +33,7 @@ from agent.drivers.dnsmasq import Dnsmasq
 from agent.drivers.errors import NotFoundError, TemporaryError
 from agent.drivers.metadata import METADATA_ADDRESS, MetadataServer
 from agent.drivers.netlink_api import LinkKind, Netlink, Route, parse_name
+from agent.drivers.nflog import Nflog
 from agent.drivers.nft_api import Nft
 from agent.model.config import ObjectError
 from agent.reconcile import dnsdhcp, firewall, nodefirewall
@@ -41,6 +42,7 @@ from agent.reconcile.appdhcp import AppLeases, DhcpVif
 from agent.reconcile.items import BaseConfigurator, Configurator, Item, ItemRef, OwnerRef
 from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan, stable_mac
 from agent.reconcile.records import RecordBook
+from agent.reconcile.switchlearn import SwitchAddresses
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +370,7 @@ class Networks:
         nft: Nft | None = None,
         metadata: MetadataServer | None = None,
         app_dhcp: AppDhcp | None = None,
+        dhcp_log: Nflog | None = None,
     ) -> None:
         self.netlink = netlink
         self.bridges = BridgeConfigurator(netlink, records)
@@ -376,6 +379,8 @@ class Networks:
             AppLeases(app_dhcp, netlink, containers, records) if app_dhcp is not None else None
         )
         self.vifs = VifConfigurator(netlink, records, containers, self.leases)
+        #: What switch instances' apps were given by DHCP (None: not learnt).
+        self.switch_addresses = SwitchAddresses(dhcp_log) if dhcp_log is not None else None
         self.dnsmasq = dnsdhcp.DnsmasqConfigurator(dnsmasq) if dnsmasq is not None else None
         self.firewall = firewall.FirewallConfigurator(nft) if nft is not None else None
         self.node_firewall = firewall.FirewallConfigurator(nft) if nft is not None else None

@@ -301,6 +301,10 @@ class NodeReconciler:
             beside.append(asyncio.create_task(
                 self.networks.leases.run(lambda: nets.dhcp_vifs(engine.actual), stop),
                 name="app dhcp"))  # fmt: skip
+        if self.networks is not None and self.networks.switch_addresses is not None:
+            beside.append(asyncio.create_task(
+                self.networks.switch_addresses.run(lambda: self._layout, stop),
+                name="switch addresses"))  # fmt: skip
         try:
             await self.engine.run(stop)
         finally:
@@ -442,9 +446,15 @@ class NodeReconciler:
         return tuple(out)
 
     def _leased(self, v: netplan.VifPlan) -> tuple[str, str]:
-        """A switch instance's app interface: (address, router) from the outside's DHCP."""
-        leases = self.networks.leases if self.networks is not None else None
-        return leases.address(v.app_id, v.index) if leases is not None else ("", "")
+        """A switch instance's app interface: (address, router) from the outside's DHCP: the
+        lease the agent holds for a container, else the answer a VM was seen to get."""
+        nets = self.networks
+        if nets is None:
+            return "", ""
+        found = nets.leases.address(v.app_id, v.index) if nets.leases is not None else ("", "")
+        if not found[0] and nets.switch_addresses is not None:
+            found = (nets.switch_addresses.address(v.app_id, v.index), "")
+        return found
 
     def _path_errors(self, app_id: str) -> list[tuple[str, float]]:
         """The errors of the content trees and volumes an app stands on: EVE shows them on

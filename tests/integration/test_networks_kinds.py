@@ -3,7 +3,7 @@
 - A switch instance bridges a node port to an "outside" namespace whose dnsmasq hands out
   addresses: an app on the instance (a namespace on the bridge, as a VM's DHCP client would be)
   leases an outside address and reaches the outside with it, no NAT in between, as far as its
-  ACL allows.
+  ACL allows; the node learns that address from the DHCP answer its firewall logs.
 - An air-gapped local instance (no port) connects its two apps as their ACLs say and nothing
   else: an allowed port passes with the caller's own address, others are dropped either way,
   the node's own listeners are out of reach, and there is no way out.
@@ -26,6 +26,7 @@ import pytest
 
 from agent.drivers.docker_fake import FakeContainerRuntime
 from agent.drivers.netlink import NetlinkDriver
+from agent.drivers.nflog import NflogListener
 from agent.drivers.nft import LibNft, NftSettings
 from agent.model.acl import Ace, AceMatch
 from agent.model.config import AppInstance, AppInterface, NetworkInstance, NodeConfig
@@ -34,9 +35,11 @@ from agent.model.ports import Port
 from agent.model.secret import Secret
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.engine import EngineSettings
+from agent.reconcile.firewall import DHCP_GROUP
 from agent.reconcile.networks import Networks
 from agent.reconcile.node import NodeReconciler
 from agent.reconcile.records import RecordBook
+from agent.reconcile.switchlearn import SNAPLEN, SwitchAddresses
 from tests.integration.nshelpers import app_standin, ask, in_ns, ip, serve_who
 from tests.integration.prereqs import netns_missing
 
@@ -130,6 +133,9 @@ async def test_a_switch_instance_hands_out_outside_addresses(site: Site, tmp_pat
     site.made.append(app_ns)
     await asyncio.to_thread(app_standin, site.node_ns, app_ns, bridge, "ekdv0",
                             mac=layout.vifs[(app.id, 0)].mac)  # fmt: skip
+    # The firewall logs the DHCP answers crossing the bridge: the node learns the app's address.
+    learner = SwitchAddresses(NflogListener(DHCP_GROUP, site.node_ns, copy_range=SNAPLEN))
+    await learner.nflog.start()
     script = tmp_path / "udhcpc.sh"
     script.write_text('#!/bin/sh\n[ "$1" = bound ] && ip addr add "$ip/$mask" dev "$interface"\n'
                       "exit 0\n")  # fmt: skip
@@ -140,6 +146,15 @@ async def test_a_switch_instance_hands_out_outside_addresses(site: Site, tmp_pat
     leased = await asyncio.to_thread(in_ns, app_ns, "ip", "-4", "-o", "addr", "show", "eth0")
     assert "192.0.2.1" in leased.stdout  # an outside address (.100-.150)
     address = leased.stdout.split("inet ", 1)[1].split("/", 1)[0]
+    try:
+        for _ in range(50):
+            learner.feed(learner.nflog.drain(), layout)
+            if learner.address(app.id, 0):
+                break
+            await asyncio.sleep(0.1)
+        assert learner.address(app.id, 0) == address
+    finally:
+        await learner.nflog.close()
     who = await asyncio.to_thread(ask, app_ns, "192.0.2.1", 8080)
     assert who.returncode == 0 and who.stdout.strip() == address  # bridged, not NATed
     # The instance's ACL holds (its chains reached by the app's MAC): no ACE allows 9090.

@@ -1,0 +1,119 @@
+"""Switch instances' app addresses from the DHCPACKs the firewall logs
+(agent.reconcile.switchlearn): the parser on crafted and hostile packets, the learner with the
+NFLOG fake (packets on the kernel: test_networks_kinds)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.drivers.nflog import LoggedPacket
+from agent.drivers.nflog_fake import FakeNflog
+from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan, NiPlan, VifPlan
+from agent.reconcile.switchlearn import NO_LEASE_TIME, PREFIX, SwitchAddresses, parse_ack
+
+VM, CT = "6d3b3b4e-8a3c-4c47-9d41-0000000000a1", "6d3b3b4e-8a3c-4c47-9d41-0000000000a2"
+MAC = "02:aa:bb:cc:dd:01"
+
+
+def ack(mac: str = MAC, ip: str = "192.0.2.120", lease: int | None = 3600, kind: int = 5,
+        options: bytes = b"") -> bytes:  # fmt: skip
+    """An IPv4/UDP packet carrying a BOOTREPLY (as the server sends it, from the IP header)."""
+    bootp = bytearray(236)
+    bootp[0:3] = b"\x02\x01\x06"
+    bootp[16:20] = bytes(int(x) for x in ip.split("."))
+    bootp[28:34] = bytes.fromhex(mac.replace(":", ""))
+    opts = b"\x35\x01" + bytes([kind])
+    if lease is not None:
+        opts += b"\x33\x04" + struct.pack("!I", lease)
+    payload = bytes(bootp) + b"\x63\x82\x53\x63" + opts + options + b"\xff"
+    udp = struct.pack("!HHHH", 67, 68, 8 + len(payload), 0) + payload
+    ip_header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                            bytes([192, 0, 2, 1]), bytes([255, 255, 255, 255]))  # fmt: skip
+    return ip_header + udp
+
+
+def packet(data: bytes, prefix: str = PREFIX) -> LoggedPacket:
+    return LoggedPacket(prefix, 0.0, 17, "192.0.2.1", "255.255.255.255", 67, 68, len(data), data)
+
+
+def layout() -> NetPlan:
+    plan = NetPlan()
+    plan.instances["s"] = NiPlan("s", "s", SWITCH, "eb1", None, (), "", (), (), 0)
+    plan.instances["l"] = NiPlan("l", "l", LOCAL, "eb0", None, (), "", (), (), 0)
+    plan.vifs[(VM, 0)] = VifPlan(VM, 0, "s", "ev0", MAC, "", "vm")
+    plan.vifs[(CT, 0)] = VifPlan(CT, 0, "l", "ev1", "02:aa:bb:cc:dd:02", "10.1.0.10", "ct")
+    return plan
+
+
+def test_an_ack_is_read_and_everything_else_is_not() -> None:
+    found = parse_ack(ack())
+    assert found is not None and (found.mac, found.ip, found.lease_time) == (MAC, "192.0.2.120",
+                                                                           3600)  # fmt: skip
+    assert parse_ack(ack(kind=2)) is None  # an offer
+    assert parse_ack(ack(ip="0.0.0.0")) is None
+    assert parse_ack(ack(ip="224.0.0.1")) is None
+    assert parse_ack(ack()[:-30]) is None  # cut inside the options
+    assert parse_ack(ack(options=b"\x00\x00\x0c\x03abc")) is not None  # pads and a hostname
+    assert parse_ack(ack(options=b"\x0c\xffab")) is None  # an option past the end
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=700), st.integers(0, 699), st.binary(max_size=8))
+def test_hostile_packets_are_none_or_a_sane_ack(noise: bytes, at: int, patch: bytes) -> None:
+    for data in (noise, ack()[:at] + patch + ack()[at + len(patch) :]):
+        found = parse_ack(data)
+        if found is not None:
+            assert len(found.mac) == 17 and 0 <= found.lease_time <= 0xFFFFFFFF
+            assert found.ip.count(".") == 3
+
+
+def test_the_learner_keeps_switch_apps_acks_until_they_run_out() -> None:
+    now = [1000.0]
+    log = FakeNflog(17751, "learn-ns")
+    learner = SwitchAddresses(log, clock=lambda: now[0])
+    plan = layout()
+    stray = ack(mac="02:aa:bb:cc:dd:02", ip="192.0.2.77")  # the local app's MAC: not learnt
+    assert learner.feed([packet(ack()), packet(stray), packet(ack(), prefix="ace:x")], plan) == 1
+    assert learner.address(VM, 0) == "192.0.2.120" and learner.address(CT, 0) == ""
+    now[0] += 3601
+    assert learner.address(VM, 0) == ""
+    learner.feed([packet(ack(ip="192.0.2.121", lease=None))], plan)
+    now[0] += NO_LEASE_TIME - 1
+    assert learner.address(VM, 0) == "192.0.2.121"
+    # The app leaves the switch instance: forgotten.
+    del plan.vifs[(VM, 0)]
+    learner.feed([], plan)
+    assert learner.address(VM, 0) == ""
+
+
+async def test_the_listener_is_bound_only_while_an_app_is_on_a_switch() -> None:
+    log = FakeNflog(17751, "learn-ns2")
+    learner = SwitchAddresses(log)
+    current: list[NetPlan | None] = [layout()]
+    stop = asyncio.Event()
+    task = asyncio.create_task(learner.run(lambda: current[0], stop, poll=0.01))
+    try:
+        for _ in range(100):
+            if log.running:
+                break
+            await asyncio.sleep(0.01)
+        assert log.running
+        log.log(packet(ack()))
+        for _ in range(100):
+            if learner.address(VM, 0):
+                break
+            await asyncio.sleep(0.01)
+        assert learner.address(VM, 0) == "192.0.2.120"
+        current[0] = NetPlan()
+        for _ in range(100):
+            if not log.running:
+                break
+            await asyncio.sleep(0.01)
+        assert not log.running and learner.address(VM, 0) == ""
+    finally:
+        stop.set()
+        await task
