@@ -6,8 +6,9 @@ The ``dnsmasq`` item of a local instance carries its whole :class:`DnsmasqConfig
   address the network plan gave it, with the app's host name), so a VM gets the address the
   agent reports and a container's statically configured one is never handed out again;
 - DNS: every app's name (``app-name`` → its addresses on this instance) and the config's
-  static entries; upstream servers from the instance's config, else from its port (static
-  ports only here); none at all on an air-gapped instance, which then answers only its own
+  static entries; upstream servers from the instance's config, else from its ports (the
+  config's, or a DHCP port's lease: :meth:`agent.reconcile.portselect.PortManager.effective`);
+  none at all on an air-gapped instance, which then answers only its own
   names and hands out no default route.
 
 Only host changes (apps coming and going) happen all the time; the driver applies those with a

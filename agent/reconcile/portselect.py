@@ -36,7 +36,7 @@ import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.drivers.netprobe import Prober
@@ -322,6 +322,7 @@ class PortManager:
         self._poll = poll
         self.selection = load_selection(state_file)
         self.on_change: Callable[[], None] | None = None
+        self._lease_dns_seen: dict[str, tuple[str, ...]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._task_fp: str | None = None
@@ -341,7 +342,30 @@ class PortManager:
         self._wake.set()
 
     def effective(self) -> dict[str, Port] | None:
-        return self.selection.effective()
+        """The ports in use (see :meth:`Selection.effective`); a DHCP port the config gives no
+        DNS servers carries its lease's (local instances forward their apps' queries there,
+        as EVE's do)."""
+        ports = self.selection.effective()
+        if ports is None:
+            return None
+        return {name: self._lease_dns(port) for name, port in ports.items()}
+
+    def _lease_dns(self, port: Port) -> Port:
+        if port.dhcp != "client" or port.dns:
+            return port
+        lease = self.configurator.lease(port.ifname)
+        if lease is None or not lease.dns:
+            return port
+        return replace(port, dns=tuple(str(d) for d in lease.dns))
+
+    def _dns_changed(self) -> bool:
+        """Whether the DNS servers the DHCP ports' leases name changed since the last call."""
+        now = {
+            name: port.dns for name, port in (self.effective() or {}).items()
+            if port.dhcp == "client"
+        }  # fmt: skip
+        changed, self._lease_dns_seen = now != self._lease_dns_seen, now
+        return changed
 
     def render(self, layout: NetPlan) -> dict[ItemRef, Item]:
         """The port items of ``layout`` (planned with :meth:`effective`)."""
@@ -392,7 +416,7 @@ class PortManager:
             while not stop.is_set():
                 self._wake.clear()
                 await self.configurator.sync_leases()
-                if self._start_due():
+                if self._start_due() or self._dns_changed():
                     self._changed()
                 testing = self.selection.testing
                 if testing is not None and (testing != self._task_fp or self._idle()):

@@ -495,3 +495,29 @@ async def test_a_change_cut_short_is_seen_as_drift(tmp_path: Path) -> None:
     await again.modify(seen, good)
     assert {str(a) for a in await netlink.addresses("eth0")} == {"10.88.0.20/24"}
     assert (await again.observe() or {}).get(good.ref) == good
+
+
+async def test_a_local_instance_forwards_to_the_dns_servers_of_its_ports_lease(site: Site) -> None:
+    await site.start()
+    ni = "6d3b3b4e-8a3c-4c47-9d41-00000000e0d1"
+    doc = dhcp_doc("1")
+    doc["networkInstances"] = [{
+        "uuidandversion": {"uuid": ni, "version": "1"}, "displayname": "lan",
+        "instType": "ZnetInstLocal", "activate": True, "port": {"name": "uplink"},
+        "ip": {"subnet": "10.7.0.0/24", "gateway": "10.7.0.1",
+               "dhcpRange": {"start": "10.7.0.10", "end": "10.7.0.50"}},
+    }]  # fmt: skip
+
+    def upstreams() -> tuple[str, ...]:
+        assert site.rec is not None
+        layout = site.rec.layout
+        return layout.instances[ni].ports[0].dns if layout and ni in layout.instances else ()
+
+    site.dhcp_net.serve("eth0", Lease(LEASE.address, LEASE.routers,
+                                      (IPv4Address("10.88.0.53"),), 600))  # fmt: skip
+    await site.accept(doc)
+    await eventually(lambda: upstreams() == ("10.88.0.53",))
+    # The server names another DNS server at a renewal: the instance follows.
+    site.dhcp_net.serve("eth0", Lease(LEASE.address, LEASE.routers,
+                                      (IPv4Address("10.88.0.54"),), 600))  # fmt: skip
+    await eventually(lambda: upstreams() == ("10.88.0.54",))
