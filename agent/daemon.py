@@ -69,7 +69,8 @@ from agent.reconcile.apptelemetry import AppTelemetry
 from agent.reconcile.baseos import BaseOsManager
 from agent.reconcile.baseos import Content as BaseOsContent
 from agent.reconcile.configitems import RuntimeItems
-from agent.reconcile.firewall import NFLOG_GROUP, InterfaceDrops
+from agent.reconcile.dnslog import SNAPLEN as DNS_SNAPLEN
+from agent.reconcile.firewall import DNS_GROUP, NFLOG_GROUP, InterfaceDrops
 from agent.reconcile.flows import FlowCollector, FlowSettings
 from agent.reconcile.kubestatus import KubeClusterStatus
 from agent.reconcile.kubewatch import ClusterWatch
@@ -822,6 +823,7 @@ class Node:
             NfConntrack(netns), NflogListener(NFLOG_GROUP, netns),
             lambda: (self.reconciler.layout, self.reconciler.current), uploader.add,
             FlowSettings(interval=interval, sample=min(10.0, interval)),
+            dns_log=NflogListener(DNS_GROUP, netns, copy_range=DNS_SNAPLEN),
         )  # fmt: skip
         return {"flow logs": collector.run(stop), "flow log upload": uploader.run(stop)}
 

@@ -106,12 +106,28 @@ class FlowRecordLike(Protocol):
     def rx_packets(self) -> int: ...
 
 
+class DnsRecordLike(Protocol):
+    """A name the app resolved, the addresses it was given, when (wall clock seconds)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def addrs(self) -> Sequence[str]: ...
+
+    @property
+    def time(self) -> float: ...
+
+
 class FlowReportLike(Protocol):
     @property
     def scope(self) -> FlowScopeLike: ...
 
     @property
     def flows(self) -> Sequence[FlowRecordLike]: ...
+
+    @property
+    def dns(self) -> Sequence[DnsRecordLike]: ...
 
 
 def _stamp(when: float) -> Timestamp:
@@ -141,6 +157,9 @@ def flow_message(device_uuid: str, report: FlowReportLike) -> flowlog_pb2.FlowMe
         out.endTime.CopyFrom(_stamp(rec.end))
         out.txBytes, out.txPkts = rec.tx_bytes, rec.tx_packets
         out.rxBytes, out.rxPkts = rec.rx_bytes, rec.rx_packets
+    for answer in report.dns:
+        req = msg.dnsReqs.add(hostName=answer.name, addrs=list(answer.addrs))
+        req.requestTime.CopyFrom(_stamp(answer.time))
     return msg
 
 

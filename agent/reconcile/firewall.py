@@ -43,7 +43,7 @@ from typing import Any, Protocol
 from agent.drivers.errors import NotFoundError, PermanentError
 from agent.drivers.nft_api import Chain, Family, Map, Nft, Rule, Set, Table
 from agent.model.acl import PROTOCOLS, Ace
-from agent.reconcile import antispoof, switchlearn
+from agent.reconcile import antispoof, dnslog, switchlearn
 from agent.reconcile.items import BaseConfigurator, NodeItem
 from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan, VifPlan
 
@@ -62,6 +62,8 @@ NFLOG_GROUP = 17750
 #: The DHCP server answers crossing a bridge, logged for :mod:`agent.reconcile.switchlearn`
 #: (the addresses of apps on switch instances).
 DHCP_GROUP = 17751
+#: The DNS answers the node sends apps of local instances (:mod:`agent.reconcile.dnslog`).
+DNS_GROUP = 17752
 LOG_RATE, LOG_BURST, LOG_SNAPLEN = 20, 40, 64
 
 
@@ -314,7 +316,15 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
     sets = tuple(
         Set(h.set_name, "ipv4_addr", flags={"timeout"}, timeout=HOST_TIMEOUT) for h in hosts
     )
-    filter_table = Table(Family.INET, FILTER_TABLE, chains=(forward, *chains), sets=sets, maps=(
+    # The DNS answers dnsmasq sends the apps, for flow logs' dnsReqs (not a filter).
+    dns_limit = {"limit": {"rate": 100, "burst": 200, "per": "second"}}
+    dns_note = {"log": {"prefix": dnslog.PREFIX, "group": DNS_GROUP, "snaplen": dnslog.SNAPLEN}}
+    output = Chain("output", hook="output", type="filter", priority=0, policy="accept", rules=(
+        Rule((*_l4(17, sport=53), _match("daddr", "@dns_apps"), dns_limit, dns_note)),
+    ))  # fmt: skip
+    sets += (Set("dns_apps", "ipv4_addr", elements=tuple(sorted(v for v, _ in out_map))),)
+    filter_table = Table(Family.INET, FILTER_TABLE, chains=(forward, output, *chains), sets=sets,
+                         maps=(
         Map("vif_out", "ipv4_addr", "verdict", tuple(out_map)),
         Map("vif_in", "ipv4_addr", "verdict", tuple(in_map)),
         *sw_maps,

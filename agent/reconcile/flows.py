@@ -30,8 +30,12 @@ Bounds.  At most ``max_open`` connections are followed at a time and ``max_recor
 :attr:`FlowTable.lost`.  Flows of interfaces on an instance with ``disable_flowlog`` are not
 kept; with flow logs off everywhere the collector reads nothing and leaves the NFLOG group.
 
-Not here, as in EVE or not: DNS requests (``dnsReqs``: EVE sniffs the bridges' DNS packets;
-the agent does not), IPv6, switch instances (not filtered by the agent), flows that are born and
+DNS requests (``dnsReqs``): the firewall logs the answers the instance's dnsmasq sends an app
+(:mod:`agent.reconcile.dnslog`; EVE sniffs the bridges' DNS packets), each filed under the app
+interface it went to with the name, the addresses and when, within the same bound per interface
+and interval as the flows; given a listener for them.
+
+Not here, as in EVE or not: IPv6, switch instances, flows that are born and
 expire between two samples (a few seconds: a UDP or ICMP entry lives 30 s after its last
 packet, a closed TCP one 120 s), and long flows before they end (as EVE).
 """
@@ -48,6 +52,7 @@ from agent.drivers.conntrack import Conntrack, CtEntry, CtTuple
 from agent.drivers.errors import DriverError
 from agent.drivers.nflog import LoggedPacket, Nflog
 from agent.model.config import NodeConfig
+from agent.reconcile import dnslog
 from agent.reconcile.firewall import ACE_ID_MASK, FLOW_MARK, FLOW_MARK_MASK
 from agent.reconcile.netplan import LOCAL, NetPlan, VifPlan
 from agent.util.timing import jittered, wait_or_stop
@@ -94,9 +99,20 @@ class FlowRecord:
 
 
 @dataclass(frozen=True)
+class DnsRecord:
+    """A name an app interface resolved (EVE's DnsRequest)."""
+
+    name: str
+    addrs: tuple[str, ...]
+    #: Wall clock seconds.
+    time: float
+
+
+@dataclass(frozen=True)
 class FlowReport:
     scope: FlowScope
     flows: tuple[FlowRecord, ...]
+    dns: tuple[DnsRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -211,6 +227,7 @@ class FlowTable:
         self._open: dict[tuple[int, CtTuple], _Open] = {}
         self._records: dict[VifKey, list[FlowRecord]] = {}
         self._drops: dict[VifKey, dict[tuple[bool, int, int, str, int, str, int], _Drops]] = {}
+        self._dns: dict[VifKey, list[DnsRecord]] = {}
         #: Records (and connections) dropped at a bound, since the table was made.
         self.lost = 0
 
@@ -262,6 +279,7 @@ class FlowTable:
 
     def _room(self, key: VifKey) -> bool:
         used = len(self._records.get(key, ())) + len(self._drops.get(key, ()))
+        used += len(self._dns.get(key, ()))
         if used >= self.settings.max_records:
             self.lost += 1
             return False
@@ -295,13 +313,29 @@ class FlowTable:
             found.bytes += packet.length
             found.first, found.last = min(found.first, packet.time), max(found.last, packet.time)
 
+    def answered(self, packets: Iterable[LoggedPacket], scopes: Scopes) -> None:
+        """Logged DNS answers: one record per answer, under the app interface it went to."""
+        for packet in packets:
+            if packet.prefix != dnslog.PREFIX:
+                continue
+            answer = dnslog.parse_answer(packet.data)
+            vif = scopes.by_ip.get(answer.app_ip) if answer is not None else None
+            if answer is None or vif is None:
+                continue
+            key = (vif.app_id, vif.index)
+            if self._room(key):
+                self._dns.setdefault(key, []).append(
+                    DnsRecord(answer.name, answer.addrs, packet.time)
+                )
+
     def take(self, scopes: Scopes) -> list[FlowReport]:
         """The records since the last call, per app interface (in chunks of ``pack``), and
         forget them."""
         records, self._records = self._records, {}
         drops, self._drops = self._drops, {}
+        answers, self._dns = self._dns, {}
         out: list[FlowReport] = []
-        for key in sorted(set(records) | set(drops)):
+        for key in sorted(set(records) | set(drops) | set(answers)):
             vif = scopes.by_key.get(key)
             if vif is None:
                 continue
@@ -314,8 +348,10 @@ class FlowTable:
                                         True, d.first, d.last, *tx, *rx))  # fmt: skip
             scope = scopes.scope(vif)
             pack = max(1, self.settings.pack)
-            for at in range(0, len(flows), pack):
-                out.append(FlowReport(scope, tuple(flows[at : at + pack])))
+            dns = answers.get(key, [])
+            for at in range(0, max(len(flows), len(dns)), pack):
+                out.append(FlowReport(scope, tuple(flows[at : at + pack]),
+                                      tuple(dns[at : at + pack])))  # fmt: skip
         return out
 
 
@@ -339,9 +375,12 @@ class FlowCollector:
         sink: Sink,
         settings: FlowSettings | None = None,
         clock: Callable[[], float] = time.time,
+        dns_log: Nflog | None = None,
     ) -> None:
+        """``dns_log``: the listener of the firewall's DNS answers (no ``dnsReqs`` without)."""
         self.conntrack = conntrack
         self.nflog = nflog
+        self.dns_log = dns_log
         self.settings = settings or FlowSettings()
         self.table = FlowTable(self.settings)
         self._source = source
@@ -364,8 +403,9 @@ class FlowCollector:
         layout, config = self._source()
         scopes = Scopes.of(layout, config)
         if not scopes.by_key:
-            if self.nflog.running:
-                await self.nflog.stop()
+            for listener in self._listeners():
+                if listener.running:
+                    await listener.stop()
             self.table = FlowTable(self.settings)
             self._next_report = now + self.settings.interval
             return
@@ -373,8 +413,9 @@ class FlowCollector:
             if not self._accounting:
                 await self.conntrack.enable_accounting()
                 self._accounting = True
-            if not self.nflog.running:
-                await self.nflog.start()
+            for listener in self._listeners():
+                if not listener.running:
+                    await listener.start()
         except DriverError as exc:
             self._problem("cannot start", exc)
         try:
@@ -385,12 +426,17 @@ class FlowCollector:
             self.table.observe(entries, scopes, now)
             self._failing = ""
         self.table.logged(self.nflog.drain(), scopes)
+        if self.dns_log is not None:
+            self.table.answered(self.dns_log.drain(), scopes)
         if now >= self._next_report:
             self._next_report = now + self.settings.interval
             reports = self.table.take(scopes)
             if reports:
                 await self._sink(reports)
-                self.reported += sum(len(r.flows) for r in reports)
+                self.reported += sum(len(r.flows) + len(r.dns) for r in reports)
+
+    def _listeners(self) -> list[Nflog]:
+        return [self.nflog] + ([self.dns_log] if self.dns_log is not None else [])
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sample until ``stop``; then close both drivers (what was not reported is lost)."""
@@ -403,5 +449,6 @@ class FlowCollector:
                 if await wait_or_stop(stop, jittered(self.settings.sample, 0.9, 1.1)):
                     break
         finally:
-            await self.nflog.close()
+            for listener in self._listeners():
+                await listener.close()
             await self.conntrack.close()

@@ -202,15 +202,18 @@ def test_flow_logs_reach_the_controller(site: tuple[Controller, Node, str, Any])
     for fport in ("80", "81"):  # ACE 1 allows TCP 80; 81 meets the implicit drop
         subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-c", TCP_TRY,
                         "198.51.100.2", fport], check=True, timeout=30)  # fmt: skip
+    # A name resolved through the instance's dnsmasq (its own): a dnsReqs record.
+    subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "busybox", "nslookup", CT_NAME,
+                    "10.66.0.1"], check=True, timeout=30, capture_output=True)  # fmt: skip
 
-    def flows() -> list[dict[str, Any]]:
+    def flows(what: str = "flows") -> list[dict[str, Any]]:
         out = []
         for line in ctl.json_lines("flowlog", device):
             message = line.get("message", {})
             scope = message.get("scope", {})
             if message.get("devId") == device and scope.get("uuid") == APP_CT:
                 assert scope.get("netInstUUID") == NI and scope.get("intf") == "eth0"
-                out += message.get("flows", [])
+                out += message.get(what, [])
         return out
 
     def both() -> bool:
@@ -218,6 +221,10 @@ def test_flow_logs_reach_the_controller(site: tuple[Controller, Node, str, Any])
         return {(80, "ActionAccept", 1), (81, "ActionDrop", 0)} <= got
 
     wait_for(both, 90, "an allowed and a dropped flow in the controller's flow logs")
+    wait_for(lambda: any(d.get("hostName") == CT_NAME and any(a.startswith("10.66.0.")
+                                                              for a in d.get("addrs", []))
+                         for d in flows("dnsReqs")),
+             60, "the app's DNS request in the controller's flow logs")  # fmt: skip
     allowed = next(f for f in flows() if f["flow"].get("destPort") == 80)
     assert allowed["flow"]["dest"] == "198.51.100.2" and allowed["flow"]["protocol"] == 6
     assert allowed["flow"]["src"].startswith("10.66.0.") and int(allowed.get("txPkts", 0)) >= 1, (
