@@ -6,7 +6,9 @@ connection, measured twice in the same run: alone, then while one more registere
 sends valid pings, info, config requests and log uploads as fast as it can over eight
 connections (``tools.controller_hostile``, its own process).  Rows: the well-behaved p99 and
 p50 beside the same without the flood (goal: p99 within 2x), and what the flooding device
-managed (requests per second, how many were answered 429).
+managed (requests per second, how many were answered 429).  The flood's first seconds are
+the device's allowed burst (600 requests, 300 uploads, 50,000 log entries) being worked off;
+a second p99 leaves them out (requests made from :data:`STEADY` seconds on).
 
 Run alone: ``.venv/bin/python tools/bench_controller.py [--seconds 20] [--devices 20]``.
 """
@@ -25,6 +27,9 @@ from tools.controller_load import ControllerProcess, Phase, enrol, run_phase
 
 GOAL = 2.0
 """The well-behaved devices' p99 under the flood, at most this many times the p99 without."""
+
+STEADY = 5.0
+"""Seconds into the measured phase after which the flood is in its steady state."""
 
 Row = tuple[str, str, str, str]
 
@@ -49,12 +54,14 @@ def bench_controller(seconds: float = 20.0, devices: int = 20) -> list[Row]:
         quiet, flood = asyncio.run(_measure(ctl, devices, seconds, Path(tmp)))
     ms = "{:.1f} ms".format
     rows: list[Row] = []
-    for fraction, label in (
-        (0.99, f"controller p99, {devices} devices (ping/config/info) while one floods "
-               f"(goal: within {GOAL:g}x)"),
-        (0.5, "  same, p50"),
+    for fraction, after, label in (
+        (0.99, None, f"controller p99, {devices} devices (ping/config/info) while one floods "
+                     f"(goal: within {GOAL:g}x)"),
+        (0.99, STEADY, f"  same, from {STEADY:g} s on (past the flooder's first burst)"),
+        (0.5, None, "  same, p50"),
     ):  # fmt: skip
-        loaded, alone = flood.samples.percentile(fraction), quiet.samples.percentile(fraction)
+        loaded = flood.samples.percentile(fraction, after=after)
+        alone = quiet.samples.percentile(fraction, after=after)
         rows.append(
             (label, ms(loaded * 1e3), f"{ms(alone * 1e3)} (no flood)", f"{loaded / alone:.1f}x")
         )

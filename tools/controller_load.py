@@ -260,6 +260,8 @@ class Samples:
     """Latencies (seconds) and outcomes of well-behaved requests."""
 
     latencies: list[float] = field(default_factory=list)
+    at: list[float] = field(default_factory=list)
+    """When each request was made, in seconds since ``started`` (parallel to latencies)."""
     by_kind: dict[str, list[float]] = field(default_factory=dict)
     statuses: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
@@ -270,6 +272,7 @@ class Samples:
 
     def add(self, what: str, latency: float, status: int, expected: int) -> None:
         self.latencies.append(latency)
+        self.at.append(time.monotonic() - latency - self.started)
         self.by_kind.setdefault(what, []).append(latency)
         self.statuses[f"{what} {status}"] += 1
         if status != expected:
@@ -286,10 +289,15 @@ class Samples:
             for latency, what, at in sorted(self.slowest, reverse=True)[:count]
         )
 
-    def percentile(self, fraction: float, what: str | None = None) -> float:
+    def percentile(
+        self, fraction: float, what: str | None = None, *, after: float | None = None
+    ) -> float:
         """The ``fraction`` quantile (nearest rank) of the latencies, of one kind of request
-        (``"GET /ping"``) or of all; 0 when there are none."""
+        (``"GET /ping"``) or of all, or of the requests made ``after`` seconds into the phase;
+        0 when there are none."""
         values = self.latencies if what is None else self.by_kind.get(what, [])
+        if after is not None:
+            values = [lat for lat, at in zip(self.latencies, self.at, strict=True) if at >= after]
         if not values:
             return 0.0
         ordered = sorted(values)
@@ -345,6 +353,7 @@ async def _device_loop(
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 elapsed = time.perf_counter() - started
                 out.latencies.append(elapsed)
+                out.at.append(time.monotonic() - elapsed - out.started)
                 out.errors.append(f"{what}: {type(exc).__name__}: {exc}")
                 continue
             out.add(what, time.perf_counter() - started, status, expected)
