@@ -36,9 +36,8 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.drivers import runner
-from agent.drivers.dhcpclient import SCRIPT, Lease, check_port, parse_lease
+from agent.drivers.dhcpclient import Lease, check_port, install_script, parse_lease
 from agent.drivers.errors import NotFoundError, PermanentError, TemporaryError
-from agent.util.atomicfile import write_atomic
 
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _NETNS_PATH = re.compile(r"/proc/[0-9]{1,10}/ns/net|/run/netns/[A-Za-z0-9_.-]{1,64}")
@@ -145,16 +144,7 @@ class AppDhcpDriver:
     def _prepare(self, base: Path, lease_file: Path, netns: str) -> None:
         if not os.path.exists(netns):
             raise NotFoundError(f"network namespace {netns} is gone")
-        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if os.statvfs(self.run_dir).f_flag & os.ST_NOEXEC:
-            raise PermanentError(f"{self.run_dir} is on a noexec mount: udhcpc cannot run the "
-                                 "agent's lease script there")  # fmt: skip
-        try:
-            current = self.script.read_text()
-        except FileNotFoundError:
-            current = ""
-        if current != SCRIPT:
-            write_atomic(self.script, SCRIPT.encode(), mode=0o700)
+        install_script(self.run_dir)
         base.mkdir(mode=0o700, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             lease_file.unlink()

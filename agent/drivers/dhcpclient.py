@@ -156,6 +156,24 @@ def parse_lease(data: bytes, now: float) -> Lease | None:
     return None if lease.expired(now) else lease
 
 
+def install_script(run_dir: Path) -> Path:
+    """``run_dir`` (root only) with the lease script :data:`SCRIPT` as ``udhcpc-script``
+    (rewritten only when it differs); its path.  PermanentError when ``run_dir`` is on a
+    ``noexec`` mount (udhcpc could not run the script); OSError for disk trouble."""
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.statvfs(run_dir).f_flag & os.ST_NOEXEC:
+        raise PermanentError(f"{run_dir} is on a noexec mount: udhcpc cannot run the agent's "
+                             "lease script there")  # fmt: skip
+    script = run_dir / "udhcpc-script"
+    try:
+        current = script.read_text()
+    except FileNotFoundError:
+        current = ""
+    if current != SCRIPT:
+        write_atomic(script, SCRIPT.encode(), mode=0o700)
+    return script
+
+
 def check_port(ifname: str) -> str:
     """A port's interface name safe as a directory name; else PermanentError."""
     if not _IFNAME.fullmatch(ifname):
@@ -325,16 +343,7 @@ class DhcpClientDriver:
         directory, no stale pid file, and a log kept small."""
         if self._netns is not None and not os.path.exists(f"/run/netns/{self._netns}"):
             raise TemporaryError(f"network namespace {self._netns} does not exist")
-        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if os.statvfs(self.run_dir).f_flag & os.ST_NOEXEC:
-            raise PermanentError(f"{self.run_dir} is on a noexec mount: udhcpc cannot run the "
-                                 "agent's lease script there")  # fmt: skip
-        try:
-            current = self.script.read_text()
-        except FileNotFoundError:
-            current = ""
-        if current != SCRIPT:
-            write_atomic(self.script, SCRIPT.encode(), mode=0o700)
+        install_script(self.run_dir)
         paths.dir.mkdir(mode=0o700, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             paths.pid.unlink()
@@ -450,6 +459,7 @@ __all__ = [
     "DhcpPaths",
     "Lease",
     "check_port",
+    "install_script",
     "lease_record",
     "parse_lease",
 ]
