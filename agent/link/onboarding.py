@@ -82,9 +82,14 @@ async def fetch_uuid(
     if certs.current is None:
         raise OnboardingError("no controller certificates to verify the /uuid answer")
     env = envelope.open_signed(resp.body, certs.current.trusted_signers())
+    return uuid_answer(env.payload)
+
+
+def uuid_answer(payload: bytes) -> UuidResult:
+    """The verified payload of a /uuid answer.  Raises OnboardingError."""
     msg = eveuuid_pb2.UuidResponse()
     try:
-        msg.ParseFromString(env.payload)
+        msg.ParseFromString(payload)
     except DecodeError as exc:
         raise OnboardingError(f"/uuid answer undecodable: {exc}") from exc
     try:

@@ -28,6 +28,7 @@ from agent.link.controllercerts import (
     parse_controller_certs,
 )
 from agent.link.deviceops import DeviceOps
+from agent.link.onboarding import OnboardingError, uuid_answer
 from agent.model.config import NodeConfig, from_proto
 from agent.reconcile.portselect import Selection
 from agent.reconcile.records import RecordBook
@@ -41,6 +42,7 @@ from agent.wire.pb.auth import auth_pb2
 from agent.wire.pb.certs import certs_pb2
 from agent.wire.pb.config import devconfig_pb2
 from agent.wire.pb.evecommon import acipherinfo_pb2
+from agent.wire.pb.eveuuid import eveuuid_pb2
 from tests.fuzz.base import (
     Prepared,
     Target,
@@ -259,6 +261,15 @@ def _attest_response() -> Prepared:
     )
 
 
+def _uuid_response() -> Prepared:
+    answer = eveuuid_pb2.UuidResponse(
+        uuid="6ba7b810-9dad-11d1-80b4-00c04fd430c8", manufacturer="QEMU", product_name="pc"
+    )
+    return Prepared(
+        uuid_answer, (answer.SerializeToString(),), proto_generators(eveuuid_pb2.UuidResponse)
+    )
+
+
 def _escrow() -> Prepared:
     data = attest_pb2.AttestVolumeKeyData(
         encrypted_key=b"\x00\x00\x00\x0c" + b"n" * 12 + b"c" * 48,
@@ -384,6 +395,8 @@ AGENT_TARGETS: tuple[Target, ...] = (
     Target("agent.attest_response", "/attest answer to a quote: token and keys or "
            "AttestationRejected (DecodeError is caught by the attestation loop)",
            (AttestationRejected, DecodeError), _attest_response),
+    Target("agent.uuid_response", "/uuid answer: the device UUID or OnboardingError",
+           (OnboardingError,), _uuid_response),
     Target("agent.escrow", "escrowed vault key from the controller: EscrowedKey or "
            "EscrowError", (EscrowError,), _escrow),
     Target("agent.sealed_key", "sealed vault key record: SealedKey or SealedKeyError",
