@@ -12,9 +12,10 @@ measured while one device misbehaves (``tools.controller_hostile``, a separate p
   to 340,000 entries;
 * all three at once.
 
-For each, the well-behaved devices get every answer right (no error, no timeout) with a p99
-latency within :data:`LATENCY_BOUND` (docs/controller.md, "The latency bound"); the hostile
-device is refused (429, 400) or cut off, and the controller's log names it in rate-limited
+For each, measured from :data:`WARMUP` seconds after the hostile clients start for
+:data:`PHASE` seconds, the well-behaved devices get every answer right (no error, no timeout)
+with a p99 latency within :data:`LATENCY_BOUND` (docs/controller.md, "The latency bound"); the
+hostile device is refused (429, 400) or cut off, and the controller's log names it in rate-limited
 warnings (one per condition and minute), never a well-behaved device.  About 2 minutes.
 """
 
