@@ -120,7 +120,7 @@ def load_cert(pem: bytes) -> x509.Certificate:
     its version, names, validity or public key cannot be read."""
     try:
         return _read_now(x509.load_pem_x509_certificate(pem))
-    except (x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+    except _UNUSABLE as exc:
         raise ValueError(f"unusable certificate: {exc}") from None
 
 
@@ -129,8 +129,14 @@ def load_certs(pem: bytes) -> list[x509.Certificate]:
     :func:`load_cert` for any of them."""
     try:
         return [_read_now(c) for c in x509.load_pem_x509_certificates(pem)]
-    except (x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+    except _UNUSABLE as exc:
         raise ValueError(f"unusable certificate: {exc}") from None
+
+
+#: What cryptography raises besides ValueError for a certificate it cannot use: an impossible
+#: version, an unknown key algorithm or curve, and TypeError for a name attribute of a type its
+#: OID does not allow (a BIT STRING common name).
+_UNUSABLE = (x509.InvalidVersion, UnsupportedAlgorithm, TypeError)
 
 
 def _read_now(cert: x509.Certificate) -> x509.Certificate:

@@ -186,3 +186,14 @@ def test_kubeconfig_whose_server_is_no_url_is_a_kubeconfig_error() -> None:
     )
     with pytest.raises(KubeConfigError, match="not a URL"):
         KubeConfig.parse(text.encode())
+
+
+def test_certificate_with_a_bit_string_common_name_is_a_value_error() -> None:
+    # Found by a longer fuzzing run of controller.register (1 crash in 2.4 million inputs):
+    # cryptography raises TypeError for a name attribute of a type its OID does not allow,
+    # so /register answered 500.
+    der = _cert_der()
+    bad = der.replace(b"\x0c\x06device", b"\x03\x06\x00evice")
+    assert bad != der
+    with pytest.raises(ValueError, match="unusable certificate"):
+        pki.load_cert(_pem(bad))
