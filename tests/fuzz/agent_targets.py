@@ -30,8 +30,10 @@ from agent.link.controllercerts import (
 from agent.link.deviceops import DeviceOps
 from agent.link.onboarding import OnboardingError, uuid_answer
 from agent.model.config import NodeConfig, from_proto
+from agent.reconcile.dnslog import parse_answer
 from agent.reconcile.portselect import Selection
 from agent.reconcile.records import RecordBook
+from agent.reconcile.switchlearn import parse_ack
 from agent.reconcile.userdata import UserDataError, for_container
 from agent.util import bootreason
 from agent.util.ids import parse_uuid
@@ -54,6 +56,7 @@ from tests.fuzz.base import (
 )
 from tests.fuzz.mutate import hostile_message, mutate, nesting
 from tests.fuzz.seeds import World, world
+from tests.netpackets import dhcp_ack, dns_answer
 
 # --- agent: envelopes, config, checkpoints, controller answers ----------------------------------
 
@@ -296,6 +299,20 @@ def _dhcp_lease() -> Prepared:
     return Prepared(lambda data: parse_lease(data, time.time()), seeds, (nesting,))
 
 
+def _dhcp_answer() -> Prepared:
+    """A DHCP server's answer the firewall logged on a switch instance (the outside network's)."""
+    seeds = (dhcp_ack(), dhcp_ack(lease=None, options=b"\x00\x0c\x03abc"), dhcp_ack(kind=2))
+    return Prepared(parse_ack, seeds)
+
+
+def _dns_answer() -> Prepared:
+    """A DNS answer the firewall logged for flow logs (the app chose the name, upstream the
+    answer)."""
+    seeds = (dns_answer(), dns_answer(addrs=("1.2.3.4", "5.6.7.8", "9.9.9.9")),
+             dns_answer(name="a.b.c.example.org", addrs=()))  # fmt: skip
+    return Prepared(parse_answer, seeds)
+
+
 def _dnsmasq_leases() -> Prepared:
     now = int(time.time())
     seed = (
@@ -403,6 +420,10 @@ AGENT_TARGETS: tuple[Target, ...] = (
            (SealedKeyError,), _sealed_key),
     Target("agent.dhcp_lease", "udhcpc lease file: a Lease, None or ValueError",
            (ValueError,), _dhcp_lease),
+    Target("agent.dhcp_answer", "DHCP answer logged on a switch instance: an Ack or None, "
+           "nothing raises", (), _dhcp_answer),
+    Target("agent.dns_answer", "DNS answer logged for flow logs: a DnsAnswer or None, "
+           "nothing raises", (), _dns_answer),
     Target("agent.dnsmasq_leases", "dnsmasq lease file: the well-formed IPv4 leases, "
            "nothing raises", (), _dnsmasq_leases),
     Target("agent.deviceops_state", "device operation counters file: counters, or none "

@@ -3,8 +3,6 @@ FlowMessage): crafted answers with compression, hostile packets (Hypothesis)."""
 
 from __future__ import annotations
 
-import struct
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,28 +11,14 @@ from agent.link.flowlog import flow_message
 from agent.reconcile.dnslog import PREFIX, parse_answer
 from agent.reconcile.flows import FlowTable, Scopes
 from agent.reconcile.netplan import VifPlan
+from tests.netpackets import dns_answer, qname
 
 APP = "6d3b3b4e-8a3c-4c47-9d41-0000000000a1"
 
 
-def qname(name: str) -> bytes:
-    return b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00"
-
-
 def answer(name: str = "example.com", addrs: tuple[str, ...] = ("93.184.216.34",),
-           to: str = "10.66.0.20", flags: int = 0x8180, extra: bytes = b"") -> bytes:  # fmt: skip
-    """An IPv4/UDP packet from the gateway's port 53 with a DNS response (answers compressed
-    to the question's name)."""
-    body = struct.pack("!HHHHHH", 0x1234, flags, 1, len(addrs), 0, 0) + qname(name)
-    body += struct.pack("!HH", 1, 1)
-    for a in addrs:
-        parts = bytes(int(x) for x in a.split("."))
-        body += b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + parts
-    body += extra
-    udp = struct.pack("!HHHH", 53, 40000, 8 + len(body), 0) + body
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
-                     bytes([10, 66, 0, 1]), bytes(int(x) for x in to.split(".")))  # fmt: skip
-    return ip + udp
+           to: str = "10.66.0.20", flags: int = 0x8180) -> bytes:  # fmt: skip
+    return dns_answer(name, addrs, to, flags)
 
 
 def test_answers_are_read_queries_and_garbage_are_not() -> None:

@@ -5,7 +5,6 @@ NFLOG fake (packets on the kernel: test_networks_kinds)."""
 from __future__ import annotations
 
 import asyncio
-import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +13,7 @@ from agent.drivers.nflog import LoggedPacket
 from agent.drivers.nflog_fake import FakeNflog
 from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan, NiPlan, VifPlan
 from agent.reconcile.switchlearn import NO_LEASE_TIME, PREFIX, SwitchAddresses, parse_ack
+from tests.netpackets import dhcp_ack
 
 VM, CT = "6d3b3b4e-8a3c-4c47-9d41-0000000000a1", "6d3b3b4e-8a3c-4c47-9d41-0000000000a2"
 MAC = "02:aa:bb:cc:dd:01"
@@ -21,19 +21,7 @@ MAC = "02:aa:bb:cc:dd:01"
 
 def ack(mac: str = MAC, ip: str = "192.0.2.120", lease: int | None = 3600, kind: int = 5,
         options: bytes = b"") -> bytes:  # fmt: skip
-    """An IPv4/UDP packet carrying a BOOTREPLY (as the server sends it, from the IP header)."""
-    bootp = bytearray(236)
-    bootp[0:3] = b"\x02\x01\x06"
-    bootp[16:20] = bytes(int(x) for x in ip.split("."))
-    bootp[28:34] = bytes.fromhex(mac.replace(":", ""))
-    opts = b"\x35\x01" + bytes([kind])
-    if lease is not None:
-        opts += b"\x33\x04" + struct.pack("!I", lease)
-    payload = bytes(bootp) + b"\x63\x82\x53\x63" + opts + options + b"\xff"
-    udp = struct.pack("!HHHH", 67, 68, 8 + len(payload), 0) + payload
-    ip_header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
-                            bytes([192, 0, 2, 1]), bytes([255, 255, 255, 255]))  # fmt: skip
-    return ip_header + udp
+    return dhcp_ack(mac, ip, lease, kind, options)
 
 
 def packet(data: bytes, prefix: str = PREFIX) -> LoggedPacket:
