@@ -175,7 +175,10 @@ class AppLeases:
         return changed
 
     async def _one(self, vif: DhcpVif) -> bool:
-        state = await self.containers.inspect(vif.app_id)
+        try:
+            state = await self.containers.inspect(vif.app_id)
+        except DriverError:
+            return False  # dockerd away: the workloads' watch reports it; ask again later
         if not state.running or state.pid is None:
             return False
         path = f"/proc/{state.pid}/ns/net"
