@@ -352,6 +352,28 @@ class Node:
                     os.killpg(self._swtpm.pid, signal.SIGKILL)
                 self._swtpm.wait(5)
 
+    def reset_if_stuck_restarting(self, after: float = 180.0) -> bool:
+        """Reset the machine (QMP ``system_reset``) when its console ended on the kernel's
+        ``reboot: machine restart`` over ``after`` seconds ago, and say so; whether it did.
+        QEMU 7.2 (Debian 12) under TCG has been seen to spin for good there after a reboot
+        (q35, OVMF), and its ICH9 watchdog does not reset the machine: this is what a real
+        board's watchdog would do.  Cheap when nothing is stuck (a stat)."""
+        try:
+            st = self.console_log.stat()
+        except FileNotFoundError:
+            return False
+        if time.time() - st.st_mtime < after:
+            return False
+        with open(self.console_log, "rb") as f:
+            f.seek(max(0, st.st_size - 256))
+            tail = f.read().decode(errors="replace").rstrip()
+        if not tail.endswith("reboot: machine restart"):
+            return False
+        self.qmp("system_reset")
+        print(f"node {self.dir}: console silent for {time.time() - st.st_mtime:.0f} s after "
+              "the kernel's restart: machine reset", flush=True)  # fmt: skip
+        return True
+
     # --- QMP and the guest agent
     def qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
         with socket.socket(socket.AF_UNIX) as sock:

@@ -219,6 +219,7 @@ def run_updates(
                    "--version", f"{version}.bad")  # fmt: skip
 
     def fell_back() -> dict[str, dict[str, Any]] | None:
+        node.reset_if_stuck_restarting()  # a TCG reboot hang (seen once): not the update's
         now = partitions(controller, uuid)
         b = now.get("IMGB", {})
         return now if b.get("status") == "FALLBACK" and now["IMGA"]["activated"] else None
@@ -239,6 +240,7 @@ def run_updates(
                    "--version", f"{version}.good")  # fmt: skip
 
     def committed() -> dict[str, dict[str, Any]] | None:
+        node.reset_if_stuck_restarting()
         now = partitions(controller, uuid)
         b = now.get("IMGB", {})
         ok = b.get("activated") and b.get("state") == "active" and b.get("status") == "UPDATED"
