@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Controller, Node, require
+from tests.e2e.harness import Controller, Node, require, running_controller
 
 #: Every node in these tests polls every 5 s (EVE's minimum) so that a change shows up quickly.
 FAST_ITEMS = {"configItems": [{"key": "timer.config.interval", "value": "5"}]}
@@ -15,14 +15,8 @@ FAST_ITEMS = {"configItems": [{"key": "timer.config.interval", "value": "5"}]}
 
 @pytest.fixture
 def controller(tmp_path: Path) -> Iterator[Controller]:
-    ctl = Controller(tmp_path / "controller")
-    ctl.init()
-    ctl.set_default_config(FAST_ITEMS)
-    ctl.start()
-    try:
+    with running_controller(tmp_path / "controller", FAST_ITEMS) as ctl:
         yield ctl
-    finally:
-        ctl.stop()
 
 
 @pytest.fixture

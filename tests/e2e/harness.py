@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -177,6 +177,20 @@ class Controller:
     def json_lines(self, *args: str) -> list[dict[str, Any]]:
         out = self.cli(*args, "--json").stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def running_controller(state: Path, default_config: dict[str, Any]) -> Iterator[Controller]:
+    """A controller initialised in ``state`` with ``default_config``, serving until the block
+    ends (stopped also when it fails)."""
+    ctl = Controller(state)
+    ctl.init()
+    ctl.set_default_config(default_config)
+    ctl.start()
+    try:
+        yield ctl
+    finally:
+        ctl.stop()
 
 
 class Node:

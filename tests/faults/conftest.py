@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import FAST_ITEMS
-from tests.e2e.harness import Controller, Node
+from tests.e2e.harness import Controller, Node, running_controller
 from tests.faults.faultlib import SEED_ENV, ControllerDB, Faults
 
 
@@ -36,14 +36,8 @@ def faults(fault_seed: int, request: pytest.FixtureRequest) -> Faults:
 
 @pytest.fixture
 def controller(tmp_path: Path) -> Iterator[Controller]:
-    ctl = Controller(tmp_path / "controller")
-    ctl.init()
-    ctl.set_default_config(FAST_ITEMS)
-    ctl.start()
-    try:
+    with running_controller(tmp_path / "controller", FAST_ITEMS) as ctl:
         yield ctl
-    finally:
-        ctl.stop()
 
 
 @pytest.fixture
