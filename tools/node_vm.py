@@ -19,10 +19,18 @@ Per node, in its own directory:
   a forwarding rule on its host address 10.0.2.2, and without ``restrict=on`` (where 10.0.2.2
   is the host's loopback) the guest could reach every port of the host and beyond.  DHCP comes
   from slirp.
-- ``console.log``: the serial console (ttyS0: firmware, kernel, systemd); ``qemu.log``.
+- ``console.log``: the serial console (ttyS0: firmware, kernel, systemd) since the last power-on,
+  ``console.prev.log`` the one before; ``qemu.log``.
 - ``qga.sock``: QEMU's guest agent channel; :meth:`Node.exec` runs a command in the guest through
   it (``guest-exec``), which is how tests look inside (``systemctl is-active eve-agent``): the
-  node has no login.  ``qmp.sock``: QEMU's monitor, for an ACPI power-off.
+  node has no login.  ``qmp.sock``: QEMU's monitor, for an ACPI power-off.  ``events.sock``: a
+  second monitor a thread of :class:`Node` follows, writing QEMU's events to ``events.log``.
+- A reset is a power cycle: QEMU runs with ``-action reboot=shutdown``, so a guest's reboot (or a
+  QMP ``system_reset``) makes it exit, and the event thread, having seen the ``SHUTDOWN`` event
+  with a reset reason, starts the swtpm and QEMU again on the same disk, NVRAM and TPM state.
+  Debian 12's QEMU 7.2 under TCG (q35, OVMF, two vCPUs) was seen to hang for good after the
+  kernel's ``reboot: machine restart`` when it reset the machine in place; a new process has no
+  such state.  For the guest this is a cold boot, which a reboot may be on real boards too.
 
 KVM is used when it works here (``agent.drivers.kvm``: CPU flags and a probe guest), TCG
 otherwise (on these CI hosts: about a minute from power-on to systemd's multi-user target).
@@ -48,6 +56,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -186,6 +195,12 @@ class Node:
         self.usb_stick = usb_stick
         self._swtpm: subprocess.Popen[bytes] | None = None
         self._qemu: subprocess.Popen[bytes] | None = None
+        #: Held while the machine is powered on or off (by a test or by the event thread).
+        self._power = threading.RLock()
+        self._stopping = False
+        #: The reasons of the resets the machine went through (QEMU's SHUTDOWN event reasons:
+        #: ``guest-reset`` for a reboot from the guest), oldest first.
+        self.resets: list[str] = []
 
     # --- files
     @property
@@ -199,6 +214,14 @@ class Node:
     @property
     def qmp_socket(self) -> Path:
         return self.dir / "qmp.sock"
+
+    @property
+    def events_socket(self) -> Path:
+        return self.dir / "events.sock"
+
+    @property
+    def events_log(self) -> Path:
+        return self.dir / "events.log"
 
     def console(self) -> str:
         try:
@@ -215,8 +238,51 @@ class Node:
             self._prepare_disk()
         if not (self.dir / "OVMF_VARS.fd").exists():
             shutil.copyfile(OVMF_VARS, self.dir / "OVMF_VARS.fd")
+        with self._power:
+            self._stopping = False
+            self._power_on()
+
+    def _power_on(self) -> None:
         self._start_swtpm()
         self._start_qemu()
+        assert self._qemu is not None
+        threading.Thread(target=self._follow_events, args=(self._qemu,), daemon=True,
+                         name=f"events {self.dir.name}").start()  # fmt: skip
+
+    def _follow_events(self, qemu: subprocess.Popen[bytes]) -> None:
+        """Write QEMU's events to ``events.log`` until it exits; when it exited for a reset
+        (``-action reboot=shutdown``) and nobody is stopping the node, power it on again."""
+        reason = ""
+        with contextlib.suppress(OSError, ValueError), socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(self.events_socket))
+            stream = sock.makefile("rwb")
+            stream.readline()  # greeting
+            stream.write(b'{"execute": "qmp_capabilities"}\n')
+            stream.flush()
+            with open(self.events_log, "ab") as log:
+                for line in stream:  # until QEMU closes the monitor (its end)
+                    message = json.loads(line)
+                    if "event" not in message:
+                        continue
+                    log.write(line)
+                    log.flush()
+                    if message["event"] == "SHUTDOWN":
+                        reason = str(message.get("data", {}).get("reason", ""))
+        qemu.wait()
+        with self._power:
+            if self._stopping or self._qemu is not qemu or "reset" not in reason:
+                return
+            self.resets.append(reason)
+            self._note(f"QEMU exited for a reset ({reason}): powering on again")
+            try:
+                self._wait_swtpm()
+                self._power_on()
+            except NodeVmError as exc:
+                self._note(f"power on after the reset failed: {exc}")
+
+    def _note(self, text: str) -> None:
+        with open(self.events_log, "a") as log:
+            log.write(f"# {time.strftime('%H:%M:%S')} {text}\n")
 
     def _prepare_disk(self) -> None:
         overlay = self.dir / "disk.qcow2"
@@ -287,6 +353,8 @@ class Node:
             "-device", "virtio-serial-pci",
             "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
             "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
+            "-qmp", f"unix:{self.events_socket},server=on,wait=off",
+            "-action", "reboot=shutdown",
             "-serial", f"file:{self.console_log}",
             "-display", "none", "-vga", "none",
             "-device", "virtio-rng-pci",
@@ -308,8 +376,10 @@ class Node:
         accel = self.accel
         if accel == "auto":
             accel = "kvm" if kvm_works() else "tcg"
-        for path in (self.qga_socket, self.qmp_socket):
+        for path in (self.qga_socket, self.qmp_socket, self.events_socket):
             path.unlink(missing_ok=True)
+        if self.console_log.exists():  # QEMU truncates it: the last power-on's stays beside
+            self.console_log.replace(self.dir / "console.prev.log")
         argv = self.qemu_argv(accel)
         (self.dir / "qemu.argv").write_text(" ".join(argv) + "\n")
         log = open(self.dir / "qemu.log", "ab")  # noqa: SIM115 - the child keeps it
@@ -334,6 +404,11 @@ class Node:
     def stop(self, timeout: float = 60.0) -> None:
         """ACPI power off (systemd stops the agent cleanly), then QEMU's end; killed after
         ``timeout``.  Idempotent."""
+        with self._power:
+            self._stopping = True
+            self._power_off(timeout)
+
+    def _power_off(self, timeout: float) -> None:
         if self.alive():
             with contextlib.suppress(OSError, NodeVmError):
                 self.qmp("system_powerdown")
@@ -344,6 +419,10 @@ class Node:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self._qemu.pid, signal.SIGKILL)
                 self._qemu.wait(10)
+        self._wait_swtpm()
+
+    def _wait_swtpm(self) -> None:
+        """The swtpm ends with QEMU's control channel; killed if it does not."""
         if self._swtpm is not None:
             try:
                 self._swtpm.wait(5)
@@ -353,11 +432,12 @@ class Node:
                 self._swtpm.wait(5)
 
     def reset_if_stuck_restarting(self, after: float = 180.0) -> bool:
-        """Reset the machine (QMP ``system_reset``) when its console ended on the kernel's
-        ``reboot: machine restart`` over ``after`` seconds ago, and say so; whether it did.
-        QEMU 7.2 (Debian 12) under TCG has been seen to spin for good there after a reboot
-        (q35, OVMF), and its ICH9 watchdog does not reset the machine: this is what a real
-        board's watchdog would do.  Cheap when nothing is stuck (a stat)."""
+        """Reset the machine (QMP ``system_reset``: a power cycle, see the module docstring)
+        when its console ended on the kernel's ``reboot: machine restart`` over ``after``
+        seconds ago, and say so; whether it did.  QEMU 7.2 (Debian 12) under TCG has been seen
+        to spin for good there when it reset the machine in place (q35, OVMF), and its ICH9
+        watchdog does not reset the machine: this is what a real board's watchdog would do,
+        should a power-cycling reset hang too.  Cheap when nothing is stuck (a stat)."""
         try:
             st = self.console_log.stat()
         except FileNotFoundError:

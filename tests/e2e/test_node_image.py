@@ -25,6 +25,7 @@ EVE_AGENT_REQUIRE_SERVICES or CI, and skips it otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -98,6 +99,9 @@ def in_guest(node: Node, *argv: str, timeout: float = 60.0) -> str:
 def diagnosis(node: Node) -> str:
     """The end of the console and, when the guest agent answers, of the agent's journal."""
     text = "\n--- console (tail)\n" + "\n".join(node.console().splitlines()[-40:])
+    with contextlib.suppress(OSError):
+        events = node.events_log.read_text(errors="replace").splitlines()
+        text += "\n--- QEMU events (tail)\n" + "\n".join(events[-12:])
     if node.alive() and node.guest_agent_ready():
         try:
             journal = node.exec(["journalctl", "-u", "eve-agent", "--no-pager", "-n", "40"])

@@ -149,7 +149,8 @@ def check_power(node: PowerNode, node_image: NodeImage, controller: Controller) 
     back = reported(controller, uuid, timeout=REPORT_TIMEOUT, last_boot_reason="REBOOT_CMD",
                     reboot=1, state="ONLINE")  # fmt: skip
     assert back["restart_counter"] == 1 and "counter 1" in back["last_reboot_reason"]
-    assert node.alive(), "QEMU reset the machine, it did not exit"
+    # A reboot, not a power-off: QEMU exited for the guest's reset and was powered on again.
+    assert node.alive() and "guest-reset" in node.resets, node.resets
     # Before it went down, the node told the controller it took the command.
     infos = [line["message"].get("dinfo", {}) for line in controller.json_lines("info", uuid)]
     rebooting = [d for d in infos if d.get("state") == "ZDEVICE_STATE_REBOOTING"]
