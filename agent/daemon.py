@@ -30,15 +30,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from agent import nodeparts
+from agent import nodefacts, nodeparts, nodetasks
 from agent import status as status_mod
 from agent.boot import BootResult, TpmMode, boot
 from agent.drivers.bootslots import BootSlots
-from agent.drivers.conntrack import NfConntrack
-from agent.drivers.errors import DriverError, TemporaryError
-from agent.drivers.kubeapi import KubeApi
-from agent.drivers.nflog import NflogListener
-from agent.drivers.systemd import sd_notify, watchdog_interval
+from agent.drivers.errors import TemporaryError
 from agent.link.applogs import AppLogSpool, AppLogUploader
 from agent.link.appmeta import queue_app_meta
 from agent.link.attestation import Attestor, NoTpmQuotes, QuoteSource
@@ -47,7 +43,6 @@ from agent.link.configsync import ConfigSync
 from agent.link.controllercerts import ControllerCertError, ControllerCertStore
 from agent.link.devicecipher import DeviceEcdh, load_software_ecdh
 from agent.link.deviceops import DeviceOps, PowerFacts
-from agent.link.flowlog import FlowLogQueue, FlowLogUploader
 from agent.link.identity import (
     NodeIdentity,
     load_identity,
@@ -55,10 +50,9 @@ from agent.link.identity import (
     record_registration,
     store_uuid,
 )
-from agent.link.kubeinfo import queue_kube_cluster
 from agent.link.logship import LogSpool, LogUploader
 from agent.link.onboarding import OnboardingError, UuidResult, fetch_uuid, onboard
-from agent.link.reporting import DeviceFacts, Outbox, PortConfigFacts, PortFacts, Reporter
+from agent.link.reporting import DeviceFacts, Outbox, Reporter
 from agent.link.tpmidentity import TpmQuotes, load_tpm_identity
 from agent.link.transport import ControllerClient, TransportError
 from agent.model.config import NodeConfig
@@ -69,11 +63,7 @@ from agent.reconcile.apptelemetry import AppTelemetry
 from agent.reconcile.baseos import BaseOsManager
 from agent.reconcile.baseos import Content as BaseOsContent
 from agent.reconcile.configitems import RuntimeItems
-from agent.reconcile.dnslog import SNAPLEN as DNS_SNAPLEN
-from agent.reconcile.firewall import DNS_GROUP, NFLOG_GROUP, InterfaceDrops
-from agent.reconcile.flows import FlowCollector, FlowSettings
-from agent.reconcile.kubestatus import KubeClusterStatus
-from agent.reconcile.kubewatch import ClusterWatch
+from agent.reconcile.firewall import InterfaceDrops
 from agent.reconcile.node import VAULT_READY, NodeReconciler
 from agent.settings import AgentSettings
 from agent.util import atomicfile, bootreason
@@ -144,7 +134,7 @@ class Node:
         self.uploader: LogUploader | None = None
         self.telemetry: AppTelemetry | None = None
         #: Per app, what the firewall dropped of its interfaces (for the metrics report).
-        self._acl_drops: dict[str, list[InterfaceDrops]] = {}
+        self.acl_drops: dict[str, list[InterfaceDrops]] = {}
         self.spool: LogSpool | None = None
         self.device_uuid: str | None = None
         self.phase = "starting"
@@ -165,7 +155,7 @@ class Node:
         #: Set once the link task runs: the watchdog task tells systemd READY=1.
         self.ready = asyncio.Event()
         #: Set when an app posts a new kubeconfig: the cluster status is read at once.
-        self._kubeconfig_posted = asyncio.Event()
+        self.kubeconfig_posted = asyncio.Event()
         #: The controller's reboot and shutdown commands, and this boot's reason (set at start).
         self.deviceops: DeviceOps | None = None
         self._boot_id: str | None = None
@@ -197,7 +187,7 @@ class Node:
         log.info("app %s posted its %s (%d bytes)", app_id,
                  "kubeconfig" if kind == 1 else f"metadata of type {kind}", len(data))  # fmt: skip
         if kind == 1:
-            self._kubeconfig_posted.set()
+            self.kubeconfig_posted.set()
         if self.outbox is not None and self.device_uuid is not None:
             await asyncio.to_thread(
                 queue_app_meta, self.outbox, self.device_uuid, app_id, kind, data
@@ -233,66 +223,12 @@ class Node:
         return self.runtime.current
 
     def facts(self) -> DeviceFacts | None:
-        if self.device_uuid is None or self.attestor is None or self.sync is None:
-            return None
-        item_errors = {
-            o.id: o.message for o in self.reconciler.report.object_errors if o.kind == "configitem"
-        }
-        return DeviceFacts(
-            uuid=self.device_uuid,
-            version=self.settings.version,
-            boot_time=self.boot_time,
-            attestation_state=self.attestor.status.state.value,
-            attestation_error=self.attestor.status.error,
-            items=self.items(),
-            item_errors=item_errors,
-            maintenance=self.maintenance_reasons(),
-            last_received_config=self.sync.status.received_at,
-            last_processed_config=self.sync.status.received_at
-            if self.sync.status.applied_ok
-            else 0.0,
-            tpm=not self.settings.no_tpm,
-            vault_state=self.vault.status.state.value if self.vault else "disabled",
-            vault_reason=self.vault.status.reason if self.vault else "",
-            persist=str(self.paths.persist),
-            storage_problems=tuple(self.storage.problems()),
-            port_configs=self._port_configs(),
-            power=self._power_facts(),
-            partitions=self.baseos.partitions(),
-            baseos_update_counter=self.baseos.update_counter,
-            baseos_updating=self.baseos.updating(),
-            io=self.iolock.state,
-        )
-
-    def _port_configs(self) -> tuple[PortConfigFacts, ...]:
-        """The port configs the node keeps, for the device info (EVE's systemAdapter)."""
-        if self.ports is None:
-            return ()
-        return tuple(
-            PortConfigFacts(
-                tuple(PortFacts(r.port.ifname, r.port.name, r.port.management, r.port.cost,
-                                r.port.dhcp, r.addresses, r.routers, r.dns, r.port.mtu)
-                      for r in config.ports),
-                config.in_use, config.last_failed, config.last_succeeded, config.last_error,
-            )
-            for config in self.ports.report()
-        )  # fmt: skip
+        """The device info's facts (:func:`agent.nodefacts.device_facts`)."""
+        return nodefacts.device_facts(self)
 
     def maintenance_reasons(self) -> tuple[str, ...]:
-        """Why the node is in maintenance mode (empty: it is not), with EVE's reasons.
-
-        As EVE's nodeagent: asked by the operator (config or ``maintenance.mode``), or a vault
-        still locked ``timer.vault.ready.cutoff`` seconds after start.  Apps stay stopped then.
-        """
-        reasons = []
-        cfg = self.reconciler.current
-        if (cfg is not None and cfg.maintenance_mode) or self.items().bool("maintenance.mode"):
-            reasons.append("user-requested")
-        if self.vault is not None and self.vault.status.state.value in ("locked", "error"):
-            cutoff = self.items().int("timer.vault.ready.cutoff")
-            if time.time() - self.boot_time >= cutoff:
-                reasons.append("vault-locked-up")
-        return tuple(reasons)
+        """Why the node is in maintenance mode (:func:`agent.nodefacts.maintenance_reasons`)."""
+        return nodefacts.maintenance_reasons(self)
 
     def _on_items_changed(self, changed: set[str]) -> None:
         if self.client is not None:
@@ -415,7 +351,7 @@ class Node:
             return BaseOsContent(None, self.workloads.contents.percent(tree_id) or 0)
         return BaseOsContent(self.workloads.ws.verified_blob(result.blob))
 
-    def _power_facts(self) -> PowerFacts | None:
+    def power_facts(self) -> PowerFacts | None:
         """The boot and operation facts; a boot that ended a base OS trial by falling back
         is EVE's fallback boot, whatever reason was recorded when the trial was started."""
         if self.deviceops is None:
@@ -556,7 +492,7 @@ class Node:
             await supervise(
                 stop,
                 {
-                    "watchdog": self._watchdog_loop(stop),
+                    "watchdog": nodetasks.feed_watchdog(self, stop),
                     "status": self._status_loop(stop),
                     "main": self._main(stop),
                 },
@@ -737,9 +673,9 @@ class Node:
                 health=self.storage,
             ).run(stop)
         if self.networks is not None:
-            tasks["acl counters"] = self._acl_counters(stop)
-            tasks["cluster status"] = self._cluster_status(stop)
-            tasks.update(self._flow_logs(stop, client, identity.device))
+            tasks["acl counters"] = nodetasks.read_acl_counters(self, stop)
+            tasks["cluster status"] = nodetasks.report_cluster(self, stop)
+            tasks.update(nodetasks.flow_log_tasks(self, stop, client, identity.device))
         self.outbox = Outbox(self.paths.outbox, health=self.storage)
         self.reporter = Reporter(
             client,
@@ -750,7 +686,7 @@ class Node:
             owners=self.reconciler.owners,
             liveness=self.liveness,
             app_metrics=self.telemetry.latest if self.telemetry is not None else None,
-            acl_drops=lambda: self._acl_drops,
+            acl_drops=lambda: self.acl_drops,
         )
         self.uploader = LogUploader(
             client,
@@ -770,62 +706,6 @@ class Node:
             },
             grace=self.settings.stop_grace,
         )
-
-    async def _cluster_status(self, stop: asyncio.Event) -> None:
-        """While this node is a cluster member: the cluster as its K3s VM's API tells it, to
-        the controller (ZInfoKubeCluster) when it changed, at the metrics interval and at once
-        when the VM posts a new kubeconfig."""
-        api = KubeApi(self.settings.netns)
-        watch = ClusterWatch(api, self.app_meta, lambda: self.reconciler.current,
-                             lambda: self.reconciler.layout)  # fmt: skip
-        last: KubeClusterStatus | None = None
-        try:
-            while not stop.is_set():
-                status = await watch.sample()
-                if status is not None and status != last and self.outbox is not None:
-                    assert self.device_uuid is not None
-                    await asyncio.to_thread(
-                        queue_kube_cluster, self.outbox, self.device_uuid, status
-                    )
-                    last = status
-                interval = float(self.items().int("timer.metric.interval"))
-                # A new kubeconfig is read at once (the interval read at start may be the
-                # default's 60 s, before the config's).
-                await wait_or_stop(stop, interval, wake=self._kubeconfig_posted)
-        finally:
-            await api.close()
-
-    async def _acl_counters(self, stop: asyncio.Event) -> None:
-        """Read the firewall's counters at the metrics interval (a full read of the tables)."""
-        assert self.networks is not None
-        while not stop.is_set():
-            try:
-                self._acl_drops = await self.networks.acl_drops(self.reconciler.layout)
-            except DriverError as exc:
-                log.debug("ACL counters not read: %s", exc)
-            interval = float(self.items().int("timer.metric.interval"))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-
-    def _flow_logs(
-        self, stop: asyncio.Event, client: ControllerClient, device: Signer
-    ) -> dict[str, Coroutine[Any, Any, None]]:
-        """Flow logs: sampled in the node's namespace, queued on disk, posted to the
-        controller (:mod:`agent.reconcile.flows`, :mod:`agent.link.flowlog`)."""
-        assert self.device_uuid is not None
-        netns, interval = self.settings.netns, self.settings.flowlog_interval
-        uploader = FlowLogUploader(
-            client, device=device, device_uuid=self.device_uuid,
-            queue=FlowLogQueue(self.paths.persist / "flowlog"), liveness=self.liveness,
-            health=self.storage,
-        )  # fmt: skip
-        collector = FlowCollector(
-            NfConntrack(netns), NflogListener(NFLOG_GROUP, netns),
-            lambda: (self.reconciler.layout, self.reconciler.current), uploader.add,
-            FlowSettings(interval=interval, sample=min(10.0, interval)),
-            dns_log=NflogListener(DNS_GROUP, netns, copy_range=DNS_SNAPLEN),
-        )  # fmt: skip
-        return {"flow logs": collector.run(stop), "flow log upload": uploader.run(stop)}
 
     def update_conditions(self) -> None:
         """Tell the reconciler about conditions outside it (idempotent; cheap)."""
@@ -870,36 +750,3 @@ class Node:
             await self._retry_vault()  # outside the activity: making a store may take a while
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.status_interval)
-
-    async def _watchdog_loop(self, stop: asyncio.Event) -> None:
-        """READY=1 once the link runs; WATCHDOG=1 every half watchdog period while nothing is
-        hung.  A blocked event loop sends nothing either, so systemd restarts a stuck agent."""
-        interval = watchdog_interval() or self.settings.status_interval
-        notified = False
-        reported: list[str] = []
-        told = ""
-        while not stop.is_set():
-            if self.ready.is_set() and not notified:
-                sd_notify("READY=1")
-                notified = True
-            problems = self.liveness.problems()
-            if not problems:
-                sd_notify("WATCHDOG=1")
-                if reported:
-                    log.warning("progress again: feeding the systemd watchdog")
-            elif problems != reported:
-                log.error("hung, not feeding the systemd watchdog: %s", "; ".join(problems))
-            reported = problems
-            if self.phase != told:
-                sd_notify(f"STATUS={self.phase}")
-                told = self.phase
-            # Until READY is told, the ready flag wakes the loop too: systemd hears it at once,
-            # not up to half a watchdog period later.
-            waits = [asyncio.ensure_future(stop.wait())]
-            if not notified:
-                waits.append(asyncio.ensure_future(self.ready.wait()))
-            _done, pending = await asyncio.wait(
-                waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in pending:
-                task.cancel()
