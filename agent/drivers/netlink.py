@@ -591,19 +591,25 @@ class NetlinkDriver(Naming):
         await self._ns.close()
 
 
-_BRIDGE_NF = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+#: Bridged IPv4 and IPv6 through the IP hooks (kernel defaults, which a host may have changed).
+_BRIDGE_NF = (
+    "/proc/sys/net/bridge/bridge-nf-call-iptables",
+    "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
+)
 
 
 def _write_bridge_filtering() -> bool:
-    try:
-        with open(_BRIDGE_NF, "r+") as f:
-            if f.read().strip() != "1":
-                f.seek(0)
-                f.write("1")
-    except FileNotFoundError:
-        return False  # no br_netfilter in this kernel
-    except OSError as exc:
-        raise driver_error(exc.errno or errno.EIO, "setting bridge-nf-call-iptables") from exc
+    for path in _BRIDGE_NF:
+        try:
+            with open(path, "r+") as f:
+                if f.read().strip() != "1":
+                    f.seek(0)
+                    f.write("1")
+        except FileNotFoundError:
+            return False  # no br_netfilter in this kernel
+        except OSError as exc:
+            name = path.rsplit("/", 1)[1]
+            raise driver_error(exc.errno or errno.EIO, f"setting {name}") from exc
     return True
 
 

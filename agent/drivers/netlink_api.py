@@ -343,9 +343,10 @@ class Netlink(Protocol):
         ...
 
     async def ensure_bridge_filtering(self) -> bool:
-        """Bridged IPv4 passes the IP hooks of this namespace (``net.bridge.bridge-nf-call-
-        iptables``), so the firewall sees app-to-app traffic on one bridge.  Idempotent.
-        False when the kernel has no bridge netfilter (then nothing changes)."""
+        """Bridged IPv4 and IPv6 pass the IP hooks of this namespace (``net.bridge.bridge-nf-
+        call-iptables`` and ``-ip6tables``), so the firewall sees app-to-app traffic on one
+        bridge, and a switch instance's IPv6 meets its apps' chains.  Idempotent.  False when
+        the kernel has no bridge netfilter (then nothing changes)."""
         ...
 
     async def close(self) -> None: ...

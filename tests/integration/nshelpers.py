@@ -10,8 +10,10 @@ import time
 #: A server that answers each connection with the caller's address, then closes.
 WHO = (
     "import socket, sys\n"
-    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-    "s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(8)\n"
+    "host = sys.argv[2] if len(sys.argv) > 2 else '0.0.0.0'\n"
+    "s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)\n"
+    "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind((host, int(sys.argv[1]))); s.listen(8)\n"
     "while True:\n"
     "    c, a = s.accept(); c.sendall(a[0].encode()); c.close()\n"
 )
@@ -39,9 +41,9 @@ def ask(ns: str, host: str, port: int) -> subprocess.CompletedProcess[str]:
     return in_ns(ns, "python3", "-c", ASK, host, str(port))
 
 
-def serve_who(ns: str, port: int) -> subprocess.Popen[bytes]:
-    """A :data:`WHO` server in ``ns`` (the caller kills it)."""
-    return subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", WHO, str(port)],
+def serve_who(ns: str, port: int, host: str = "0.0.0.0") -> subprocess.Popen[bytes]:
+    """A :data:`WHO` server in ``ns`` on ``host`` (``::``: IPv6; the caller kills it)."""
+    return subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", WHO, str(port), host],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
 

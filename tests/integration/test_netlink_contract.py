@@ -488,15 +488,17 @@ async def test_proxy_arp_sysctl(env: Env) -> None:
 
 
 async def test_bridge_filtering_sysctl(env: Env) -> None:
-    path = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+    paths = [f"/proc/sys/net/bridge/bridge-nf-call-{v}" for v in ("iptables", "ip6tables")]
     where = f"--net=/run/netns/{env.drv.netns}"
     if env.kind == "real":  # off first, so the driver has something to do
-        await _run("nsenter", where, "sh", "-c", f"echo 0 > {path}")
+        for path in paths:
+            await _run("nsenter", where, "sh", "-c", f"echo 0 > {path}")
     assert await env.drv.ensure_bridge_filtering() is True
     assert await env.drv.ensure_bridge_filtering() is True  # idempotent
     if env.kind == "real":
-        done = await _run("nsenter", where, "cat", path)
-        assert done.stdout.strip() == b"1"
+        for path in paths:
+            done = await _run("nsenter", where, "cat", path)
+            assert done.stdout.strip() == b"1", path
 
 
 async def test_routes_are_ours_only(env: Env) -> None:

@@ -40,12 +40,13 @@ from agent.reconcile.networks import Networks
 from agent.reconcile.node import NodeReconciler
 from agent.reconcile.records import RecordBook
 from agent.reconcile.switchlearn import SNAPLEN, SwitchAddresses
-from tests.integration.nshelpers import app_standin, ask, in_ns, ip, serve_who
+from tests.integration.nshelpers import app_standin, ask, in_ns, ip, serve_who, wait_listening
 from tests.integration.prereqs import netns_missing
 
 DEVICE = "6d3b3b4e-8a3c-4c47-9d41-0000000f0001"
 NI = "6d3b3b4e-8a3c-4c47-9d41-0000000f0002"
 APPS = ["6d3b3b4e-8a3c-4c47-9d41-0000000f00a1", "6d3b3b4e-8a3c-4c47-9d41-0000000f00a2"]
+NF6 = "/proc/sys/net/bridge/bridge-nf-call-ip6tables"
 
 
 @dataclass
@@ -123,6 +124,8 @@ async def test_a_switch_instance_hands_out_outside_addresses(site: Site, tmp_pat
     app = _app(0, AppInterface("eth0", NI, "", "", (web,), 0))
     config = NodeConfig(DEVICE, "1", 0.0, parse_items([]), apps={app.id: app},
                         network_instances={NI: ni}, ports={"sw0": port})  # fmt: skip
+    # Bridged IPv6 off in the node's namespace: the instance's bridge turns it on.
+    await asyncio.to_thread(in_ns, site.node_ns, "sh", "-c", f"echo 0 > {NF6}")
     assert await site.rec.apply(config, 30), site.rec.report
     layout = site.rec.layout
     assert layout is not None
@@ -159,6 +162,20 @@ async def test_a_switch_instance_hands_out_outside_addresses(site: Site, tmp_pat
     assert who.returncode == 0 and who.stdout.strip() == address  # bridged, not NATed
     # The instance's ACL holds (its chains reached by the app's MAC): no ACE allows 9090.
     assert (await asyncio.to_thread(ask, app_ns, "192.0.2.1", 9090)).returncode != 0
+    # IPv6 meets the same chains: ICMPv6 is always allowed, TCP to a port no ACE allows is
+    # dropped (it would pass with bridged IPv6 left off).
+    await check_switch_ipv6(site, outside, app_ns)
+
+
+async def check_switch_ipv6(site: Site, outside: str, app_ns: str) -> None:
+    assert (await asyncio.to_thread(in_ns, site.node_ns, "cat", NF6)).stdout.strip() == "1"
+    for ns, dev, address in ((outside, "o0", "fd00:e5::1/64"), (app_ns, "eth0", "fd00:e5::2/64")):
+        await asyncio.to_thread(ip, "-n", ns, "addr", "add", address, "dev", dev, "nodad")
+    site.procs.append(await asyncio.to_thread(serve_who, outside, 8086, "::"))
+    await asyncio.to_thread(wait_listening, ["ip", "netns", "exec", outside], "::1", 8086)
+    ping = await asyncio.to_thread(in_ns, app_ns, "ping", "-6", "-c", "1", "-W", "5", "fd00:e5::1")
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert (await asyncio.to_thread(ask, app_ns, "fd00:e5::1", 8086)).returncode != 0
 
 
 async def test_an_air_gapped_instance_connects_its_apps_and_nothing_else(site: Site) -> None:
