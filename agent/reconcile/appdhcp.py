@@ -28,7 +28,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +117,10 @@ class AppLeases:
         self._wake = asyncio.Event()
         #: Called after a lease was applied or lost (reports pick the address up).
         self.on_change: Callable[[], None] = lambda: None
+        #: Told an app's DNS servers from its leases (interface order) when they change: the
+        #: container's resolv.conf (``ContainerAppConfigurator.lease_dns``).  May raise OSError.
+        self.on_dns: Callable[[str, tuple[str, ...]], Awaitable[None]] | None = None
+        self._dns_told: dict[str, tuple[str, ...]] = {}
 
     def kick(self) -> None:
         """A VIF was (re)attached: look at once."""
@@ -172,7 +176,31 @@ class AppLeases:
         changed = any(results)
         if changed:
             self.on_change()
+        await self._tell_dns()
         return changed
+
+    async def _tell_dns(self) -> None:
+        """Each app's DNS servers from its leases to ``on_dns`` when they changed.  A lease
+        lost leaves the servers told last (a resolver with no server helps nobody)."""
+        if self.on_dns is None:
+            return
+        now: dict[str, list[str]] = {}
+        for held in sorted(self._held.values(), key=lambda h: h.vif):
+            if held.lease is not None:
+                servers = now.setdefault(held.vif[0], [])
+                servers += [s for d in held.lease.dns if (s := str(d)) not in servers]
+        for app_id in [a for a in self._dns_told if a not in now]:
+            del self._dns_told[app_id]
+        for app_id, servers in now.items():
+            told = tuple(servers)
+            if not told or self._dns_told.get(app_id) == told:
+                continue
+            try:
+                await self.on_dns(app_id, told)
+            except OSError as exc:
+                log.warning("app %s: DNS servers of its lease not written: %s", app_id, exc)
+                continue
+            self._dns_told[app_id] = told
 
     async def _one(self, vif: DhcpVif) -> bool:
         try:

@@ -27,7 +27,7 @@ from agent.drivers.errors import PermanentError
 from agent.model.config import AppInstance, NodeConfig, ObjectError
 from agent.reconcile import content, volumes
 from agent.reconcile.items import VAULT_READY, Item, ItemRef, OwnerRef
-from agent.reconcile.netplan import NetPlan
+from agent.reconcile.netplan import SWITCH, NetPlan
 
 CONTAINER, DOMAIN = "container", "domain"
 ISO_FORMAT = 9
@@ -63,6 +63,9 @@ class AppItem:
     networks: tuple[str, ...] = field(default=(), compare=False)
     #: A container's DNS servers: its instances' gateways (their dnsmasq).
     resolvers: tuple[str, ...] = field(default=(), compare=False)
+    #: A container with no local instance but one on a switch instance: its DNS servers are
+    #: those of its DHCP lease (``/etc/resolv.conf`` written when the lease comes).
+    lease_dns: bool = field(default=False, compare=False)
 
     @property
     def ref(self) -> ItemRef:
@@ -108,6 +111,7 @@ def _digest(
     mounts: tuple[str, ...],
     nics: tuple[tuple[str, str, str], ...] = (),
     resolvers: tuple[str, ...] = (),
+    lease_dns: bool = False,
 ) -> str:
     doc = [
         app.memory_kib, app.vcpus, app.virtualization_mode, app.runtime_type,
@@ -118,6 +122,8 @@ def _digest(
         [list(n) for n in nics],
         list(resolvers),
     ]  # fmt: skip
+    if lease_dns:  # only then: the digests of every other app stay what they were
+        doc.append("lease-dns")
     return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
@@ -177,6 +183,7 @@ def render(
         nics: tuple[tuple[str, str, str], ...] = ()
         networks: tuple[str, ...] = ()
         resolvers: tuple[str, ...] = ()
+        lease_dns = False
         if netplan is not None:
             if any(e.kind == "app" and e.id == app.id for e in netplan.errors):
                 continue  # the plan's error on the app says why
@@ -191,15 +198,19 @@ def render(
                     str(a.gateway) for v in vifs if v.ip
                     and (a := netplan.instances[v.ni_id].addressing) is not None
                 ))  # fmt: skip
+                lease_dns = not resolvers and any(
+                    netplan.instances[v.ni_id].kind == SWITCH for v in vifs
+                )
         out.plans[app.id] = AppPlan(
             app.id, kind, tuple(v.id for v in app_vols),
             tuple(dict.fromkeys(v.tree for v in app_vols if v.tree)), runs,
         )  # fmt: skip
         if runs:
             app_item = AppItem(
-                kind, app.id, _digest(app, app_vols, mounts, nics, resolvers), app=app,
-                volumes=app_vols, mounts=mounts, delayed=app.id in delayed_ids, nics=nics,
-                networks=networks if kind == DOMAIN else (), resolvers=resolvers,
+                kind, app.id, _digest(app, app_vols, mounts, nics, resolvers, lease_dns),
+                app=app, volumes=app_vols, mounts=mounts, delayed=app.id in delayed_ids,
+                nics=nics, networks=networks if kind == DOMAIN else (), resolvers=resolvers,
+                lease_dns=lease_dns,
             )  # fmt: skip
             out.items[app_item.ref] = app_item
     return out

@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 ITEM_LABEL = "io.lfedge.eve-agent.item"
 
 
+#: The file under the app's ``files`` directory bound as ``/etc/resolv.conf`` of a container
+#: whose DNS servers come from its switch instance's DHCP lease.
+LEASE_RESOLV = "resolv.lease"
+_LEASE_HEADER = "# the DNS servers of the DHCP lease on the app's switch network instance\n"
+
+
 class ContainerAppConfigurator(BaseConfigurator):
     def __init__(
         self, workspace: Workspace, runtime: ContainerRuntime, vols: VolumeConfigurator
@@ -90,6 +96,8 @@ class ContainerAppConfigurator(BaseConfigurator):
             files.append(userdata.InjectedFile("/etc/resolv.conf", text.encode(), 0o644))
         if files:
             mounts += await asyncio.to_thread(self._write_files, app.id, tuple(files))
+        if item.lease_dns and not any(f.path == "/etc/resolv.conf" for f in files):
+            mounts.append(await asyncio.to_thread(self._lease_resolv, app.id))
         return ContainerSpec(
             name=app.id,
             image=root.image_id,
@@ -117,6 +125,34 @@ class ContainerAppConfigurator(BaseConfigurator):
             os.replace(tmp, path)
             mounts.append(BindMount(str(path), injected.path))
         return mounts
+
+    def _lease_resolv(self, app_id: str) -> BindMount:
+        """The app's ``/etc/resolv.conf`` for the DNS servers of its switch instance's lease:
+        made empty here if missing, filled by :meth:`lease_dns` (written in place: the bind
+        mount holds the file, not its name)."""
+        directory = self.ws.app_dir(app_id) / "files"
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = directory / LEASE_RESOLV
+        if not path.exists():
+            path.write_text(_LEASE_HEADER)
+            os.chmod(path, 0o644)
+        return BindMount(str(path), "/etc/resolv.conf")
+
+    async def lease_dns(self, app_id: str, servers: tuple[str, ...]) -> None:
+        """The DNS servers of the app's DHCP lease into its ``/etc/resolv.conf`` (at most
+        three, as the resolver reads), when it has the file :meth:`spec` binds for that; the
+        running container sees the change at once.  Idempotent.  Raises OSError."""
+        path = self.ws.app_dir(app_id) / "files" / LEASE_RESOLV
+        text = _LEASE_HEADER + "".join(f"nameserver {s}\n" for s in servers[:3])
+
+        def write() -> None:
+            with contextlib.suppress(FileNotFoundError), open(path, "r+") as f:
+                if f.read() != text:
+                    f.seek(0)
+                    f.truncate()
+                    f.write(text)
+
+        await asyncio.to_thread(write)
 
     async def create(self, item: AppItem) -> None:
         spec = await self.spec(item)

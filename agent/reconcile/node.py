@@ -130,6 +130,8 @@ class NodeReconciler:
             kinds.update(networks.configurators())
             if workloads is not None:
                 workloads.watch_kinds += (VIF,)
+                if networks.leases is not None:
+                    networks.leases.on_dns = workloads.containers.lease_dns
         #: The node's ports, managed only beside the networks (in their namespace).
         self.ports = ports if networks is not None else None
         if self.ports is not None:

@@ -2,9 +2,10 @@
 DHCP server (root; every namespace made here).
 
 The node's namespace (the ``site`` fixture of test_networks_real) bridges its port to an
-"outside" namespace whose dnsmasq hands out 192.0.2.100-150 with 192.0.2.1 as router and
-whose servers listen on 8080, 9090.  The agent asks for the container's lease in its namespace
-(busybox udhcpc run once there) and applies it; the switch instance's ACL chains (reached by
+"outside" namespace whose dnsmasq hands out 192.0.2.100-150 with 192.0.2.1 as router and DNS
+server (it answers ``outside.test``) and whose servers listen on 8080, 9090.  The agent asks
+for the container's lease in its namespace (busybox udhcpc run once there) and applies it, and
+its DNS server becomes the container's; the switch instance's ACL chains (reached by
 the app's MAC: bridged packets, bridge netfilter) let through what the ACEs allow, both ways,
 and drop the rest.
 """
@@ -39,8 +40,9 @@ def _outside(node_ns: str, outside: str, up: str, leases: Path) -> subprocess.Po
     subprocess.run([*out, "link", "set", "lo", "up"], check=True)
     return subprocess.Popen([
         "ip", "netns", "exec", outside, "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts",
-        "--port=0", "--interface=o0", "--bind-interfaces", "--no-ping", "--pid-file=",
+        "--port=53", "--interface=o0", "--bind-interfaces", "--no-ping", "--pid-file=",
         f"--dhcp-leasefile={leases}", "--dhcp-range=192.0.2.100,192.0.2.150,1h",
+        "--dhcp-option=option:dns-server,192.0.2.1", "--address=/outside.test/192.0.2.7",
     ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
 
@@ -106,6 +108,17 @@ async def test_a_container_on_a_switch_instance(
         shown = _in_ns(pid, "ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout
         assert f"inet {address}/24" in shown, shown
         assert "via 192.0.2.1 dev eth0" in _in_ns(pid, "ip", "route", "show", "default").stdout
+        # The lease's DNS server is the container's: it resolves an outside name through it.
+        resolv = Path(f"/proc/{pid}/root/etc/resolv.conf")
+
+        def told() -> bool:
+            return "nameserver 192.0.2.1" in resolv.read_text()
+
+        await _wait(lambda: asyncio.to_thread(told), 30, "the lease's DNS server")
+        looked = await asyncio.to_thread(subprocess.run, [
+            "nsenter", "-t", str(pid), "-m", "-n", "/bin/busybox", "nslookup", "outside.test",
+        ], capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+        assert "192.0.2.7" in looked.stdout, looked.stdout + looked.stderr
         # Out: 8080 as ACE 1 allows, with the app's own address (bridged, no NAT); 9090 not.
         who = await asyncio.to_thread(_in_ns, pid, "python3", "-c", ASK, "192.0.2.1", "8080")
         assert who.returncode == 0 and who.stdout.strip() == address, who

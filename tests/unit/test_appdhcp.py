@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,8 @@ from agent.drivers.errors import TemporaryError
 from agent.drivers.netlink_fake import FakeNetlink
 from agent.drivers.nft_api import Family
 from agent.reconcile import appdhcp
+from agent.reconcile.apps import AppItem
+from agent.reconcile.containerapps import LEASE_RESOLV
 from agent.reconcile.engine import EngineSettings
 from agent.reconcile.firewall import FirewallItem
 from agent.reconcile.networks import Networks
@@ -101,6 +104,10 @@ def key_of(n: NetEnv) -> str:
     assert rec is not None and rec.networks is not None
     (vif,) = rec.networks.dhcp_vifs(rec.engine.actual)
     return vif.key
+
+
+def read(path: Path) -> str:
+    return path.read_text()
 
 
 def lease(address: str, obtained: float, seconds: int = 3600) -> Lease:
@@ -275,3 +282,51 @@ def test_hostile_requests_never_reach_a_command_line() -> None:
                 ("ewlv1", "/proc/1/ns/net", "eth0", "-x evil")):  # fmt: skip
         with pytest.raises(PermanentError):
             check_request(*bad)
+
+
+async def test_the_lease_dns_servers_become_the_containers_resolv_conf(
+    net: tuple[NetEnv, FakeAppDhcp, Clock],
+) -> None:
+    """A container whose only instance is a switch gets its ``/etc/resolv.conf`` bound from a
+    file the lease's DNS servers are written into, in place, when they come and change."""
+    n, dhcp, clock = net
+    assert await n.apply(switch_doc(n))
+    rec = n.e.reconciler
+    assert rec is not None and n.e.workloads is not None
+    containers = n.e.workloads.containers
+    item = rec.engine.actual[("container", APP_CT)]
+    assert isinstance(item, AppItem) and item.lease_dns and not item.resolvers
+    spec = await containers.spec(item)
+    (bound,) = [m for m in spec.mounts if m.target == "/etc/resolv.conf"]
+    path = Path(bound.source)
+    assert path.name == LEASE_RESOLV and "nameserver" not in read(path)
+    inode = path.stat().st_ino  # noqa: ASYNC240 - a test's stat
+
+    def served(*dns: str) -> Lease:
+        return Lease(IPv4Interface("192.0.2.120/24"), (IPv4Address("192.0.2.1"),),
+                     tuple(IPv4Address(d) for d in dns), 3600, clock.now)  # fmt: skip
+
+    dhcp.serve(key_of(n), served("192.0.2.53", "192.0.2.54"))
+    assert await sync(n)
+    lines = read(path).splitlines()
+    assert [x for x in lines if not x.startswith("#")] == [
+        "nameserver 192.0.2.53",
+        "nameserver 192.0.2.54",
+    ]
+    assert path.stat().st_ino == inode  # noqa: ASYNC240 - written in place: the mount holds it
+    # A renewal naming another server rewrites it; one naming the same leaves it be.
+    clock.now += 1800
+    dhcp.serve(key_of(n), served("192.0.2.55"))
+    await sync(n)
+    assert "nameserver 192.0.2.55\n" in read(path) and "192.0.2.53" not in read(path)
+    assert path.stat().st_ino == inode  # noqa: ASYNC240 - a test's stat
+
+
+async def test_containers_on_local_instances_keep_their_dnsmasq(env: Env) -> None:
+    """lease_dns only where no local instance gives the container a resolver (its dnsmasq)."""
+    n = NetEnv(env)
+    assert await n.apply(n.document())
+    rec = n.e.reconciler
+    assert rec is not None
+    item = rec.engine.actual[("container", APP_CT)]
+    assert isinstance(item, AppItem) and item.resolvers and not item.lease_dns
