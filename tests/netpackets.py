@@ -43,3 +43,12 @@ def dns_answer(name: str = "example.com", addrs: tuple[str, ...] = ("93.184.216.
     for a in addrs:
         body += b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + _ip(a)
     return _udp_ipv4("10.66.0.1", to, 53, 40000, body)
+
+
+def arp(sender_mac: str = "02:aa:bb:cc:dd:01", sender_ip: str = "192.0.2.77",
+        target_ip: str = "192.0.2.1", op: int = 1) -> bytes:  # fmt: skip
+    """An IPv4-over-Ethernet ARP packet (request: ``op`` 1), as a bridge table logs it (from
+    the ARP header on)."""
+    mac = bytes.fromhex(sender_mac.replace(":", ""))
+    return struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, mac, _ip(sender_ip), b"\0" * 6,
+                       _ip(target_ip))  # fmt: skip

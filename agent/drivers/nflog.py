@@ -45,6 +45,7 @@ _CMD_BIND, _CMD_UNBIND = 1, 2
 _COPY_PACKET = 2
 NFULA_PACKET_HDR, NFULA_TIMESTAMP, NFULA_PAYLOAD, NFULA_PREFIX = 1, 3, 9, 10
 _ETH_P_IP = 0x0800
+_ETH_P_ARP = 0x0806
 
 #: Bytes of each packet copied to us: an IPv4 header with options (60) and the ports.
 COPY_RANGE = 64
@@ -56,7 +57,9 @@ class LoggedPacket:
     """One logged IPv4 packet: the logging rule's ``prefix``, when it arrived (wall clock
     seconds), its addresses, protocol number, ports (0 unless TCP, UDP or SCTP) and length;
     ``data`` is what was copied of it (the listener's ``copy_range`` bytes at most, from the
-    IPv4 header on)."""
+    IPv4 header on).  Or an IPv4-over-Ethernet ARP packet a ``bridge`` table logged: ``proto``
+    0, ``src`` and ``dst`` its sender's and target's addresses, ``data`` from the ARP header
+    on."""
 
     prefix: str
     time: float
@@ -100,15 +103,16 @@ class Nflog(Protocol):
 
 
 def parse_packet(payload: bytes, now: float) -> LoggedPacket | None:
-    """An ``NFULNL_MSG_PACKET`` payload as a :class:`LoggedPacket` (None: not IPv4, or too
-    short to tell)."""
+    """An ``NFULNL_MSG_PACKET`` payload as a :class:`LoggedPacket` (None: neither IPv4 nor
+    IPv4 ARP, or too short to tell)."""
     found = nf.nfgen_attrs(payload)
     header = found.get(NFULA_PACKET_HDR)
-    if header is not None and len(header) >= 2 and struct.unpack_from("!H", header)[0] not in (
-        0, _ETH_P_IP
-    ):  # fmt: skip
+    hw_protocol = struct.unpack_from("!H", header)[0] if header and len(header) >= 2 else 0
+    if hw_protocol not in (0, _ETH_P_IP, _ETH_P_ARP):
         return None
     data = found.get(NFULA_PAYLOAD, b"")
+    if hw_protocol == _ETH_P_ARP:
+        return _arp(found, data, now)
     if len(data) < 20 or data[0] >> 4 != 4:
         return None
     ihl = (data[0] & 0x0F) * 4
@@ -116,14 +120,28 @@ def parse_packet(payload: bytes, now: float) -> LoggedPacket | None:
     sport = dport = 0
     if proto in (6, 17, 132) and len(data) >= ihl + 4:
         sport, dport = struct.unpack_from("!HH", data, ihl)
+    prefix, when = _prefix_and_time(found, now)
+    return LoggedPacket(prefix, when, proto, nf.ipv4(data[12:16]), nf.ipv4(data[16:20]), sport,
+                        dport, length, bytes(data))  # fmt: skip
+
+
+def _arp(found: dict[int, bytes], data: bytes, now: float) -> LoggedPacket | None:
+    # Ethernet (1) and IPv4 (0x0800), 6- and 4-byte addresses: 28 bytes in all.
+    if len(data) < 28 or data[:6] != b"\x00\x01\x08\x00\x06\x04":
+        return None
+    prefix, when = _prefix_and_time(found, now)
+    return LoggedPacket(prefix, when, 0, nf.ipv4(data[14:18]), nf.ipv4(data[24:28]), 0, 0,
+                        len(data), bytes(data))  # fmt: skip
+
+
+def _prefix_and_time(found: dict[int, bytes], now: float) -> tuple[str, float]:
     prefix = found.get(NFULA_PREFIX, b"").split(b"\0", 1)[0].decode("utf-8", "replace")
     stamp = found.get(NFULA_TIMESTAMP)
     when = now
     if stamp is not None and len(stamp) == 16:
         sec, usec = struct.unpack("!QQ", stamp)
         when = sec + usec / 1e6
-    return LoggedPacket(prefix, when, proto, nf.ipv4(data[12:16]), nf.ipv4(data[16:20]), sport,
-                        dport, length, bytes(data))  # fmt: skip
+    return prefix, when
 
 
 def config_request(seq: int, group: int, body: bytes) -> bytes:

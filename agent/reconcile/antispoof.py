@@ -14,7 +14,9 @@ in the ``bridge`` family's ``prerouting`` hook (before any bridging, routing or 
   sender; any other IPv4 or ARP packet dropped.  Other protocols (IPv6) pass to the ACLs, which
   know only IPv4 and so drop them on a local instance.
 - on a switch instance the address comes from the outside's DHCP server (or the app itself):
-  only the MAC is checked.
+  only the MAC is checked; the ARP packets it sends are logged (rate-limited, to the
+  ``learn_group`` NFLOG group), for :mod:`agent.reconcile.switchlearn` to learn an address the
+  app set itself.
 
 Drops are counted under ``spoof:<app>:<n>:mac`` and ``...:ip`` (the rule comments).  Unlike
 EVE, whose iptables rules match the interface (``physdev``) and so let an app forward other
@@ -26,9 +28,12 @@ from __future__ import annotations
 from typing import Any
 
 from agent.drivers.nft_api import Chain, Family, Map, Rule, Table
-from agent.reconcile.netplan import LOCAL, NetPlan
+from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan
+from agent.reconcile.switchlearn import ARP_PREFIX
 
 GUARD_TABLE = "guard"
+#: Logged ARP packets per second (and burst) per switch app interface; the ARP header is 28 bytes.
+ARP_LOG_RATE, ARP_LOG_BURST, ARP_SNAPLEN = 5, 20, 28
 
 
 def _match(protocol: str, field: str, value: Any, op: str = "==") -> dict[str, Any]:
@@ -38,9 +43,10 @@ def _match(protocol: str, field: str, value: Any, op: str = "==") -> dict[str, A
     }  # fmt: skip
 
 
-def render(netplan: NetPlan) -> Table:
+def render(netplan: NetPlan, learn_group: int | None = None) -> Table:
     """The guard table of ``netplan``'s app interfaces (rendered also without any, so that the
-    firewall item's tables stay the same set)."""
+    firewall item's tables stay the same set); switch app interfaces' ARP is logged to
+    ``learn_group`` when given."""
     vifs = sorted(netplan.vifs.values(), key=lambda v: (v.app_id, v.index))
     chains: list[Chain] = []
     elements: list[tuple[Any, Any]] = []
@@ -57,6 +63,11 @@ def render(netplan: NetPlan) -> Table:
             rules.append(Rule((_match("arp", "saddr ip", vif.ip), {"return": None})))
             rules.append(Rule((_match("arp", "saddr ip", "0.0.0.0"), {"return": None})))
             rules.append(Rule((protocols, {"drop": None}), comment=f"{comment}:ip", counter=True))
+        elif netplan.instances[vif.ni_id].kind == SWITCH and learn_group is not None:
+            arp = {"match": {"op": "==", "left": {"meta": {"key": "protocol"}}, "right": "arp"}}
+            limit = {"limit": {"rate": ARP_LOG_RATE, "burst": ARP_LOG_BURST, "per": "second"}}
+            note = {"log": {"prefix": ARP_PREFIX, "group": learn_group, "snaplen": ARP_SNAPLEN}}
+            rules.append(Rule((arp, limit, note)))
         name = f"g{number}"
         chains.append(Chain(name, rules=tuple(rules)))
         elements.append((vif.host_name, {"jump": {"target": name}}))

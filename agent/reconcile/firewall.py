@@ -335,7 +335,7 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
         Chain("prerouting", hook="prerouting", type="nat", priority=-100,
               rules=tuple(prerouting)),
     ))  # fmt: skip
-    guard = antispoof.render(netplan)
+    guard = antispoof.render(netplan, learn_group=DHCP_GROUP)
     return FirewallItem((nat_table, filter_table, guard)), errors, hosts
 
 

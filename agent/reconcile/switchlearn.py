@@ -1,5 +1,5 @@
-"""Addresses of apps on switch network instances, learnt from the DHCP answers they get (EVE's
-zedrouter sniffs DHCP replies there for the same purpose).
+"""Addresses of apps on switch network instances, learnt from the DHCP answers they get and
+the ARP packets they send (EVE's zedrouter sniffs both there for the same purpose).
 
 A VM on a switch instance runs its own DHCP client against the outside network's server, so
 the node does not know its address.  The firewall logs every DHCP server answer that crosses a
@@ -9,13 +9,17 @@ header and options.  :class:`SwitchAddresses` reads those packets from its NFLOG
 keeps the DHCPACKs whose client hardware address is the MAC of an app interface on a switch
 instance (the plan fixes them), and answers :meth:`SwitchAddresses.address` with the address
 acknowledged, until the lease runs out (an ACK without lease time: 10 minutes, as EVE lets an
-unseen ARP entry expire).
+unseen ARP entry expire).  An app that set its address itself (no DHCP) is found by its ARP
+packets: the source guard (:mod:`agent.reconcile.antispoof`) logs the ARP an app interface on
+a switch instance sends (rate-limited, to the same group, prefix :data:`ARP_PREFIX`); the
+sender address of one from the interface's MAC is its address for 10 minutes after the last.
 
 Hostile input: the packet comes from whatever answers DHCP on the outside network.
 :func:`parse_ack` reads only fixed offsets and bounded options, accepts a unicast IPv4
 ``yiaddr`` and a lease time up to 2^32-1, and says None for anything else.  Anyone on that
 network who can send a DHCPACK to an app's MAC can make the node report another address for
-it (the same holds for EVE's sniffing); nothing but the report depends on it.
+it (the same holds for EVE's sniffing), as can the app itself with its ARP; nothing but the
+report depends on it.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ log = logging.getLogger(__name__)
 SNAPLEN = 600
 #: The prefix the firewall's logging rule gives the answers.
 PREFIX = "dhcp"
+#: The prefix the source guard's logging rule gives the apps' ARP packets.
+ARP_PREFIX = "arp"
 #: How long an address acknowledged without a lease time is kept.
 NO_LEASE_TIME = 600.0
 _COOKIE = b"\x63\x82\x53\x63"
@@ -92,6 +98,19 @@ def parse_ack(data: bytes) -> Ack | None:
     return Ack(mac, str(ip), lease)
 
 
+def parse_arp(data: bytes) -> tuple[str, str] | None:
+    """(sender MAC, sender address) of an IPv4-over-Ethernet ARP packet's first bytes, None
+    for anything else or an address no app may hold (0.0.0.0 of a probe, multicast...)."""
+    if len(data) < 28 or data[:6] != b"\x00\x01\x08\x00\x06\x04":
+        return None
+    ip = ipaddress.IPv4Address(data[14:18])
+    if ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip == ipaddress.IPv4Address(
+        "255.255.255.255"
+    ):  # fmt: skip
+        return None
+    return ":".join(f"{b:02x}" for b in data[8:14]), str(ip)
+
+
 @dataclass(frozen=True)
 class _Learnt:
     ip: str
@@ -99,7 +118,8 @@ class _Learnt:
 
 
 class SwitchAddresses:
-    """The addresses of the apps on switch instances, from the DHCPACKs the firewall logs."""
+    """The addresses of the apps on switch instances, from the DHCPACKs the firewall logs and
+    the ARP packets the source guard logs."""
 
     def __init__(self, nflog: Nflog, *, clock: Callable[[], float] = time.time) -> None:
         self.nflog = nflog
@@ -127,16 +147,26 @@ class SwitchAddresses:
         learnt = 0
         now = self._clock()
         for packet in packets:
-            if packet.prefix != PREFIX:
+            if packet.prefix == PREFIX:
+                ack = parse_ack(packet.data)
+                if ack is None or ack.mac not in by_mac:
+                    continue
+                key, ip, how = by_mac[ack.mac], ack.ip, "DHCP"
+                until = now + (ack.lease_time if ack.lease_time else NO_LEASE_TIME)
+            elif packet.prefix == ARP_PREFIX:
+                sender = parse_arp(packet.data)
+                if sender is None or sender[0] not in by_mac:
+                    continue
+                key, ip, how = by_mac[sender[0]], sender[1], "ARP"
+                until = now + NO_LEASE_TIME
+                known = self._learnt.get(key)
+                if known is not None and known.ip == ip:
+                    until = max(until, known.until)  # not shorter than its DHCP lease
+            else:
                 continue
-            ack = parse_ack(packet.data)
-            if ack is None or ack.mac not in by_mac:
-                continue
-            key = by_mac[ack.mac]
-            until = now + (ack.lease_time if ack.lease_time else NO_LEASE_TIME)
-            if self._learnt.get(key, _Learnt("", 0)).ip != ack.ip:
-                log.info("app %s eth%d: %s on its switch instance (DHCP)", key[0], key[1], ack.ip)
-            self._learnt[key] = _Learnt(ack.ip, until)
+            if self._learnt.get(key, _Learnt("", 0)).ip != ip:
+                log.info("app %s eth%d: %s on its switch instance (%s)", key[0], key[1], ip, how)
+            self._learnt[key] = _Learnt(ip, until)
             learnt += 1
         return learnt
 
@@ -174,4 +204,13 @@ class SwitchAddresses:
                 await self.nflog.close()
 
 
-__all__ = ["NO_LEASE_TIME", "PREFIX", "SNAPLEN", "Ack", "SwitchAddresses", "parse_ack"]
+__all__ = [
+    "ARP_PREFIX",
+    "NO_LEASE_TIME",
+    "PREFIX",
+    "SNAPLEN",
+    "Ack",
+    "SwitchAddresses",
+    "parse_ack",
+    "parse_arp",
+]

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import json
 import random
+import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,9 +17,11 @@ from typing import Any, cast
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf.message import DecodeError
 
+from agent.drivers import nfnetlink as nf
 from agent.drivers.dhcpclient import parse_lease
 from agent.drivers.dnsmasqconf import parse_leases
 from agent.drivers.kubeapi import KubeConfig, KubeConfigError
+from agent.drivers.nflog import parse_packet
 from agent.link.attestation import AttestationRejected, quote_outcome
 from agent.link.checkpoint import CheckpointStore
 from agent.link.configsync import ConfigRejected, _open_response, bound_errors
@@ -33,7 +36,7 @@ from agent.model.config import NodeConfig, from_proto
 from agent.reconcile.dnslog import parse_answer
 from agent.reconcile.portselect import Selection
 from agent.reconcile.records import RecordBook
-from agent.reconcile.switchlearn import parse_ack
+from agent.reconcile.switchlearn import parse_ack, parse_arp
 from agent.reconcile.userdata import UserDataError, for_container
 from agent.util import bootreason
 from agent.util.ids import parse_uuid
@@ -56,7 +59,7 @@ from tests.fuzz.base import (
 )
 from tests.fuzz.mutate import hostile_message, mutate, nesting
 from tests.fuzz.seeds import World, world
-from tests.netpackets import dhcp_ack, dns_answer
+from tests.netpackets import arp, dhcp_ack, dns_answer
 
 # --- agent: envelopes, config, checkpoints, controller answers ----------------------------------
 
@@ -305,6 +308,23 @@ def _dhcp_answer() -> Prepared:
     return Prepared(parse_ack, seeds)
 
 
+def _arp_sender() -> Prepared:
+    """An ARP packet an app on a switch instance sent (the app chose every byte)."""
+    seeds = (arp(), arp(op=2), arp(sender_ip="0.0.0.0"))
+    return Prepared(parse_arp, seeds)
+
+
+def _nflog_message() -> Prepared:
+    """A packet message of the kernel's NFLOG (the packet's bytes are an app's or the
+    outside network's)."""
+    seeds = tuple(
+        b"\x02\x00\x00\x00" + nf.attr(1, struct.pack("!HBB", proto, 3, 0))
+        + nf.attr(10, b"arp\0") + nf.attr(9, payload)
+        for proto, payload in ((0x0806, arp()), (0x0800, dhcp_ack()), (0, dns_answer()))
+    )  # fmt: skip
+    return Prepared(lambda data: parse_packet(data, 0.0), seeds)
+
+
 def _dns_answer() -> Prepared:
     """A DNS answer the firewall logged for flow logs (the app chose the name, upstream the
     answer)."""
@@ -422,6 +442,10 @@ AGENT_TARGETS: tuple[Target, ...] = (
            (ValueError,), _dhcp_lease),
     Target("agent.dhcp_answer", "DHCP answer logged on a switch instance: an Ack or None, "
            "nothing raises", (), _dhcp_answer),
+    Target("agent.arp_sender", "ARP an app sent on a switch instance: (MAC, address) or None, "
+           "nothing raises", (), _arp_sender),
+    Target("agent.nflog_message", "NFLOG packet message: a LoggedPacket or None, nothing "
+           "raises", (), _nflog_message),
     Target("agent.dns_answer", "DNS answer logged for flow logs: a DnsAnswer or None, "
            "nothing raises", (), _dns_answer),
     Target("agent.dnsmasq_leases", "dnsmasq lease file: the well-formed IPv4 leases, "

@@ -36,6 +36,7 @@ from agent.model.secret import Secret
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.engine import EngineSettings
 from agent.reconcile.firewall import DHCP_GROUP
+from agent.reconcile.netplan import NetPlan
 from agent.reconcile.networks import Networks
 from agent.reconcile.node import NodeReconciler
 from agent.reconcile.records import RecordBook
@@ -134,8 +135,9 @@ async def test_a_switch_instance_hands_out_outside_addresses(site: Site, tmp_pat
     assert f"master {bridge}" in shown.stdout  # the port is the instance's
     app_ns = f"ekd-{site.tag}-app"
     site.made.append(app_ns)
-    await asyncio.to_thread(app_standin, site.node_ns, app_ns, bridge, "ekdv0",
-                            mac=layout.vifs[(app.id, 0)].mac)  # fmt: skip
+    vif = layout.vifs[(app.id, 0)]  # as the agent would attach it (the source guard's)
+    await asyncio.to_thread(app_standin, site.node_ns, app_ns, bridge, vif.host_name,
+                            mac=vif.mac)  # fmt: skip
     # The firewall logs the DHCP answers crossing the bridge: the node learns the app's address.
     learner = SwitchAddresses(NflogListener(DHCP_GROUP, site.node_ns, copy_range=SNAPLEN))
     await learner.nflog.start()
@@ -165,6 +167,29 @@ async def test_a_switch_instance_hands_out_outside_addresses(site: Site, tmp_pat
     # IPv6 meets the same chains: ICMPv6 is always allowed, TCP to a port no ACE allows is
     # dropped (it would pass with bridged IPv6 left off).
     await check_switch_ipv6(site, outside, app_ns)
+    # An address the app sets itself is learnt from its ARP (which the source guard logs).
+    await check_learnt_from_arp(site, app_ns, app.id, layout)
+
+
+async def check_learnt_from_arp(site: Site, app_ns: str, app_id: str, layout: NetPlan) -> None:
+    learner = SwitchAddresses(NflogListener(DHCP_GROUP, site.node_ns, copy_range=SNAPLEN))
+    await learner.nflog.start()
+    try:
+        for argv in (("addr", "flush", "dev", "eth0", "scope", "global"),
+                     ("addr", "add", "192.0.2.77/24", "dev", "eth0"),
+                     ("neigh", "flush", "dev", "eth0")):  # fmt: skip
+            await asyncio.to_thread(ip, "-n", app_ns, *argv)
+        # The ACE lets it reach 8080 outside: its ARP for 192.0.2.1 names 192.0.2.77.
+        who = await asyncio.to_thread(ask, app_ns, "192.0.2.1", 8080)
+        assert who.returncode == 0 and who.stdout.strip() == "192.0.2.77", who
+        for _ in range(50):
+            learner.feed(learner.nflog.drain(), layout)
+            if learner.address(app_id, 0) == "192.0.2.77":
+                break
+            await asyncio.sleep(0.1)
+        assert learner.address(app_id, 0) == "192.0.2.77"
+    finally:
+        await learner.nflog.close()
 
 
 async def check_switch_ipv6(site: Site, outside: str, app_ns: str) -> None:

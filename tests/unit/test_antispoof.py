@@ -30,6 +30,12 @@ def test_local_interfaces_are_held_to_mac_and_address_switch_ones_to_mac() -> No
     text = str(local.rules)
     assert "10.1.0.10" in text and "0.0.0.0" in text and "saddr ip" in text
     assert local.rules[-1].comment == f"spoof:{APP}:0:ip"
+    # With a group to learn from, a switch interface's ARP is logged there (after the MAC).
+    learning = antispoof.render(plan, learn_group=17751).chain("g1")
+    assert learning is not None and len(learning.rules) == 2
+    note = str(learning.rules[1].expr)
+    assert "'arp'" in note and "17751" in note and "limit" in note
+    assert all("log" not in str(r.expr) for r in local.rules)
 
 
 def test_no_interfaces_still_a_table() -> None:

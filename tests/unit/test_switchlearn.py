@@ -12,8 +12,15 @@ from hypothesis import strategies as st
 from agent.drivers.nflog import LoggedPacket
 from agent.drivers.nflog_fake import FakeNflog
 from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan, NiPlan, VifPlan
-from agent.reconcile.switchlearn import NO_LEASE_TIME, PREFIX, SwitchAddresses, parse_ack
-from tests.netpackets import dhcp_ack
+from agent.reconcile.switchlearn import (
+    ARP_PREFIX,
+    NO_LEASE_TIME,
+    PREFIX,
+    SwitchAddresses,
+    parse_ack,
+    parse_arp,
+)
+from tests.netpackets import arp, dhcp_ack
 
 VM, CT = "6d3b3b4e-8a3c-4c47-9d41-0000000000a1", "6d3b3b4e-8a3c-4c47-9d41-0000000000a2"
 MAC = "02:aa:bb:cc:dd:01"
@@ -76,6 +83,45 @@ def test_the_learner_keeps_switch_apps_acks_until_they_run_out() -> None:
     del plan.vifs[(VM, 0)]
     learner.feed([], plan)
     assert learner.address(VM, 0) == ""
+
+
+def test_an_arp_sender_is_read_and_everything_else_is_not() -> None:
+    assert parse_arp(arp()) == (MAC, "192.0.2.77")
+    assert parse_arp(arp(op=2)) == (MAC, "192.0.2.77")  # a reply names its sender too
+    assert parse_arp(arp(sender_ip="0.0.0.0")) is None  # a probe
+    assert parse_arp(arp(sender_ip="224.0.0.5")) is None
+    assert parse_arp(arp()[:27]) is None
+    assert parse_arp(b"\x00\x06" + arp()[2:]) is None  # not Ethernet
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64), st.integers(0, 40), st.binary(max_size=6))
+def test_hostile_arp_is_none_or_a_sane_sender(noise: bytes, at: int, patch: bytes) -> None:
+    for data in (noise, arp()[:at] + patch + arp()[at + len(patch) :]):
+        found = parse_arp(data)
+        if found is not None:
+            assert len(found[0]) == 17 and found[1].count(".") == 3
+
+
+def test_an_address_the_app_set_itself_is_learnt_from_its_arp() -> None:
+    now = [1000.0]
+    learner = SwitchAddresses(FakeNflog(17751, "learn-ns"), clock=lambda: now[0])
+    plan = layout()
+    local_app = arp(sender_mac="02:aa:bb:cc:dd:02", sender_ip="10.1.0.99")
+    assert learner.feed([packet(arp(), ARP_PREFIX), packet(local_app, ARP_PREFIX),
+                         packet(arp(sender_ip="192.0.2.78"), PREFIX)], plan) == 1  # fmt: skip
+    assert learner.address(VM, 0) == "192.0.2.77" and learner.address(CT, 0) == ""
+    now[0] += NO_LEASE_TIME - 1
+    learner.feed([packet(arp(), ARP_PREFIX)], plan)  # seen again: kept 10 minutes more
+    now[0] += NO_LEASE_TIME - 1
+    assert learner.address(VM, 0) == "192.0.2.77"
+    now[0] += 2
+    assert learner.address(VM, 0) == ""
+    # ARP of the address a DHCP lease gave does not shorten the lease.
+    learner.feed([packet(ack(ip="192.0.2.77", lease=86400))], plan)
+    learner.feed([packet(arp(), ARP_PREFIX)], plan)
+    now[0] += 3600
+    assert learner.address(VM, 0) == "192.0.2.77"
 
 
 async def test_the_listener_is_bound_only_while_an_app_is_on_a_switch() -> None:
