@@ -67,6 +67,17 @@ class ReportLimits:
     can spend a device's share."""
     device_request_burst: int = 600
     """Authenticated requests a device may make at once (more than the upload burst)."""
+    device_pace_per_second: float = 40.0
+    """The pace at which a device's burst is worked off: its requests beyond
+    :attr:`device_pace_burst` at once wait their turn (they are not refused), so that one
+    device's allowed burst is not worked on the event loop and in the upload worker as fast as
+    it can send it, ahead of every other device.  An honest device's boot burst of a few
+    hundred messages takes seconds; its requests after boot never wait."""
+    device_pace_burst: int = 10
+    """Requests of a device worked on at once before the pace applies."""
+    max_pace_wait: float = 2.0
+    """A request that would wait longer than this for its turn is answered 429 instead (a
+    device with many connections open cannot park requests without end)."""
     over_rate_delay: float = 1.0
     """Seconds a request over the device's request rate waits before its 429.  A device sending
     as fast as it can over a few connections is slowed to a few requests a second instead of
@@ -117,6 +128,16 @@ class TokenBucket:
         self._refill(now)
         self.tokens -= amount
 
+    def turn(self, now: float) -> float:
+        """Seconds until a token spent now is covered, the tokens already owed counted
+        (0 when one is there): the wait of a request queued behind the ones before it."""
+        self._refill(now)
+        if self.tokens >= 1.0:
+            return 0.0
+        if self.rate <= 0:
+            return float("inf")
+        return (1.0 - self.tokens) / self.rate
+
 
 @dataclass(frozen=True)
 class Refusal:
@@ -134,6 +155,7 @@ class _DeviceState:
     requests: TokenBucket
     entries: TokenBucket
     all_requests: TokenBucket
+    pace: TokenBucket
     inflight: int = 0
 
 
@@ -161,6 +183,7 @@ class DeviceLimiter:
                 all_requests=TokenBucket.full(
                     lim.device_requests_per_second, lim.device_request_burst, now
                 ),
+                pace=TokenBucket.full(lim.device_pace_per_second, lim.device_pace_burst, now),
             )
             self._devices[device_uuid] = state
         return state
@@ -176,6 +199,19 @@ class DeviceLimiter:
             return Refusal(429, reason, wait, "request rate")
         bucket.spend(1.0, now)
         return None
+
+    def pace(self, device_uuid: str) -> float | Refusal:
+        """Seconds an admitted request of ``device_uuid`` waits for its turn (its place in
+        the device's pace taken), or a Refusal when that would be over ``max_pace_wait``."""
+        lim = self.limits
+        now = self.clock()
+        bucket = self._state(device_uuid).pace
+        wait = bucket.turn(now)
+        if wait > lim.max_pace_wait:
+            reason = f"more requests at once than {lim.device_pace_per_second:g}/s works off"
+            return Refusal(429, reason, wait, "request pace")
+        bucket.spend(1.0, now)
+        return wait
 
     def admit(self, device_uuid: str, *, logs: bool) -> Refusal | None:
         """Take one upload of ``device_uuid`` in (None), or say why not.

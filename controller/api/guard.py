@@ -128,12 +128,19 @@ class Guard:
             )
 
     async def check_rate(self, device_uuid: str) -> None:
-        """Count one authenticated request of ``device_uuid``; over its request rate, wait
-        ``over_rate_delay`` seconds, then raise ApiError 429 with a Retry-After."""
+        """Count one authenticated request of ``device_uuid`` and wait for its turn in the
+        device's pace (``ReportLimits.device_pace_per_second``); over its request rate, or
+        with too many requests waiting, wait ``over_rate_delay`` seconds, then raise ApiError
+        429 with a Retry-After."""
         refusal = self._limiter.admit_request(device_uuid)
-        if refusal is not None:
+        turn = self._limiter.pace(device_uuid) if refusal is None else refusal
+        if isinstance(turn, Refusal):
             await asyncio.sleep(self.settings.limits.over_rate_delay)
-            self._refuse(device_uuid, refusal)
+            self._refuse(device_uuid, turn)
+        if turn > 0:
+            # Asleep, the request costs the loop nothing; the device's connection is held up
+            # until its answer, which is what slows a client that sends as fast as it can.
+            await asyncio.sleep(turn)
 
     def _in_worker(
         self, device_uuid: str, job: Callable[[Worker], T], charge: Callable[[int], None]

@@ -323,3 +323,36 @@ async def test_requests_over_the_device_rate_wait_then_get_429(
     warnings = throttle_lines(caplog, noisy.uuid)
     assert len(warnings) == 1 and "request rate over 0.01/s" in warnings[0], warnings
     assert throttle_lines(caplog, quiet.uuid) == []
+
+
+async def test_a_burst_is_worked_off_at_the_device_pace(tmp_path: Path) -> None:
+    """Within its request burst a device's requests beyond the pace burst wait their turn
+    (none refused) while other devices are answered at once; more than ``max_pace_wait``
+    of waiting is refused 429."""
+    pace = 20.0
+    async with harness(
+        tmp_path, device_pace_per_second=pace, device_pace_burst=2, max_pace_wait=0.5,
+        over_rate_delay=0.05,
+    ) as ctl:  # fmt: skip
+        busy = await ctl.onboarded("busy")  # /uuid: the first of its 2 at once
+        quiet = await ctl.onboarded("quiet")
+        await asyncio.sleep(2 / pace)  # the pace burst full again
+        uuid_request = eveuuid_pb2.UuidRequest()
+        started = time.monotonic()
+        burst = [asyncio.create_task(busy.send("/uuid", uuid_request)) for _ in range(8)]
+        await asyncio.sleep(0.05)
+        quiet_started = time.monotonic()
+        assert (await quiet.send("/uuid", uuid_request)).status == 200
+        assert time.monotonic() - quiet_started < 0.2, "the other device waited its turn"
+        assert not all(t.done() for t in burst), "the burst was not paced"
+        answers = await asyncio.gather(*burst)
+        assert [a.status for a in answers] == [200] * 8
+        # 2 at once, then 6 more at 20/s: the last one's turn came after 0.3 s.
+        assert time.monotonic() - started >= 6 / pace - 0.02
+        # 20 at once would queue the last ones past 0.5 s: those are refused, the rest served.
+        flood = await asyncio.gather(*(busy.send("/uuid", uuid_request) for _ in range(20)))
+        statuses = sorted(a.status for a in flood)
+        assert 200 in statuses and 429 in statuses, statuses
+        refused = next(a for a in flood if a.status == 429)
+        assert b"more requests at once than 20/s works off" in refused.body
+        assert statuses.count(200) <= 0.5 * pace + 2
