@@ -125,4 +125,14 @@ def flow_log_tasks(
         FlowSettings(interval=interval, sample=min(10.0, interval)),
         dns_log=NflogListener(DNS_GROUP, netns, copy_range=DNS_SNAPLEN),
     )  # fmt: skip
+    nets = node.networks
+    if nets is not None:
+
+        def learnt(app_id: str, index: int) -> str:
+            # A container's lease (the agent asked for it), else what a VM was seen given.
+            leased = nets.leases.address(app_id, index)[0] if nets.leases is not None else ""
+            seen = nets.switch_addresses
+            return leased or (seen.address(app_id, index) if seen is not None else "")
+
+        collector.learnt = learnt
     return {"flow logs": collector.run(stop), "flow log upload": uploader.run(stop)}

@@ -170,9 +170,9 @@ def _ace_rule(
     remote end their source).  PermanentError for what EVE refuses or this agent does not do
     yet.  A ``host`` match adds its set to ``hosts``.
 
-    ``switch``: a switch instance's chain, where an allowing rule returns (so that the
-    receiving app's ingress chain decides too) and nothing is marked or logged (no flow logs
-    on switch instances)."""
+    ``switch``: a switch instance's chain, where an allowing rule marks the connection and
+    returns (so that the receiving app's ingress chain decides too: between two apps on one
+    switch instance the receiver's ACE is the mark that stays)."""
     remote = "saddr" if inbound else "daddr"
     exprs: list[dict[str, Any]] = []
     protocol: str | None = None
@@ -215,12 +215,10 @@ def _ace_rule(
         if switch:
             raise PermanentError(f"ACE {ace.id}: a portmap needs a local network instance")
         return []  # inbound: the ingress chain and the NAT table
-    allow: tuple[dict[str, Any], ...] = (
-        ({"return": None},) if switch else (*_mark(ace.id), {"accept": None})
-    )
+    allow = (*_mark(ace.id), {"return": None} if switch else {"accept": None})
 
     def logged(what: str) -> list[Rule]:
-        return [] if switch else [_logged(exprs, what)]
+        return [_logged(exprs, what)]
 
     if action is not None and action.drop:
         return [*logged(comment), Rule((*exprs, {"drop": None}), comment=comment, counter=True)]
@@ -385,8 +383,8 @@ def _switch_chains(netplan: NetPlan) -> tuple[list[Chain], list[Map], list[tuple
             errors.append((vif.app_id, f"interface eth{vif.index}: {exc}"))
             out_rules, in_rules = list(_SWITCH_OUT), list(_SWITCH_IN)
         out_drop, in_drop = f"ace:{vif.app_id}:{vif.index}:0", f"ace-in:{vif.app_id}:{vif.index}:0"
-        out_rules.append(Rule(({"drop": None},), comment=out_drop, counter=True))
-        in_rules.append(Rule(({"drop": None},), comment=in_drop, counter=True))
+        for rules, drop in ((out_rules, out_drop), (in_rules, in_drop)):
+            rules += [_logged((), drop), Rule(({"drop": None},), comment=drop, counter=True)]
         out_name, in_name = f"sout{number}", f"sin{number}"
         chains += [Chain(out_name, rules=tuple(out_rules)), Chain(in_name, rules=tuple(in_rules))]
         out_map.append((vif.mac, {"jump": {"target": out_name}}))

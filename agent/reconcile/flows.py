@@ -35,9 +35,14 @@ DNS requests (``dnsReqs``): the firewall logs the answers the instance's dnsmasq
 interface it went to with the name, the addresses and when, within the same bound per interface
 and interval as the flows; given a listener for them.
 
-Not here, as in EVE or not: IPv6, switch instances, flows that are born and
-expire between two samples (a few seconds: a UDP or ICMP entry lives 30 s after its last
-packet, a closed TCP one 120 s), and long flows before they end (as EVE).
+Switch instances: their chains mark and log as the local ones do; a flow is an app's when one
+of its ends is the address the node learnt for the app interface (its container's DHCP lease,
+or a VM's DHCP answer or ARP: :attr:`FlowCollector.learnt`); drops name their interface in the
+prefix.  Between two apps on one switch instance the mark is the receiver's ACE.
+
+Not here, as in EVE or not: IPv6, flows that are born and expire between two samples (a few
+seconds: a UDP or ICMP entry lives 30 s after its last packet, a closed TCP one 120 s), and
+long flows before they end (as EVE).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from agent.drivers.nflog import LoggedPacket, Nflog
 from agent.model.config import NodeConfig
 from agent.reconcile import dnslog
 from agent.reconcile.firewall import ACE_ID_MASK, FLOW_MARK, FLOW_MARK_MASK
-from agent.reconcile.netplan import LOCAL, NetPlan, VifPlan
+from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan, VifPlan
 from agent.util.timing import jittered, wait_or_stop
 
 log = logging.getLogger(__name__)
@@ -128,15 +133,21 @@ class FlowSettings:
 
 @dataclass(frozen=True)
 class Scopes:
-    """The app interfaces whose flows are logged: those on local instances without
-    ``disable_flowlog``, by address and by key."""
+    """The app interfaces whose flows are logged: those on local and switch instances without
+    ``disable_flowlog``, by key, and by address where it is known (a local instance's from the
+    plan, a switch instance's as the node learnt it: ``learnt(app id, index)``, "" for none)."""
 
     by_ip: Mapping[str, VifPlan] = field(default_factory=dict)
     by_key: Mapping[VifKey, VifPlan] = field(default_factory=dict)
     bridges: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, layout: NetPlan | None, config: NodeConfig | None) -> Scopes:
+    def of(
+        cls,
+        layout: NetPlan | None,
+        config: NodeConfig | None,
+        learnt: Callable[[str, int], str] | None = None,
+    ) -> Scopes:
         if layout is None:
             return cls()
         off = set()
@@ -145,10 +156,17 @@ class Scopes:
         logged = {
             ni.id: ni.bridge
             for ni in layout.instances.values()
-            if ni.kind == LOCAL and ni.id not in off
+            if ni.kind in (LOCAL, SWITCH) and ni.id not in off
         }
-        vifs = [v for v in layout.vifs.values() if v.ni_id in logged and v.ip]
-        return cls({v.ip: v for v in vifs}, {(v.app_id, v.index): v for v in vifs}, logged)
+        switch = {ni.id for ni in layout.instances.values() if ni.kind == SWITCH}
+        vifs = [v for v in layout.vifs.values()
+                if v.ni_id in logged and (v.ip or v.ni_id in switch)]  # fmt: skip
+        by_ip = {}
+        for v in vifs:
+            ip = v.ip or (learnt(v.app_id, v.index) if learnt is not None else "")
+            if ip:
+                by_ip[ip] = v
+        return cls(by_ip, {(v.app_id, v.index): v for v in vifs}, logged)
 
     def scope(self, vif: VifPlan) -> FlowScope:
         return FlowScope(vif.app_id, vif.guest_ifname, self.bridges.get(vif.ni_id, ""), vif.ni_id)
@@ -378,6 +396,9 @@ class FlowCollector:
         dns_log: Nflog | None = None,
     ) -> None:
         """``dns_log``: the listener of the firewall's DNS answers (no ``dnsReqs`` without)."""
+        #: The address the node learnt for a switch instance's app interface, "" for none
+        #: (without it their flows are not told apart; their drops are, by the log prefix).
+        self.learnt: Callable[[str, int], str] | None = None
         self.conntrack = conntrack
         self.nflog = nflog
         self.dns_log = dns_log
@@ -401,7 +422,7 @@ class FlowCollector:
         """One sample (and a report when due)."""
         now = self._clock()
         layout, config = self._source()
-        scopes = Scopes.of(layout, config)
+        scopes = Scopes.of(layout, config, self.learnt)
         if not scopes.by_key:
             for listener in self._listeners():
                 if listener.running:

@@ -24,6 +24,7 @@ from typing import NoReturn
 
 import pytest
 
+from agent.drivers.conntrack import NfConntrack
 from agent.drivers.docker_fake import FakeContainerRuntime
 from agent.drivers.netlink import NetlinkDriver
 from agent.drivers.nflog import NflogListener
@@ -35,7 +36,7 @@ from agent.model.ports import Port
 from agent.model.secret import Secret
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.engine import EngineSettings
-from agent.reconcile.firewall import DHCP_GROUP
+from agent.reconcile.firewall import DHCP_GROUP, FLOW_MARK, FLOW_MARK_MASK
 from agent.reconcile.netplan import NetPlan
 from agent.reconcile.networks import Networks
 from agent.reconcile.node import NodeReconciler
@@ -162,6 +163,14 @@ async def test_a_switch_instance_hands_out_outside_addresses(site: Site, tmp_pat
         await learner.nflog.close()
     who = await asyncio.to_thread(ask, app_ns, "192.0.2.1", 8080)
     assert who.returncode == 0 and who.stdout.strip() == address  # bridged, not NATed
+    # The allowing ACE marked the connection for flow logs, as on a local instance.
+    ct = NfConntrack(site.node_ns)
+    try:
+        marked = await ct.dump(FLOW_MARK, FLOW_MARK_MASK)
+    finally:
+        await ct.close()
+    assert any(e.orig.src == address and e.orig.dport == 8080 and e.mark == FLOW_MARK | 1
+               for e in marked), marked  # fmt: skip
     # The instance's ACL holds (its chains reached by the app's MAC): no ACE allows 9090.
     assert (await asyncio.to_thread(ask, app_ns, "192.0.2.1", 9090)).returncode != 0
     # IPv6 meets the same chains: ICMPv6 is always allowed, TCP to a port no ACE allows is

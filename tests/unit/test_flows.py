@@ -29,7 +29,7 @@ from agent.reconcile.flows import (
     Scopes,
     parse_prefix,
 )
-from agent.reconcile.netplan import LOCAL, NetPlan, NiPlan, VifPlan
+from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan, NiPlan, VifPlan
 
 NI = "7a1e5f0c-3b2d-4c8e-9f10-00000000e001"
 OFF = "7a1e5f0c-3b2d-4c8e-9f10-00000000e002"
@@ -57,7 +57,7 @@ def config(*disabled: str) -> NodeConfig:
     nis = {
         ni: NetworkInstance(ni, "1", "lan", 2, True, "", 4, "", "", "", "", (), (), 0,
                             disable_flowlog=ni in disabled)
-        for ni in (NI, OFF)
+        for ni in dict.fromkeys((NI, OFF, *disabled))
     }  # fmt: skip
     return NodeConfig("dev", "1", 0.0, ConfigItems(), network_instances=nis)
 
@@ -162,6 +162,36 @@ def test_logged_drops_are_aggregated_per_direction_ace_and_tuple() -> None:
     assert (inbound.src, inbound.sport, inbound.dst) == (APP_IP, 22, REMOTE)
     assert (inbound.rx_packets, inbound.tx_packets) == (1, 0)
     assert table.take(SCOPES) == []
+
+
+def test_a_switch_apps_flows_are_found_by_the_address_the_node_learnt() -> None:
+    """On a switch instance the plan has no address: the learnt one finds the app's flows
+    (bridged, un-NATed); its drops are found by the prefix, learnt address or not."""
+    plan = layout()
+    sw = "7a1e5f0c-3b2d-4c8e-9f10-00000000e003"
+    plan.instances[sw] = NiPlan(sw, "sw", SWITCH, "bs1", None, (), "", (), (), 0)
+    plan.vifs[(APP2, 1)] = VifPlan(APP2, 1, sw, "vif3", "02:00:00:00:00:03", "", "app2")
+    leased = "192.0.2.120"
+    scopes = Scopes.of(plan, config(), lambda app, index: leased if index == 1 else "")
+    assert scopes.by_ip[leased] == plan.vifs[(APP2, 1)] and (APP2, 1) in scopes.by_key
+    bridged = CtEntry(
+        4, CtTuple(leased, REMOTE, 6, 41000, 443), CtTuple(REMOTE, leased, 6, 443, 41000),
+        FLOW_MARK | 3, orig_packets=5, orig_bytes=500, reply_packets=4, reply_bytes=4000,
+        start=1000.0,
+    )  # fmt: skip
+    table = FlowTable()
+    table.observe([bridged], scopes, 1001.0)
+    table.observe([], scopes, 1011.0)
+    table.logged([LoggedPacket(f"ace-in:{APP2}:1:0", 1005.0, 6, REMOTE, leased, 5, 22, 60)],
+                 Scopes.of(plan, config()))  # fmt: skip
+    reports = {r.scope: r for r in table.take(scopes)}
+    report = reports[FlowScope(APP2, "eth1", "bs1", sw)]
+    flow, drop = sorted(report.flows, key=lambda r: r.drop)
+    assert (flow.src, flow.dst, flow.acl_id, flow.inbound) == (leased, REMOTE, 3, False)
+    assert drop.drop and drop.inbound and (drop.acl_id, drop.sport) == (0, 22)
+    # Not learnt (yet): its flows are nobody's; a switch instance with flow logs off: nothing.
+    assert leased not in Scopes.of(plan, config()).by_ip
+    assert (APP2, 1) not in Scopes.of(plan, config(sw)).by_key
 
 
 @pytest.mark.parametrize(
