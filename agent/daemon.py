@@ -26,11 +26,10 @@ import gc
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from agent import nodefacts, nodeparts, nodetasks
+from agent import nodefacts, nodeparts, nodepower, nodetasks
 from agent import status as status_mod
 from agent.boot import BootResult, TpmMode, boot
 from agent.drivers.bootslots import BootSlots
@@ -42,7 +41,7 @@ from agent.link.checkpoint import CheckpointStore
 from agent.link.configsync import ConfigSync
 from agent.link.controllercerts import ControllerCertError, ControllerCertStore
 from agent.link.devicecipher import DeviceEcdh, load_software_ecdh
-from agent.link.deviceops import DeviceOps, PowerFacts
+from agent.link.deviceops import DeviceOps
 from agent.link.identity import (
     NodeIdentity,
     load_identity,
@@ -61,13 +60,11 @@ from agent.model.iolockdown import IoPolicy
 from agent.reconcile.appmeta import AppMetaStore
 from agent.reconcile.apptelemetry import AppTelemetry
 from agent.reconcile.baseos import BaseOsManager
-from agent.reconcile.baseos import Content as BaseOsContent
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.firewall import InterfaceDrops
 from agent.reconcile.node import VAULT_READY, NodeReconciler
 from agent.settings import AgentSettings
-from agent.util import atomicfile, bootreason
-from agent.util.bootreason import BootReason
+from agent.util import atomicfile
 from agent.util.liveness import Liveness
 from agent.util.storagehealth import StorageHealth
 from agent.util.supervise import supervise
@@ -139,7 +136,7 @@ class Node:
         self.device_uuid: str | None = None
         self.phase = "starting"
         self.boot: BootResult | None = None
-        self._stop = asyncio.Event()
+        self.stop_event = asyncio.Event()
         self._last_uuid_check = -UUID_RECHECK_INTERVAL
         self._stopped_abnormally = False
         self.liveness = Liveness()
@@ -158,18 +155,18 @@ class Node:
         self.kubeconfig_posted = asyncio.Event()
         #: The controller's reboot and shutdown commands, and this boot's reason (set at start).
         self.deviceops: DeviceOps | None = None
-        self._boot_id: str | None = None
+        self.boot_id: str | None = None
         #: True while the saved config (the checkpoint) is being run at start.
-        self._running_saved = False
+        self.running_saved = False
         #: Base OS A/B updates (agent.reconcile.baseos); a node without slots reports so.
         self.baseos = BaseOsManager(
             BootSlots(nodeparts.slot_paths(self.paths)),
             config=lambda: self.reconciler.current,
-            content=self._baseos_content,
+            content=lambda tree_id: nodepower.baseos_content(self, tree_id),
             items=self.items,
             contacted=lambda: self.client.last_answer if self.client is not None else 0.0,
             healthy=lambda: not self.liveness.problems(),
-            reboot=self._baseos_reboot,
+            reboot=lambda reason: nodepower.baseos_reboot(self, reason),
         )
 
     # ---- helpers used by components ------------------------------------------------------
@@ -197,7 +194,7 @@ class Node:
         """The config to the reconciler; what removed apps posted is forgotten (and reported
         gone), as EVE drops an app's AppInstMetaData with the app.  A raised reboot or
         shutdown counter starts that operation (:mod:`agent.link.deviceops`)."""
-        await self._offer_ops(config)
+        await nodepower.offer_ops(self, config)
         accepted = await self.reconciler.accept(config)
         try:
             gone = await asyncio.to_thread(self.app_meta.forget, config.apps)
@@ -266,7 +263,7 @@ class Node:
                 certs=self.certs,
                 serial=self.identity.serial,
                 soft_serial=self.identity.soft_serial,
-                stop=self._stop,
+                stop=self.stop_event,
                 record=self._record_registration,
             )
         if result is not None and result.uuid != self.device_uuid:
@@ -305,23 +302,6 @@ class Node:
         if self._unsaved_uuid is result:
             self._unsaved_uuid = None
 
-    async def _retry_boot_reason(self) -> None:
-        """Record this boot once the disk takes it, when it refused it at start (full): until
-        then the boot has no reason and the disk stays reported as a problem."""
-        ops = self.deviceops
-        if ops is None or ops.boot is not None or self._boot_id is None:
-            return
-        try:
-            ops.boot = await asyncio.to_thread(
-                bootreason.establish, self.paths.persist, self._boot_id
-            )
-        except OSError as exc:
-            self.storage.failed("boot reason", exc)
-            return
-        self.storage.ok("boot reason")
-        log.info("boot %d: %s (%s), recorded once the disk took it", ops.boot.restart_counter,
-                 ops.boot.reason.name, ops.boot.text)  # fmt: skip
-
     async def _retry_vault(self) -> None:
         """Open the vault again, with backoff, while its last failure was the disk's."""
         vault = self.vault
@@ -337,93 +317,6 @@ class Node:
         else:
             log.info("vault after the storage problem: %s %s", status.state.value, status.reason)
 
-    # ---- base OS updates (agent.reconcile.baseos) -------------------------------------------
-
-    def _baseos_content(self, tree_id: str) -> BaseOsContent:
-        """The base OS content tree as the content kind has it (downloaded like any other)."""
-        if self.workloads is None:
-            return BaseOsContent(None, 0, "no content store on this node (--no-workloads)")
-        for error in self.reconciler.report.object_errors:
-            if error.kind == "contenttree" and error.id == tree_id:
-                return BaseOsContent(None, 0, error.message)
-        result = self.workloads.contents.results.get(tree_id)
-        if result is None or not result.blob:
-            return BaseOsContent(None, self.workloads.contents.percent(tree_id) or 0)
-        return BaseOsContent(self.workloads.ws.verified_blob(result.blob))
-
-    def power_facts(self) -> PowerFacts | None:
-        """The boot and operation facts; a boot that ended a base OS trial by falling back
-        is EVE's fallback boot, whatever reason was recorded when the trial was started."""
-        if self.deviceops is None:
-            return None
-        facts = self.deviceops.facts()
-        boot = facts.boot
-        if self.baseos.fell_back and boot is not None and boot.reason == BootReason.UPDATE:
-            text = f"base OS update fell back: {self.baseos.fell_back}"
-            facts = replace(facts, boot=replace(boot, reason=BootReason.FALLBACK, text=text))
-        return facts
-
-    async def _baseos_reboot(self, reason: str) -> None:
-        """Reboot for the update manager: recorded as EVE's update or fallback boot reason."""
-        if self.deviceops is None:
-            log.error("base OS %s: no power control yet, not rebooting", reason)
-            return
-        why = BootReason.UPDATE if reason == "update" else BootReason.FALLBACK
-        text = f"NORMAL: base OS {reason}" if reason == "update" else "base OS trial fell back"
-        await self.deviceops.reboot_for(why, text)
-
-    # ---- boots, reboot and shutdown commands (agent.link.deviceops) ----------------------
-
-    async def _start_deviceops(self) -> None:
-        """This boot's reason and restart counter (agent.util.bootreason), and the recorded
-        device-operation counters.  A disk that refuses the files is reported, not fatal."""
-        persist = self.paths.persist
-        real = nodeparts.is_real(self.paths)
-        ops = DeviceOps(persist, nodeparts.power_driver(self.paths), announce=self._announce_ops,
-                        halt_apps=self.reconciler.halt_apps, stopped=self._stop.set,
-                        deferred=self.baseos.testing)  # fmt: skip
-        try:
-            self._boot_id = await asyncio.to_thread(
-                bootreason.boot_id, None if real else self.paths.run
-            )
-            ops.boot = await asyncio.to_thread(bootreason.establish, persist, self._boot_id)
-            self.storage.ok("boot reason")
-        except OSError as exc:
-            self.storage.failed("boot reason", exc)
-        if ops.boot is not None:
-            log.info("boot %d: %s (%s)", ops.boot.restart_counter, ops.boot.reason.name,
-                     ops.boot.text)  # fmt: skip
-        await asyncio.to_thread(ops.load)
-        self.deviceops = ops
-
-    async def _offer_ops(self, config: NodeConfig) -> None:
-        if self.deviceops is None:
-            return
-        try:
-            started = await self.deviceops.offer(config, saved=self._running_saved)
-        except OSError as exc:
-            self.storage.failed("device operation counters", exc)
-            return
-        self.storage.ok("device operation counters")
-        if started is not None:
-            self.phase = f"{started.value} asked by the controller"
-
-    async def _announce_ops(self) -> None:
-        """The device info with the new counter and state, now (before going down)."""
-        facts = self.facts()
-        if self.reporter is None or facts is None:
-            return
-        await self.reporter.queue_info_async(facts, force=True)
-        await self.reporter.flush(budget=20.0)
-
-    def _mark_clean_stop(self) -> None:
-        if self._boot_id is None:
-            return
-        try:
-            bootreason.mark_clean_stop(self.paths.persist, self._boot_id)
-        except OSError as exc:
-            log.warning("clean stop not recorded: %s", exc)
-
     def _record_registration(self) -> None:
         assert self.identity is not None
         record_registration(self.paths, self.identity.device.certificate)
@@ -432,7 +325,7 @@ class Node:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run the node until ``stop``.  Raises IdentityError when the node cannot start at all."""
-        self._stop = stop
+        self.stop_event = stop
         previous = status_mod.read(self.paths.status_file)
         # A clean stop writes phase "stopped"; anything else means the last run crashed, was
         # killed or lost power.  (/run is a tmpfs on real nodes: a reboot leaves no status.)
@@ -445,7 +338,7 @@ class Node:
         try:
             await self._run(stop)
         finally:
-            self._mark_clean_stop()
+            nodepower.mark_clean_stop(self)
             logging.getLogger().removeHandler(self.spool)
             if self.client is not None:
                 await self.client.close()
@@ -544,7 +437,7 @@ class Node:
             return
         identity, quotes, ecdh = started
         self.identity = identity
-        await self._start_deviceops()
+        await nodepower.start_deviceops(self)
         self.vault = VaultManager(
             VaultPaths(self.paths.persist), self.boot.tpm if self.boot else None
         )
@@ -628,11 +521,11 @@ class Node:
         self.ready.set()
         if self.device_uuid:
             self.phase = "running saved config"
-            self._running_saved = True
+            self.running_saved = True
             try:
                 await self.sync.load_checkpoint(prefer_backup=self._stopped_abnormally)
             finally:
-                self._running_saved = False
+                self.running_saved = False
         else:
             self.phase = "onboarding"
             result = await onboard(
@@ -746,7 +639,7 @@ class Node:
                 if data is not None:
                     await asyncio.to_thread(self._write_snapshot, data)
                 await self._save_uuid()
-                await self._retry_boot_reason()
+                await nodepower.retry_boot_reason(self)
             await self._retry_vault()  # outside the activity: making a store may take a while
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.status_interval)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from agent import nodepower
 from agent.link.reporting import DeviceFacts, PortConfigFacts, PortFacts
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def device_facts(node: Node) -> DeviceFacts | None:
         persist=str(node.paths.persist),
         storage_problems=tuple(node.storage.problems()),
         port_configs=port_configs(node),
-        power=node.power_facts(),
+        power=nodepower.power_facts(node),
         partitions=node.baseos.partitions(),
         baseos_update_counter=node.baseos.update_counter,
         baseos_updating=node.baseos.updating(),

@@ -14,14 +14,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 #: package -> the agent packages it may import (besides itself).  The top-level modules (cli,
-#: daemon, nodeparts, nodefacts, nodetasks, status, boot) form the top layer: they may import
-#: every layer, none may import them.
+#: daemon, nodeparts, nodefacts, nodepower, nodetasks, status, boot) form the top layer: they
+#: may import every layer, none may import them.
 ALLOWED: dict[str, set[str]] = {
     "agent.cli": {"*"},
     "agent.daemon": {"*"},
     "agent.nodeparts": {"*"},
     "agent.nodefacts": {"*"},
     "agent.nodetasks": {"*"},
+    "agent.nodepower": {"*"},
     "agent.status": {"*"},
     "agent.boot": {"*"},
     "agent.wire": set(),
