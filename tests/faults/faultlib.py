@@ -106,8 +106,24 @@ class LogTail:
         return False
 
 
-def start_and_kill(node: Node, faults: Faults, stages: Sequence[Stage]) -> str:
-    """Start ``node``'s agent, kill -9 it at a stage chosen at random; what happened, in words.
+@dataclass(frozen=True)
+class Killed:
+    """What :func:`start_and_kill` did: where (in words) and the log of the killed run."""
+
+    where: str
+    log: str
+
+    def cleaned_up(self) -> bool:
+        """Whether the run got as far as removing the leftovers of earlier kills (a kill
+        before that, while Python still imports, say, leaves them for the next start)."""
+        return LEFTOVERS_CHECKED in self.log
+
+
+LEFTOVERS_CHECKED = "checked the state directories for interrupted writes"
+
+
+def start_and_kill(node: Node, faults: Faults, stages: Sequence[Stage]) -> Killed:
+    """Start ``node``'s agent, kill -9 it at a stage chosen at random; where and its log.
     The agent is stopped when this returns (its log handle closed)."""
     stage = faults.rng.choice(list(stages))
     pause = (
@@ -125,7 +141,7 @@ def start_and_kill(node: Node, faults: Faults, stages: Sequence[Stage]) -> str:
         raise AssertionError(f"the agent exited by itself ({what}):\n{tail.read()[-3000:]}")
     agent.kill()
     agent.stop()
-    return f"{what} +{pause:.3f} s"
+    return Killed(f"{what} +{pause:.3f} s", tail.read())
 
 
 def agent_status(node: Node) -> dict[str, Any] | None:
