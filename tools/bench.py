@@ -24,7 +24,8 @@
    (replace_chains; goal: under 50 ms), beside ``nft -f`` of the same ruleset.
 7. The distributed firewall as the agent renders it (tools/bench_firewall.py; root): 5,000 ACEs
    over 100 app interfaces rendered and applied (goal: within 1.5x of ``nft -f``), beside
-   ``nft -f`` and an EVE-style iptables rendering loaded by ``iptables-restore`` (nft compat)
+   ``nft -f``, ``nft -j -f`` of the agent's own JSON commands (the floor of the JSON API the
+   issue asks for) and an EVE-style iptables rendering loaded by ``iptables-restore`` (nft compat)
    and ``iptables-legacy-restore``; one ACE edited (goal: under 50 ms); the packet path between
    two apps on one bridge with the 5,000 ACEs loaded, beside the same pair with no rules
    (throughput, latency, new connections per second; tools/netprobe.py).

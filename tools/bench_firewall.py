@@ -190,16 +190,23 @@ async def _apply_rows(ns: str, tmp: Path, repeat: int) -> list[Row]:
     rules = sum(len(c.rules) for t in tables for c in t.chains)
     ipt = iptables_text(base)
 
-    def nft_f(body: str) -> float:
+    # The agent's own command list for these tables from nothing, for `nft -j -f`: what
+    # libnftables' JSON input costs by itself (the issue's API) beside its text input.
+    cmds: list[dict[str, object]] = []
+    for t in tables:
+        nft._rebuild(t, None, cmds)
+    commands = json.dumps({"nftables": cmds}, separators=(",", ":"))
+
+    def nft_f(body: str, *flags: str) -> float:
         path = tmp / "rules.nft"
         path.write_text(body)
-        return _sh(*in_ns, "nft", "-f", str(path))
+        return _sh(*in_ns, "nft", *flags, "-f", str(path))
 
     async def drop_tables() -> None:
         for t in tables:
             await nft.delete_table(t.family, t.name)
 
-    mine, mine_render, ref, legacy, nft_compat = [], [], [], [], []
+    mine, mine_render, ref, ref_json, legacy, nft_compat = [], [], [], [], [], []
     one, one_ref, one_ipt = [], [], []
     try:
         for _ in range(repeat):
@@ -211,6 +218,8 @@ async def _apply_rows(ns: str, tmp: Path, repeat: int) -> list[Row]:
             mine_render.append(t1 - t0)
             await drop_tables()
             ref.append(await asyncio.to_thread(nft_f, text))
+            await drop_tables()
+            ref_json.append(await asyncio.to_thread(nft_f, commands, "-j"))
             await drop_tables()
             nft_compat.append(await asyncio.to_thread(_sh, *in_ns, "iptables-restore", stdin=ipt))
             legacy.append(
@@ -252,6 +261,8 @@ async def _apply_rows(ns: str, tmp: Path, repeat: int) -> list[Row]:
     return [
         (f"firewall: render + apply from nothing ({what})", _ms(mine),
          f"{_ms(ref)} (nft -f of the same tables, new process)", f"{med(mine) / med(ref):.2f}x"),
+        ("firewall: the JSON API's floor: nft -j -f of the agent's commands", _ms(ref_json),
+         f"{_ms(ref)} (nft -f of the same tables as text)", f"{med(ref_json) / med(ref):.2f}x"),
         ("firewall: of which render (plan to tables, pure Python)", _ms(mine_render),
          f"{render_s * 1e3:.1f} ms (first render, cold)", ""),
         ("firewall: the same ACEs EVE-style in iptables", _ms(mine),
