@@ -1,9 +1,12 @@
 """Access control entries of an app interface (``config.ACE``), validated.
 
-Match types and semantics as in ``eve:docs/NETWORK-ACLS.md``: the matches of one ACE are ANDed;
-an ACE with no action allows; ``drop``, ``limit`` (rate/unit/burst) and ``portmap`` (to
-``appPort``) are the actions.  Every value is checked here, so the firewall reconciler never has
-to render something it cannot trust.
+Match types and semantics as in ``eve:docs/NETWORK-ACLS.md``: the matches of one ACE are ANDed,
+and an ACE with no match matches everything; an ACE with no action allows; ``drop``, ``limit``
+(rate/unit/burst) and ``portmap`` (to ``appPort``) are the actions, one per ACE (EVE refuses
+several actions, and one action that sets more than one of them).  A ``host`` match whose value
+is an address or a prefix is an ``ip`` match (EVE's zedrouter does the same, with a warning).
+Every value is checked here, so the firewall reconciler never has to render something it
+cannot trust.
 """
 
 from __future__ import annotations
@@ -73,6 +76,10 @@ def _match_values(raw_type: str, raw_value: str) -> AceMatch:
         except ValueError:
             raise ValueError(f"ACE ip {raw_value!r} is not an address or prefix") from None
     elif kind == "host":
+        try:
+            return AceMatch("ip", str(ipaddress.ip_network(value, strict=False)))
+        except ValueError:
+            pass  # a name, as it should be
         if not _HOST_RE.match(value):
             raise ValueError(f"ACE host {raw_value!r} is not a host name")
         value = value.lower().rstrip(".")
@@ -97,6 +104,8 @@ def _action(msg: Any) -> AceAction:
         unit = LIMIT_UNITS.get(msg.limitunit.strip().lower() or "s", "")
         if not unit:
             raise ValueError(f"ACE limitunit {msg.limitunit!r} unknown")
+    if sum((bool(msg.drop), bool(msg.limit), bool(msg.portmap))) > 1:
+        raise ValueError("ACE action combines drop, limit and portmap (EVE refuses it)")
     if msg.portmap and not 1 <= msg.appPort <= 65535:
         raise ValueError(f"ACE portmap appPort {msg.appPort} is not a port number")
     return AceAction(
@@ -113,8 +122,8 @@ def _action(msg: Any) -> AceAction:
 def parse_ace(msg: Any) -> Ace:
     """Validate one ``config.ACE``; raises ValueError naming the bad part."""
     matches = tuple(_match(m) for m in msg.matches)
-    if not matches:
-        raise ValueError(f"ACE {msg.id} has no match")
+    if len(msg.actions) > 1:
+        raise ValueError(f"ACE {msg.id} has {len(msg.actions)} actions (EVE supports one)")
     actions = tuple(_action(a) for a in msg.actions)
     if any(a.portmap for a in actions) and not any(m.type == "lport" for m in matches):
         raise ValueError(f"ACE {msg.id} has a portmap action without an lport match")

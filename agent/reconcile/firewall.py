@@ -104,6 +104,15 @@ def _prefix(text: str) -> Any:
     return addr if host else {"prefix": {"addr": addr, "len": length}}
 
 
+def _remote(field: str, text: str) -> dict[str, Any]:
+    """An ``ip`` match on ``field`` (saddr, daddr) in its own family: an IPv6 remote is an
+    ``ip6`` match, which no IPv4 packet meets (and the reverse), as EVE puts each in the
+    iptables of its version.  Never the rule without the match: that would widen it."""
+    protocol = "ip" if _network(text)[0] == 4 else "ip6"
+    left = {"payload": {"protocol": protocol, "field": field}}
+    return {"match": {"op": "==", "left": left, "right": _prefix(text)}}
+
+
 def chain_names(vif: VifPlan, number: int) -> tuple[str, str]:
     return f"out{number}", f"in{number}"
 
@@ -179,9 +188,7 @@ def _ace_rule(
     ports: dict[str, str] = {}
     for m in ace.matches:
         if m.type == "ip":
-            if _network(m.value)[0] != 4:
-                continue  # an IPv4 instance: IPv6 remotes never match
-            exprs.append(_match(remote, _prefix(m.value)))
+            exprs.append(_remote(remote, m.value))
         elif m.type == "protocol":
             protocol = m.value
         elif m.type in ("lport", "fport"):
@@ -268,16 +275,21 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
         out_name, in_name = chain_names(vif, number)
         out_rules: list[Rule] = []
         in_rules: list[Rule] = []
+        nat_rules: list[Rule] = []
+        vif_hosts: list[HostSet] = []
         try:
             for ace in vif.acls:
-                out_rules += _ace_rule(vif.app_id, vif, ace, number, hosts)
+                out_rules += _ace_rule(vif.app_id, vif, ace, number, vif_hosts)
                 action = ace.actions[0] if ace.actions else None
                 if action is not None and action.portmap:
-                    in_rules.append(_portmap_in(vif, ace))
-                    prerouting += _portmap_nat(vif, ace, ni.ports)
+                    in_rules += _portmap_in(vif, ace)
+                    nat_rules += _portmap_nat(vif, ace, ni.ports)
         except PermanentError as exc:
+            # None of the interface's ACL then: not the ACEs before the bad one either.
             errors.append((vif.app_id, f"interface eth{vif.index}: {exc}"))
-            out_rules = []
+            out_rules, in_rules, nat_rules, vif_hosts = [], [], [], []
+        prerouting += nat_rules
+        hosts += vif_hosts
         out_drop, in_drop = f"ace:{vif.app_id}:{vif.index}:0", f"ace-in:{vif.app_id}:{vif.index}:0"
         for rules, drop in ((out_rules, out_drop), (in_rules, in_drop)):
             rules += [_logged((), drop), Rule(({"drop": None},), comment=drop, counter=True)]
@@ -396,24 +408,55 @@ def _switch_chains(netplan: NetPlan) -> tuple[list[Chain], list[Map], list[tuple
     return chains, maps, errors
 
 
-def _portmap_parts(ace: Ace) -> tuple[int, int, int]:
-    protocol = next((m.value for m in ace.matches if m.type == "protocol"), "")
-    lport = next((m.value for m in ace.matches if m.type == "lport"), "")
-    number = PROTOCOLS.get(protocol)
-    if number not in (6, 17) or not lport:
+@dataclass(frozen=True)
+class _Portmap:
+    """A PORTMAP ACE's parts: ``lport`` on the node's ports to ``app_port`` of the app, for
+    connections from ``source`` (an ``ip`` match; None: anyone) and ``sport`` (the ``fport``
+    match: the remote's port), as EVE's pre- and post-DNAT ingress matches."""
+
+    proto: int
+    lport: int
+    app_port: int
+    source: str | None
+    sport: int | None
+
+    @property
+    def ipv4(self) -> bool:
+        """Whether IPv4 can meet it: an IPv6 source never does (and there is no IPv6 NAT)."""
+        return self.source is None or _network(self.source)[0] == 4
+
+    def remote(self) -> list[dict[str, Any]]:
+        return [_remote("saddr", self.source)] if self.source is not None else []
+
+
+def _portmap_parts(ace: Ace) -> _Portmap:
+    """PermanentError for a portmap EVE refuses or this agent cannot render."""
+    values = {m.type: m.value for m in ace.matches}
+    number = PROTOCOLS.get(values.get("protocol", ""))
+    if number not in (6, 17) or "lport" not in values:
         raise PermanentError(f"ACE {ace.id}: a portmap needs protocol tcp or udp and lport")
-    return number, int(lport), ace.actions[0].app_port
+    if "host" in values or "eidset" in values:
+        raise PermanentError(f"ACE {ace.id}: {'host' if 'host' in values else 'eidset'} "
+                             "matches are not supported in a portmap yet")  # fmt: skip
+    fport = values.get("fport")
+    return _Portmap(number, int(values["lport"]), ace.actions[0].app_port, values.get("ip"),
+                    int(fport) if fport is not None else None)  # fmt: skip
 
 
-def _portmap_in(vif: VifPlan, ace: Ace) -> Rule:
-    proto, _lport, app_port = _portmap_parts(ace)
-    return Rule((*_l4(proto, dport=app_port), *_mark(ace.id),
-                 {"accept": None}), comment=f"ace-in:{vif.app_id}:{vif.index}:{ace.id}",
-                counter=True)  # fmt: skip
+def _portmap_in(vif: VifPlan, ace: Ace) -> list[Rule]:
+    """The ingress rule that lets a mapped connection in (after the DNAT: to the app's port)."""
+    pm = _portmap_parts(ace)
+    if not pm.ipv4:
+        return []
+    return [Rule((*pm.remote(), *_l4(pm.proto, sport=pm.sport, dport=pm.app_port),
+                  *_mark(ace.id), {"accept": None}),
+                 comment=f"ace-in:{vif.app_id}:{vif.index}:{ace.id}", counter=True)]  # fmt: skip
 
 
 def _portmap_nat(vif: VifPlan, ace: Ace, ports: Iterable[Any]) -> list[Rule]:
-    proto, lport, app_port = _portmap_parts(ace)
+    pm = _portmap_parts(ace)
+    if not pm.ipv4:
+        return []
     label = next((m.value for m in ace.matches if m.type == "adapter"), "")
     out = []
     for port in ports:
@@ -421,8 +464,9 @@ def _portmap_nat(vif: VifPlan, ace: Ace, ports: Iterable[Any]) -> list[Rule]:
             continue
         comment = f"portmap:{vif.app_id}:{vif.index}:{ace.id}:{port.name}"
         out.append(Rule((
-            _match("iifname", port.ifname), *_l4(proto, dport=lport),
-            {"dnat": {"addr": vif.ip, "port": app_port}},
+            _match("iifname", port.ifname), *pm.remote(),
+            *_l4(pm.proto, sport=pm.sport, dport=pm.lport),
+            {"dnat": {"addr": vif.ip, "port": pm.app_port}},
         ), comment=comment, counter=True))  # fmt: skip
     return out
 

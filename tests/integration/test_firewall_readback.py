@@ -2,9 +2,10 @@
 own): a restarted agent compares what it finds with what it wants, chain by chain, so a rule
 written in a form libnftables lists differently would be replaced on every start instead of
 adopted.  Every construct the app firewall and the node firewall use is here: addresses and
-prefixes, host sets, protocols with and without ports, DROP and LIMIT with their logging,
-PORTMAP (ingress and DNAT), NAT, the verdict maps (by address, and by MAC for switch
-instances' chains both ways), the node's port and app input chains."""
+prefixes (IPv4 and IPv6), host sets, protocols with and without ports, DROP and LIMIT with
+their logging, PORTMAP (ingress and DNAT, open to all or to one source), EVE's match-all ACE,
+NAT, the verdict maps (by address, and by MAC for switch instances' chains both ways), the
+node's port and app input chains."""
 
 from __future__ import annotations
 
@@ -44,13 +45,20 @@ def _plan() -> NetPlan:
         Ace(6, "", 0, (m("protocol", "tcp"), m("lport", "8022"), m("adapter", "uplink")),
             (AceAction(portmap=True, app_port=80),)),
         Ace(7, "", 0, (m("protocol", "sctp"), m("fport", "9")), ()),
+        # IPv6 remotes (ip6 matches), a portmap open to one network's port only, and EVE's
+        # match-all ACE last.
+        Ace(8, "", 0, (m("ip", "2001:db8::/32"), m("protocol", "tcp"), m("fport", "443")), ()),
+        Ace(9, "", 0, (m("ip", "2001:db8::7/128"),), (AceAction(drop=True),)),
+        Ace(10, "", 0, (m("ip", "198.51.100.0/24"), m("protocol", "udp"), m("fport", "4000"),
+                        m("lport", "5353")), (AceAction(portmap=True, app_port=53),)),
+        Ace(11, "", 0, (), ()),
     )  # fmt: skip
     for n, app in enumerate(APPS):
         plan.vifs[(app, 0)] = VifPlan(app, 0, "ni", f"erv{n}", f"02:00:00:00:00:0{n}",
                                       f"10.90.0.{20 + n}", f"app{n}", acls)  # fmt: skip
     # A switch instance: chains by MAC, both ways (no host matches nor PORTMAP there).
     plan.instances["sw"] = NiPlan("sw", "sw", SWITCH, "erb1", None, (), "", (), (), 0)
-    switched = tuple(a for a in acls if a.id not in (3, 6))
+    switched = tuple(a for a in acls if a.id not in (3, 6, 10))
     for n, app in enumerate(APPS[:2]):
         plan.vifs[(app, 1)] = VifPlan(app, 1, "sw", f"erw{n}", f"02:00:00:00:01:0{n}", "",
                                       f"app{n}", switched)  # fmt: skip

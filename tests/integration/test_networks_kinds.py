@@ -123,7 +123,12 @@ async def test_a_switch_instance_hands_out_outside_addresses(site: Site, tmp_pat
     ni = NetworkInstance(NI, "1", "lan", 1, True, "lan", 1, "", "", "", "", (), (), 0)
     web = Ace(1, "", 0, (AceMatch("ip", "192.0.2.0/24"), AceMatch("protocol", "tcp"),
                          AceMatch("fport", "8080")), ())  # fmt: skip
-    app = _app(0, AppInterface("eth0", NI, "", "", (web,), 0))
+    # IPv6 remotes: 8087 to the outside's IPv6 address, 8088 to another one only.
+    web6 = [
+        Ace(n, "", 0, (AceMatch("ip", a), AceMatch("protocol", "tcp"), AceMatch("fport", p)), ())
+        for n, a, p in ((2, "fd00:e5::1/128", "8087"), (3, "fd00:e5::99/128", "8088"))
+    ]
+    app = _app(0, AppInterface("eth0", NI, "", "", (web, *web6), 0))
     config = NodeConfig(DEVICE, "1", 0.0, parse_items([]), apps={app.id: app},
                         network_instances={NI: ni}, ports={"sw0": port})  # fmt: skip
     # Bridged IPv6 off in the node's namespace: the instance's bridge turns it on.
@@ -205,11 +210,17 @@ async def check_switch_ipv6(site: Site, outside: str, app_ns: str) -> None:
     assert (await asyncio.to_thread(in_ns, site.node_ns, "cat", NF6)).stdout.strip() == "1"
     for ns, dev, address in ((outside, "o0", "fd00:e5::1/64"), (app_ns, "eth0", "fd00:e5::2/64")):
         await asyncio.to_thread(ip, "-n", ns, "addr", "add", address, "dev", dev, "nodad")
-    site.procs.append(await asyncio.to_thread(serve_who, outside, 8086, "::"))
-    await asyncio.to_thread(wait_listening, ["ip", "netns", "exec", outside], "::1", 8086)
+    for port_no in (8086, 8087, 8088):
+        site.procs.append(await asyncio.to_thread(serve_who, outside, port_no, "::"))
+        await asyncio.to_thread(wait_listening, ["ip", "netns", "exec", outside], "::1", port_no)
     ping = await asyncio.to_thread(in_ns, app_ns, "ping", "-6", "-c", "1", "-W", "5", "fd00:e5::1")
     assert ping.returncode == 0, ping.stdout + ping.stderr
     assert (await asyncio.to_thread(ask, app_ns, "fd00:e5::1", 8086)).returncode != 0
+    # The ACEs' IPv6 addresses are matched (ip6): 8087 is allowed to this address, 8088 only
+    # to another one (it once passed: the rule was rendered without its address).
+    who = await asyncio.to_thread(ask, app_ns, "fd00:e5::1", 8087)
+    assert who.returncode == 0 and who.stdout.strip() == "fd00:e5::2", who
+    assert (await asyncio.to_thread(ask, app_ns, "fd00:e5::1", 8088)).returncode != 0
 
 
 async def test_an_air_gapped_instance_connects_its_apps_and_nothing_else(site: Site) -> None:

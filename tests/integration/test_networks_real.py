@@ -401,6 +401,25 @@ async def test_nat_acls_and_a_portmap_with_real_packets(
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert got.returncode == 0 and "outside 8080" in got.stdout, got.stderr
+        # The portmap's ip match restricts who may use it (EVE's ingress match on the source):
+        # first a network the outside is not in, then its own.
+        portmap = acls[1]["matches"]
+        assert isinstance(portmap, list)
+        portmap.append({"type": "ip", "value": "203.0.113.0/24"})
+        assert await rec.apply(env.config(doc), 60), rec.report
+        assert await asyncio.to_thread(_outside_get, outside, "http://192.0.2.1:8022/") == 1
+        portmap[-1]["value"] = "192.0.2.0/24"
+        assert await rec.apply(env.config(doc), 60), rec.report
+        assert await asyncio.to_thread(_outside_get, outside, "http://192.0.2.1:8022/") == 0
+        portmap.pop()
+        # An ACE for an IPv6 remote opens nothing to IPv4 (it once rendered without its address
+        # match, as "tcp dport 9090 accept": to anywhere).
+        acls.append({"id": 5, "matches": [{"type": "ip", "value": "2001:db8::1"},
+                                          {"type": "protocol", "value": "tcp"},
+                                          {"type": "fport", "value": "9090"}]})  # fmt: skip
+        assert await rec.apply(env.config(doc), 60), rec.report
+        assert not await asyncio.to_thread(_wget, state.pid, "http://192.0.2.2:9090/")
+        acls.pop()
 
         # A host match: 9090 is allowed to allowed.example once the app resolved it (the
         # instance's dnsmasq puts the answer into the rule's set).

@@ -313,7 +313,13 @@ def test_app_with_valid_acls() -> None:
 @pytest.mark.parametrize(
     ("matches", "actions", "fragment"),
     [
-        ([], [], "has no match"),
+        ([("ip", "10.0.0.1")], [fw_pb2.ACEAction(), fw_pb2.ACEAction(drop=True)],
+         "2 actions"),
+        ([("lport", "22")], [fw_pb2.ACEAction(drop=True, portmap=True, appPort=22)],
+         "combines drop, limit and portmap"),
+        ([("ip", "10.0.0.1")], [fw_pb2.ACEAction(drop=True, limit=True, limitrate=1)],
+         "combines"),
+        ([("host", "10.0.0.0/33")], [], "not a host name"),
         ([("ip", "10.0.0.300")], [], "not an address"),
         ([("host", "bad host!")], [], "not a host name"),
         ([("protocol", "256")], [], "not a protocol"),
@@ -332,6 +338,20 @@ def test_parse_ace_rejections(
 ) -> None:
     with pytest.raises(ValueError, match=fragment):
         acl.parse_ace(ace(matches, actions=actions))
+
+
+def test_parse_ace_as_eve_reads_it() -> None:
+    # No match: everything (EVE's match-all ACE), allowed by default.
+    got = acl.parse_ace(ace([]))
+    assert (got.matches, got.actions) == ((), ())
+    # A host match naming an address or a prefix is an ip match (zedrouter does the same).
+    got = acl.parse_ace(ace([("host", "192.0.2.7"), ("protocol", "tcp")]))
+    assert got.matches == (acl.AceMatch("ip", "192.0.2.7/32"), acl.AceMatch("protocol", "tcp"))
+    got = acl.parse_ace(ace([("host", "2001:db8::/32")]))
+    assert got.matches == (acl.AceMatch("ip", "2001:db8::/32"),)
+    assert acl.parse_ace(ace([("host", "a.example")])).matches == (
+        acl.AceMatch("host", "a.example"),
+    )
 
 
 def test_parse_ace_defaults_and_limits() -> None:
