@@ -349,17 +349,20 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
     return FirewallItem((nat_table, filter_table, guard)), errors, hosts
 
 
-#: Always allowed from and to an app on a switch instance (EVE's implicit allows): DHCP and
-#: DNS to the outside network's servers, ICMPv6 (neighbour discovery).  ARP is no IP packet:
-#: the IP hooks never see it.
+#: Always allowed from and to an app on a switch instance (EVE's implicit allows): DHCP,
+#: DHCPv6 and DNS to the outside network's servers, ICMPv6 (neighbour discovery).  The DHCP
+#: servers' answers are let in by port: a client asks by broadcast or multicast, so conntrack
+#: does not see the answer as a reply.  ARP is no IP packet: the IP hooks never see it.
 _SWITCH_OUT = (
     Rule((*_l4(17, dport=67), {"accept": None})),
+    Rule((*_l4(17, dport=547), {"accept": None})),
     Rule((*_l4(17, dport=53), {"accept": None})),
     Rule((*_l4(6, dport=53), {"accept": None})),
     Rule((*_l4(58), {"accept": None})),
 )
 _SWITCH_IN = (
     Rule((*_l4(17, sport=67), {"accept": None})),
+    Rule((*_l4(17, sport=547), {"accept": None})),
     Rule((*_l4(58), {"accept": None})),
 )
 

@@ -49,6 +49,28 @@ DEVICE = "6d3b3b4e-8a3c-4c47-9d41-0000000f0001"
 NI = "6d3b3b4e-8a3c-4c47-9d41-0000000f0002"
 APPS = ["6d3b3b4e-8a3c-4c47-9d41-0000000f00a1", "6d3b3b4e-8a3c-4c47-9d41-0000000f00a2"]
 NF6 = "/proc/sys/net/bridge/bridge-nf-call-ip6tables"
+# One UDP datagram over IPv6: received on argv[1] within 5 s ("<source port> <data>"; exit 1 if
+# none), or sent from port argv[1] to argv[2]:argv[3] every 0.2 s, 20 times (the receiver may
+# still be starting).
+UDP_RECV = (
+    "import socket, sys\n"
+    "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+    "s.bind(('::', int(sys.argv[1])))\n"
+    "s.settimeout(5)\n"
+    "try:\n"
+    "    data, peer = s.recvfrom(64)\n"
+    "except TimeoutError:\n"
+    "    sys.exit(1)\n"
+    "print(peer[1], data.decode())\n"
+)
+UDP_SEND = (
+    "import socket, sys, time\n"
+    "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+    "s.bind(('::', int(sys.argv[1])))\n"
+    "for _ in range(20):\n"
+    "    s.sendto(b'hi', (sys.argv[2], int(sys.argv[3])))\n"
+    "    time.sleep(0.2)\n"
+)
 
 
 @dataclass
@@ -181,8 +203,36 @@ async def test_a_switch_instance_hands_out_outside_addresses(site: Site, tmp_pat
     # IPv6 meets the same chains: ICMPv6 is always allowed, TCP to a port no ACE allows is
     # dropped (it would pass with bridged IPv6 left off).
     await check_switch_ipv6(site, outside, app_ns)
+    # DHCPv6 passes both ways, as EVE's implicit allows (the server's answer by its port).
+    await check_switch_dhcpv6(outside, app_ns)
     # An address the app sets itself is learnt from its ARP (which the source guard logs).
     await check_learnt_from_arp(site, app_ns, app.id, layout)
+
+
+def _udp(receiver: str, port: int, sender: str, sport: int, address: str) -> str | None:
+    """A datagram from ``sender``'s ``sport`` to ``address``:``port`` in ``receiver``: what
+    arrived ("<source port> hi"), None if nothing did."""
+    with subprocess.Popen(["ip", "netns", "exec", receiver, "python3", "-c", UDP_RECV, str(port)],
+                          stdout=subprocess.PIPE, text=True) as recv:  # fmt: skip
+        send = subprocess.Popen(["ip", "netns", "exec", sender, "python3", "-c", UDP_SEND,
+                                 str(sport), address, str(port)])  # fmt: skip
+        try:
+            out, _ = recv.communicate(timeout=30)
+        finally:
+            send.kill()
+            send.wait()
+    return out.strip() if recv.returncode == 0 else None
+
+
+async def check_switch_dhcpv6(outside: str, app_ns: str) -> None:
+    # A server's datagram to the client that is no reply conntrack knows (as an answer to a
+    # multicast solicit is not), then the app to a server (from another port than 546: the
+    # first exchange's reply direction would pass on conntrack alone).
+    assert await asyncio.to_thread(_udp, app_ns, 546, outside, 547, "fd00:e5::2") == "547 hi"
+    assert await asyncio.to_thread(_udp, outside, 547, app_ns, 5460, "fd00:e5::1") == "5460 hi"
+    # Other UDP ports stay shut both ways.
+    assert await asyncio.to_thread(_udp, outside, 549, app_ns, 5461, "fd00:e5::1") is None
+    assert await asyncio.to_thread(_udp, app_ns, 5462, outside, 548, "fd00:e5::2") is None
 
 
 async def check_learnt_from_arp(site: Site, app_ns: str, app_id: str, layout: NetPlan) -> None:
