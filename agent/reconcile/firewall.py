@@ -177,11 +177,13 @@ def _ace_rule(
 ) -> list[Rule]:
     """The egress rule(s) of one ACE (``inbound``: its mirror for packets to the app, the
     remote end their source).  PermanentError for what EVE refuses or this agent does not do
-    yet.  A ``host`` match adds its set to ``hosts``.
+    yet.  A ``host`` match adds its set to ``hosts`` (egress only: the mirror uses the same).
 
-    ``switch``: a switch instance's chain, where an allowing rule marks the connection and
-    returns (so that the receiving app's ingress chain decides too: between two apps on one
-    switch instance the receiver's ACE is the mark that stays)."""
+    An allowing rule marks the connection and *returns*, so that a packet to another app
+    meets the receiving app's ingress chain too (EVE's ACEs work both ways: between two apps
+    the receiver's ACE is the mark that stays); to anywhere else the ``forward`` chain's
+    policy accepts it.  ``switch``: a switch instance's chain (host matches and PORTMAP are
+    errors there, as in EVE)."""
     remote = "saddr" if inbound else "daddr"
     exprs: list[dict[str, Any]] = []
     protocol: str | None = None
@@ -200,8 +202,9 @@ def _ace_rule(
                                  "network instance (EVE neither)")  # fmt: skip
         elif m.type == "host":
             name = f"h{number}_{ace.id}"
-            hosts.append(HostSet(vif.ni_id, m.value.removeprefix("*."), name))
-            exprs.append(_match("daddr", f"@{name}"))
+            if not inbound:
+                hosts.append(HostSet(vif.ni_id, m.value.removeprefix("*."), name))
+            exprs.append(_match(remote, f"@{name}"))
         else:
             raise PermanentError(f"ACE {ace.id}: {m.type} matches are not supported yet")
     if ports and protocol not in ("tcp", "udp", "sctp", "6", "17", "132"):
@@ -222,7 +225,7 @@ def _ace_rule(
         if switch:
             raise PermanentError(f"ACE {ace.id}: a portmap needs a local network instance")
         return []  # inbound: the ingress chain and the NAT table
-    allow = (*_mark(ace.id), {"return": None} if switch else {"accept": None})
+    allow = (*_mark(ace.id), {"return": None})
 
     def logged(what: str) -> list[Rule]:
         return [_logged(exprs, what)]
@@ -277,6 +280,10 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
         in_rules: list[Rule] = []
         nat_rules: list[Rule] = []
         vif_hosts: list[HostSet] = []
+        if not ni.ports:
+            # Air-gapped: as in EVE, no ingress ACL (nothing outside can reach it); the
+            # sender's egress chain decided for a packet from another app of the instance.
+            in_rules.append(Rule((_match("iifname", ni.bridge), {"accept": None})))
         try:
             for ace in vif.acls:
                 out_rules += _ace_rule(vif.app_id, vif, ace, number, vif_hosts)
@@ -284,10 +291,13 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
                 if action is not None and action.portmap:
                     in_rules += _portmap_in(vif, ace)
                     nat_rules += _portmap_nat(vif, ace, ni.ports)
+                elif ni.ports:
+                    in_rules += _ace_rule(vif.app_id, vif, ace, number, [], inbound=True)
         except PermanentError as exc:
             # None of the interface's ACL then: not the ACEs before the bad one either.
             errors.append((vif.app_id, f"interface eth{vif.index}: {exc}"))
-            out_rules, in_rules, nat_rules, vif_hosts = [], [], [], []
+            out_rules, nat_rules, vif_hosts = [], [], []
+            in_rules = in_rules[:1] if not ni.ports else []
         prerouting += nat_rules
         hosts += vif_hosts
         out_drop, in_drop = f"ace:{vif.app_id}:{vif.index}:0", f"ace-in:{vif.app_id}:{vif.index}:0"
@@ -548,7 +558,7 @@ def drops(
 ) -> dict[str, list[InterfaceDrops]]:
     """Per app, its interfaces' drops from the rule counters (by comment): egress drops are the
     implicit drop and the DROP ACEs, LIMIT ACEs' excess is ``tx_limited``, ingress drops the
-    ingress chain's implicit drop."""
+    ingress chain's implicit drop and the DROP ACEs' mirrors."""
     out: dict[str, list[InterfaceDrops]] = {}
     for vif in sorted(netplan.vifs.values(), key=lambda v: (v.app_id, v.index)):
         base = f"ace:{vif.app_id}:{vif.index}"
@@ -558,6 +568,7 @@ def drops(
             counters.get(f"{base}:{a.id}:over", (0, 0))[0]
             for a in vif.acls if a.actions and a.actions[0].limit
         )  # fmt: skip
-        rx = counters.get(f"ace-in:{vif.app_id}:{vif.index}:0", (0, 0))[0]
+        rx = sum(counters.get(f"ace-in:{vif.app_id}:{vif.index}:{i}", (0, 0))[0]
+                 for i in dropping)  # fmt: skip
         out.setdefault(vif.app_id, []).append(InterfaceDrops(vif.guest_ifname, tx, rx, limited))
     return out

@@ -331,3 +331,52 @@ async def test_an_air_gapped_instance_connects_its_apps_and_nothing_else(site: S
     counters = await site.rec.networks.firewall.counters()  # type: ignore[union-attr]
     assert counters[f"spoof:{APPS[0]}:0:ip"][0] > 0
     assert counters[f"spoof:{APPS[0]}:0:mac"][0] > 0
+
+
+async def test_on_a_local_instance_the_receivers_acl_decides_too(site: Site) -> None:
+    # EVE's ACEs work both ways: between two apps, the sender's ACL must allow the receiver
+    # and the receiver's (mirrored: remote end as source) the sender.
+    far = await asyncio.to_thread(site.ns, "far")  # the port's other end
+    await asyncio.to_thread(ip, "-n", site.node_ns, "link", "add", "up0", "type", "veth", "peer",
+                            "name", "o0", "netns", far)  # fmt: skip
+    for argv in (("addr", "add", "192.0.2.11/24", "dev", "up0"), ("link", "set", "up0", "up")):
+        await asyncio.to_thread(ip, "-n", site.node_ns, *argv)
+    port = Port("up0", "up0", True, True, 0, ("all", "uplink"), "none")
+    ni = NetworkInstance(NI, "1", "lan", 2, True, "uplink", 1, "10.61.0.0/24", "10.61.0.1",
+                         "10.61.0.100", "10.61.0.150", (), (), 0)  # fmt: skip
+    m = AceMatch
+    to_two = Ace(1, "", 0, (m("ip", "10.61.0.12"), m("protocol", "tcp"), m("fport", "8080")), ())
+    outside = Ace(1, "", 0, (m("ip", "198.51.100.0/24"),), ())
+    from_one = Ace(2, "", 0, (m("ip", "10.61.0.11"), m("protocol", "tcp"), m("lport", "8080")),
+                   ())  # fmt: skip
+
+    def config(version: str, *acls: Ace) -> NodeConfig:
+        apps = [
+            _app(0, AppInterface("eth0", NI, "10.61.0.11", "", (to_two,), 0)),
+            _app(1, AppInterface("eth0", NI, "10.61.0.12", "", acls, 0)),
+        ]
+        return NodeConfig(DEVICE, version, 0.0, parse_items([]), apps={a.id: a for a in apps},
+                          network_instances={NI: ni}, ports={"up0": port})  # fmt: skip
+
+    assert await site.rec.apply(config("1", outside), 30), site.rec.report
+    layout = site.rec.layout
+    assert layout is not None and layout.instances[NI].ports
+    bridge = layout.instances[NI].bridge
+    one, two = f"ekd-{site.tag}-l1", f"ekd-{site.tag}-l2"
+    for n, (app_ns, address) in enumerate(((one, "10.61.0.11"), (two, "10.61.0.12"))):
+        site.made.append(app_ns)
+        vif = layout.vifs[(APPS[n], 0)]
+        await asyncio.to_thread(app_standin, site.node_ns, app_ns, bridge, vif.host_name,
+                                f"{address}/24", "10.61.0.1", vif.mac)  # fmt: skip
+    site.procs.append(await asyncio.to_thread(serve_who, two, 8080))
+    await asyncio.to_thread(wait_listening, ["ip", "netns", "exec", two], "127.0.0.1", 8080)
+    # The sender's ACL allows it, the receiver's names only an outside network: dropped, and
+    # counted as the receiver's ingress drop.
+    assert (await asyncio.to_thread(ask, one, "10.61.0.12", 8080)).returncode != 0
+    counters = await site.rec.networks.firewall.counters()  # type: ignore[union-attr]
+    assert counters[f"ace-in:{APPS[1]}:0:0"][0] > 0
+    # The receiver's ACL names the sender (its port as the local one): through, with the
+    # sender's own address (no NAT on the instance).
+    assert await site.rec.apply(config("2", outside, from_one), 30), site.rec.report
+    who = await asyncio.to_thread(ask, one, "10.61.0.12", 8080)
+    assert who.returncode == 0 and who.stdout.strip() == "10.61.0.11", who

@@ -75,7 +75,33 @@ def test_an_ace_without_matches_matches_everything() -> None:
     tables, errors = _render(Ace(7, "", 0, (), ()))
     assert errors == []
     rule = _counted(_rules(tables, "filter", "out0"), f"ace:{APP}:0:7")
-    assert _payloads(rule) == [] and {"accept": None} in rule.expr
+    assert _payloads(rule) == [] and {"return": None} in rule.expr  # on to the receiver's
+
+
+def test_the_ingress_chain_holds_the_aces_mirrored_as_eve_does() -> None:
+    # EVE's ACEs work both ways (all but PORTMAP): a packet to the app meets its ACEs with the
+    # remote end as source, so another app reaches it only if its own ACL allows that app.
+    tables, errors = _render(
+        Ace(1, "", 0, (m("ip", "10.90.0.21"), m("protocol", "tcp"), m("lport", "8080")), ()),
+        Ace(2, "", 0, (m("host", "example.com"), m("protocol", "udp")), ()),
+        Ace(3, "", 0, (m("ip", "192.0.2.9"),), (AceAction(drop=True),)),
+    )
+    assert errors == []
+    ingress = _rules(tables, "filter", "in0")
+    allowed = _counted(ingress, f"ace-in:{APP}:0:1")
+    assert _payloads(allowed) == [("ip", "saddr", "10.90.0.21"), ("tcp", "dport", 8080)]
+    assert allowed.expr[-1] == {"return": None}
+    host = _counted(ingress, f"ace-in:{APP}:0:2")
+    (egress_host,) = [r for r in _rules(tables, "filter", "out0") if r.comment == f"ace:{APP}:0:2"]
+    set_name = egress_host.expr[0]["match"]["right"]
+    saddr = {"payload": {"protocol": "ip", "field": "saddr"}}
+    assert host.expr[0]["match"] == {"op": "==", "left": saddr, "right": set_name}
+    assert [s.name for s in tables["filter"].sets].count(set_name[1:]) == 1  # one set, both ways
+    dropped = _counted(ingress, f"ace-in:{APP}:0:3")
+    assert _payloads(dropped) == [("ip", "saddr", "192.0.2.9")] and dropped.expr[-1] == {
+        "drop": None
+    }
+    assert ingress[-1].comment == f"ace-in:{APP}:0:0"  # the implicit drop last
 
 
 def test_a_portmap_takes_its_source_and_remote_port() -> None:
