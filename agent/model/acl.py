@@ -18,7 +18,31 @@ from dataclasses import dataclass
 from typing import Any
 
 MATCH_TYPES = frozenset({"ip", "host", "eidset", "protocol", "lport", "fport", "adapter"})
-PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
+#: Protocol names an ACE may give, as EVE allows any of ``/etc/protocols`` (iptables resolves
+#: them): netbase's names and aliases, fixed here so that a config means the same on every
+#: node.  ``all`` (and ``ip``, and 0: iptables' ``-p all``) is no protocol match at all.
+PROTOCOLS = {
+    "icmp": 1, "igmp": 2, "ggp": 3, "ipencap": 4, "ip-encap": 4, "st": 5, "tcp": 6, "egp": 8,
+    "igp": 9, "pup": 12, "udp": 17, "hmp": 20, "xns-idp": 22, "rdp": 27, "iso-tp4": 29,
+    "dccp": 33, "xtp": 36, "ddp": 37, "idpr-cmtp": 38, "ipv6": 41, "ipv6-route": 43,
+    "ipv6-frag": 44, "idrp": 45, "rsvp": 46, "gre": 47, "esp": 50, "ipsec-esp": 50, "ah": 51,
+    "ipsec-ah": 51, "skip": 57, "ipv6-icmp": 58, "icmpv6": 58, "ipv6-nonxt": 59,
+    "ipv6-opts": 60, "rspf": 73, "vmtp": 81, "eigrp": 88, "ospf": 89, "ospfigp": 89,
+    "ax.25": 93, "ipip": 94, "etherip": 97, "encap": 98, "pim": 103, "ipcomp": 108,
+    "vrrp": 112, "l2tp": 115, "isis": 124, "sctp": 132, "fc": 133, "mobility-header": 135,
+    "udplite": 136, "mpls-in-ip": 137, "manet": 138, "hip": 139, "shim6": 140, "wesp": 141,
+    "rohc": 142, "ethernet": 143,
+}  # fmt: skip
+ANY_PROTOCOL = frozenset({"all", "ip", "0"})
+
+
+def protocol_number(value: str) -> int | None:
+    """The IP protocol number of a validated ``protocol`` match's value; None for any."""
+    if value in ANY_PROTOCOL:
+        return None
+    return PROTOCOLS[value] if value in PROTOCOLS else int(value)
+
+
 LIMIT_UNITS = {"s": "second", "second": "second", "m": "minute", "minute": "minute",
                "h": "hour", "hour": "hour", "d": "day", "day": "day"}  # fmt: skip
 _HOST_RE = re.compile(r"^(?=.{1,253}$)(\*\.)?([A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*"
@@ -85,10 +109,12 @@ def _match_values(raw_type: str, raw_value: str) -> AceMatch:
         value = value.lower().rstrip(".")
     elif kind == "protocol":
         lowered = value.lower()
-        if lowered in PROTOCOLS:
+        if lowered in PROTOCOLS or lowered in ANY_PROTOCOL:
             value = lowered
-        elif not value.isdigit() or not 0 <= int(value) <= 255:
+        elif not value.isascii() or not value.isdigit() or not 0 <= int(value) <= 255:
             raise ValueError(f"ACE protocol {raw_value!r} is not a protocol name or number")
+        else:
+            value = str(int(value))  # "006" is 6
     elif kind in ("lport", "fport"):
         value = _port(value, f"ACE {kind}")
     elif kind == "adapter" and not _LABEL_RE.match(value):

@@ -38,11 +38,12 @@ import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from agent.drivers.errors import NotFoundError, PermanentError
 from agent.drivers.nft_api import Chain, Family, Map, Nft, Rule, Set, Table
-from agent.model.acl import PROTOCOLS, Ace
+from agent.model.acl import Ace, protocol_number
 from agent.reconcile import antispoof, dnslog, switchlearn
 from agent.reconcile.items import BaseConfigurator, NodeItem
 from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan, VifPlan
@@ -146,16 +147,30 @@ def _logged(exprs: Iterable[dict[str, Any]], comment: str) -> Rule:
     return Rule((*exprs, limit, log))
 
 
-#: How libnftables names the protocols it lists back.
-_L4_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp"}
+@functools.cache
+def _l4_names() -> dict[int, str]:
+    """How libnftables names the protocols it lists back: the first name ``/etc/protocols``
+    gives a number (its getprotobynumber), the number when the file has none (or is missing),
+    so that a restarted agent finds its chains unchanged."""
+    names: dict[int, str] = {}
+    try:
+        text = Path("/etc/protocols").read_text(errors="replace")
+    except OSError:
+        return {}
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2 and fields[1].isascii() and fields[1].isdigit():
+            names.setdefault(int(fields[1]), fields[0])
+    return names
 
 
 def _l4(proto: int, sport: int | None = None, dport: int | None = None) -> list[dict[str, Any]]:
     """Protocol and port matches as the kernel lists them back (so that a restarted agent finds
     its chains unchanged): with a port, the protocol's own header field (``tcp dport``: the
     protocol is implied); without, ``meta l4proto`` by name."""
-    name = _L4_NAMES.get(proto)
-    if name in ("tcp", "udp", "sctp") and (sport is not None or dport is not None):
+    name = _l4_names().get(proto)
+    if proto in (6, 17, 132) and (sport is not None or dport is not None):
+        name = {6: "tcp", 17: "udp", 132: "sctp"}[proto]
         out = []
         for field, port in (("sport", sport), ("dport", dport)):
             if port is not None:
@@ -207,15 +222,15 @@ def _ace_rule(
             exprs.append(_match(remote, f"@{name}"))
         else:
             raise PermanentError(f"ACE {ace.id}: {m.type} matches are not supported yet")
-    if ports and protocol not in ("tcp", "udp", "sctp", "6", "17", "132"):
+    l4 = protocol_number(protocol) if protocol is not None else None
+    if ports and l4 not in (6, 17, 132):
         raise PermanentError(f"ACE {ace.id}: ports need protocol tcp, udp or sctp")
-    if protocol is not None:
-        proto = PROTOCOLS.get(protocol, None)
+    if l4 is not None:
         sport, dport = ports.get("lport"), ports.get("fport")
         if inbound:
             sport, dport = dport, sport
         exprs += _l4(
-            int(proto) if proto is not None else int(protocol),
+            l4,
             int(sport) if sport is not None else None,
             int(dport) if dport is not None else None,
         )
@@ -445,7 +460,7 @@ class _Portmap:
 def _portmap_parts(ace: Ace) -> _Portmap:
     """PermanentError for a portmap EVE refuses or this agent cannot render."""
     values = {m.type: m.value for m in ace.matches}
-    number = PROTOCOLS.get(values.get("protocol", ""))
+    number = protocol_number(values["protocol"]) if "protocol" in values else None
     if number not in (6, 17) or "lport" not in values:
         raise PermanentError(f"ACE {ace.id}: a portmap needs protocol tcp or udp and lport")
     if "host" in values or "eidset" in values:

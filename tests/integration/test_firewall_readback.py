@@ -52,6 +52,10 @@ def _plan() -> NetPlan:
         Ace(10, "", 0, (m("ip", "198.51.100.0/24"), m("protocol", "udp"), m("fport", "4000"),
                         m("lport", "5353")), (AceAction(portmap=True, app_port=53),)),
         Ace(11, "", 0, (), ()),
+        # Protocols by their /etc/protocols names (listed back by name), and "all".
+        Ace(12, "", 0, (m("protocol", "gre"),), ()),
+        Ace(13, "", 0, (m("protocol", "esp"), m("ip", "192.0.2.99")), (AceAction(drop=True),)),
+        Ace(14, "", 0, (m("protocol", "all"), m("ip", "192.0.2.98")), ()),
     )  # fmt: skip
     for n, app in enumerate(APPS):
         plan.vifs[(app, 0)] = VifPlan(app, 0, "ni", f"erv{n}", f"02:00:00:00:00:0{n}",

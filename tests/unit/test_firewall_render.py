@@ -148,3 +148,19 @@ def test_an_acl_error_leaves_none_of_the_interfaces_acl() -> None:
             f"ace{'-in' if chain == 'in0' else ''}:{APP}:0:0"
         ]
     assert [s.name for s in tables["filter"].sets] == ["dns_apps"]  # no host set left behind
+
+
+def test_protocol_all_is_no_protocol_match_and_names_are_numbers() -> None:
+    tables, errors = _render(
+        Ace(1, "", 0, (m("ip", "192.0.2.1"), m("protocol", "all")), ()),
+        Ace(2, "", 0, (m("protocol", "gre"),), ()),
+        Ace(3, "", 0, (m("protocol", "6"), m("fport", "22")), ()),
+    )
+    assert errors == []
+    out = _rules(tables, "filter", "out0")
+    assert _payloads(_counted(out, f"ace:{APP}:0:1")) == [("ip", "daddr", "192.0.2.1")]
+    gre = _counted(out, f"ace:{APP}:0:2").expr[0]["match"]
+    assert gre["left"] == {"meta": {"key": "l4proto"}} and gre["right"] in ("gre", 47)
+    assert _payloads(_counted(out, f"ace:{APP}:0:3")) == [("tcp", "dport", 22)]
+    _, errors = _render(Ace(4, "", 0, (m("protocol", "all"), m("fport", "22")), ()))
+    assert errors and "ports need protocol tcp, udp or sctp" in errors[0][1]

@@ -324,6 +324,7 @@ def test_app_with_valid_acls() -> None:
         ([("host", "bad host!")], [], "not a host name"),
         ([("protocol", "256")], [], "not a protocol"),
         ([("protocol", "bogus")], [], "not a protocol"),
+        ([("protocol", "\u0663")], [], "not a protocol"),  # a digit, but not ASCII
         ([("lport", "0")], [], "not a port number"),
         ([("fport", "-1")], [], "not a port number"),
         ([("adapter", "has space")], [], "not a label"),
@@ -352,6 +353,18 @@ def test_parse_ace_as_eve_reads_it() -> None:
     assert acl.parse_ace(ace([("host", "a.example")])).matches == (
         acl.AceMatch("host", "a.example"),
     )
+
+
+@pytest.mark.parametrize(
+    ("given", "kept", "number"),
+    [("TCP", "tcp", 6), ("gre", "gre", 47), ("IPSEC-ESP", "ipsec-esp", 50), ("006", "6", 6),
+     ("89", "89", 89), ("all", "all", None), ("ip", "ip", None), ("0", "0", None)],
+)  # fmt: skip
+def test_protocols_as_etc_protocols_names_them(given: str, kept: str, number: int | None) -> None:
+    # EVE takes any name of /etc/protocols (iptables resolves it), and "all".
+    (match,) = acl.parse_ace(ace([("protocol", given)])).matches
+    assert match == acl.AceMatch("protocol", kept)
+    assert acl.protocol_number(match.value) == number
 
 
 def test_parse_ace_defaults_and_limits() -> None:
