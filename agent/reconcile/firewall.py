@@ -211,7 +211,10 @@ def _ace_rule(
         elif m.type in ("lport", "fport"):
             ports[m.type] = m.value
         elif m.type == "adapter":
-            continue  # meaningful for PORTMAP only
+            action = ace.actions[0] if ace.actions else None
+            if action is None or not action.portmap:
+                # Ignoring it would widen the ACE to every port (EVE refuses it too).
+                raise PermanentError(f"ACE {ace.id}: an adapter match is for a portmap only")
         elif m.type == "host" and switch:
             raise PermanentError(f"ACE {ace.id}: host matches are not supported on a switch "
                                  "network instance (EVE neither)")  # fmt: skip

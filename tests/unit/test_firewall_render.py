@@ -164,3 +164,9 @@ def test_protocol_all_is_no_protocol_match_and_names_are_numbers() -> None:
     assert _payloads(_counted(out, f"ace:{APP}:0:3")) == [("tcp", "dport", 22)]
     _, errors = _render(Ace(4, "", 0, (m("protocol", "all"), m("fport", "22")), ()))
     assert errors and "ports need protocol tcp, udp or sctp" in errors[0][1]
+
+
+def test_an_adapter_match_outside_a_portmap_is_an_error_not_ignored() -> None:
+    # EVE: adapter is for ingress port-map rules only; dropping the match would allow more.
+    _, errors = _render(Ace(5, "", 0, (m("adapter", "uplink"), m("ip", "192.0.2.1")), ()))
+    assert errors and "an adapter match is for a portmap only" in errors[0][1]
