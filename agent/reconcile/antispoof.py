@@ -11,8 +11,8 @@ in the ``bridge`` family's ``prerouting`` hook (before any bridging, routing or 
 - a source MAC other than the interface's: dropped;
 - on a local instance: IPv4 only from the app's address, or from 0.0.0.0 to the DHCP server
   port (a DHCP discover); ARP only with the app's address (or 0.0.0.0: address probes) as
-  sender; any other IPv4 or ARP packet dropped.  Other protocols (IPv6) pass to the ACLs, which
-  know only IPv4 and so drop them on a local instance.
+  sender; any other IPv4 or ARP packet dropped.  Other protocols (IPv6) pass to the ACLs,
+  whose chains the firewall also reaches by the app's MAC for IPv6.
 - on a switch instance the address comes from the outside's DHCP server (or the app itself):
   only the MAC is checked; the ARP packets it sends are logged (rate-limited, to the
   ``learn_group`` NFLOG group), for :mod:`agent.reconcile.switchlearn` to learn an address the

@@ -288,6 +288,12 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
     hosts: list[HostSet] = []
     out_map: list[tuple[Any, Any]] = []
     in_map: list[tuple[Any, Any]] = []
+    # The same chains for a local app's IPv6 (bridged between apps: the instances give no
+    # IPv6 addresses, but apps have link-local ones), found by MAC: the IPv4 ACEs do not
+    # match it, ip6 and protocol-only ones do, and the implicit drop ends it, as EVE's
+    # ip6tables chains do.  Without them IPv6 between apps met no ACL at all.
+    out6_map: list[tuple[Any, Any]] = []
+    in6_map: list[tuple[Any, Any]] = []
     vifs = sorted((v for v in netplan.vifs.values() if v.ip), key=lambda v: (v.app_id, v.index))
     for number, vif in enumerate(vifs):
         ni = netplan.instances[vif.ni_id]
@@ -324,11 +330,14 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
         chains += [Chain(out_name, rules=tuple(out_rules)), Chain(in_name, rules=tuple(in_rules))]
         out_map.append((vif.ip, {"jump": {"target": out_name}}))
         in_map.append((vif.ip, {"jump": {"target": in_name}}))
+        out6_map.append((vif.mac, {"jump": {"target": out_name}}))
+        in6_map.append((vif.mac, {"jump": {"target": in_name}}))
     sw_chains, sw_maps, sw_errors = _switch_chains(netplan)
     chains += sw_chains
     errors += sw_errors
     established = {"match": {"op": "in", "left": {"ct": {"key": "state"}},
                              "right": ["established", "related"]}}  # fmt: skip
+    ipv6 = {"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": "ipv6"}}
     forward_rules = []
     if sw_maps:
         # Before any verdict (a renewal's answer is an established flow): every DHCP answer
@@ -343,6 +352,10 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
                         "data": "@vif_out"}},)),
         Rule(({"vmap": {"key": {"payload": {"protocol": "ip", "field": "daddr"}},
                         "data": "@vif_in"}},)),
+        Rule((ipv6, {"vmap": {"key": {"payload": {"protocol": "ether", "field": "saddr"}},
+                              "data": "@vif6_out"}})),
+        Rule((ipv6, {"vmap": {"key": {"payload": {"protocol": "ether", "field": "daddr"}},
+                              "data": "@vif6_in"}})),
     ]  # fmt: skip
     for m in sw_maps:
         field = "saddr" if m.name == "sw_out" else "daddr"
@@ -365,6 +378,8 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
                          maps=(
         Map("vif_out", "ipv4_addr", "verdict", tuple(out_map)),
         Map("vif_in", "ipv4_addr", "verdict", tuple(in_map)),
+        Map("vif6_out", "ether_addr", "verdict", tuple(out6_map)),
+        Map("vif6_in", "ether_addr", "verdict", tuple(in6_map)),
         *sw_maps,
     ))  # fmt: skip
     nat_table = Table(Family.IP, NAT_TABLE, chains=(

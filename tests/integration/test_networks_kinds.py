@@ -368,8 +368,12 @@ async def test_on_a_local_instance_the_receivers_acl_decides_too(site: Site) -> 
         vif = layout.vifs[(APPS[n], 0)]
         await asyncio.to_thread(app_standin, site.node_ns, app_ns, bridge, vif.host_name,
                                 f"{address}/24", "10.61.0.1", vif.mac)  # fmt: skip
-    site.procs.append(await asyncio.to_thread(serve_who, two, 8080))
-    await asyncio.to_thread(wait_listening, ["ip", "netns", "exec", two], "127.0.0.1", 8080)
+    site.procs.append(await asyncio.to_thread(serve_who, two, 8080, "::"))
+    await asyncio.to_thread(wait_listening, ["ip", "netns", "exec", two], "::1", 8080)
+    # IPv6 addresses the apps gave themselves: their ACLs name only IPv4 addresses, so
+    # nothing passes over IPv6 (it once met no chain at all).
+    for app_ns, address in ((one, "fd00:61::11/64"), (two, "fd00:61::12/64")):
+        await asyncio.to_thread(ip, "-n", app_ns, "addr", "add", address, "dev", "eth0", "nodad")
     # The sender's ACL allows it, the receiver's names only an outside network: dropped, and
     # counted as the receiver's ingress drop.
     assert (await asyncio.to_thread(ask, one, "10.61.0.12", 8080)).returncode != 0
@@ -379,4 +383,7 @@ async def test_on_a_local_instance_the_receivers_acl_decides_too(site: Site) -> 
     # sender's own address (no NAT on the instance).
     assert await site.rec.apply(config("2", outside, from_one), 30), site.rec.report
     who = await asyncio.to_thread(ask, one, "10.61.0.12", 8080)
-    assert who.returncode == 0 and who.stdout.strip() == "10.61.0.11", who
+    assert who.returncode == 0 and who.stdout.strip() == "::ffff:10.61.0.11", who
+    assert (await asyncio.to_thread(ask, one, "fd00:61::12", 8080)).returncode != 0
+    counters = await site.rec.networks.firewall.counters()  # type: ignore[union-attr]
+    assert counters[f"ace:{APPS[0]}:0:0"][0] > 0  # the sender's implicit drop took the IPv6
