@@ -3,8 +3,10 @@
 Match types and semantics as in ``eve:docs/NETWORK-ACLS.md``: the matches of one ACE are ANDed,
 and an ACE with no match matches everything; an ACE with no action allows; ``drop``, ``limit``
 (rate/unit/burst) and ``portmap`` (to ``appPort``) are the actions, one per ACE (EVE refuses
-several actions, and one action that sets more than one of them).  A ``host`` match whose value
-is an address or a prefix is an ``ip`` match (EVE's zedrouter does the same, with a warning).
+several actions, and one action that sets more than one of them).  One match of each type,
+as EVE's documentation says (``adapter`` aside: several name more ports).  A ``host`` match
+whose value is an address or a prefix is an ``ip`` match (EVE's zedrouter does the same, with
+a warning).
 Every value is checked here, so the firewall reconciler never has to render something it
 cannot trust.
 """
@@ -148,6 +150,11 @@ def _action(msg: Any) -> AceAction:
 def parse_ace(msg: Any) -> Ace:
     """Validate one ``config.ACE``; raises ValueError naming the bad part."""
     matches = tuple(_match(m) for m in msg.matches)
+    kinds = [m.type for m in matches if m.type != "adapter"]  # adapters add up, as in EVE
+    twice = sorted({k for k in kinds if kinds.count(k) > 1})
+    if twice:
+        # EVE's documentation forbids it (its zedrouter keeps the last one, silently).
+        raise ValueError(f"ACE {msg.id} has more than one {' and '.join(twice)} match")
     if len(msg.actions) > 1:
         raise ValueError(f"ACE {msg.id} has {len(msg.actions)} actions (EVE supports one)")
     actions = tuple(_action(a) for a in msg.actions)

@@ -503,10 +503,10 @@ def _portmap_nat(vif: VifPlan, ace: Ace, ports: Iterable[Any]) -> list[Rule]:
     pm = _portmap_parts(ace)
     if not pm.ipv4:
         return []
-    label = next((m.value for m in ace.matches if m.type == "adapter"), "")
+    labels = {m.value for m in ace.matches if m.type == "adapter"}  # any of them (EVE)
     out = []
     for port in ports:
-        if label and label != port.name and label not in port.shared_labels:
+        if labels and not labels & {port.name, *port.shared_labels}:
             continue
         comment = f"portmap:{vif.app_id}:{vif.index}:{ace.id}:{port.name}"
         out.append(Rule((

@@ -170,3 +170,25 @@ def test_an_adapter_match_outside_a_portmap_is_an_error_not_ignored() -> None:
     # EVE: adapter is for ingress port-map rules only; dropping the match would allow more.
     _, errors = _render(Ace(5, "", 0, (m("adapter", "uplink"), m("ip", "192.0.2.1")), ()))
     assert errors and "an adapter match is for a portmap only" in errors[0][1]
+
+
+def test_a_portmap_with_several_adapters_maps_on_each_of_their_ports() -> None:
+    # EVE adds up the ports of every adapter match.
+    addressing = instance_addressing("10.90.0.0/24", "10.90.0.1", "10.90.0.10", "10.90.0.99")
+    ports = (UP, Port("up1", "up1", True, True, 0, ("all", "wan"), "client"),
+             Port("up2", "up2", True, True, 0, ("all",), "client"))  # fmt: skip
+    plan = NetPlan(ports={p.name: p for p in ports})
+    plan.instances["ni"] = NiPlan("ni", "lan", LOCAL, "erb0", addressing, ports, "all",
+                                  (), (), 0)  # fmt: skip
+    ace = Ace(1, "", 0, (m("protocol", "tcp"), m("lport", "2222"), m("adapter", "uplink"),
+                         m("adapter", "wan")), (AceAction(portmap=True, app_port=22),))  # fmt: skip
+    plan.vifs[(APP, 0)] = VifPlan(APP, 0, "ni", "erv0", "02:00:00:00:00:01", "10.90.0.20",
+                                  "app", (ace,))  # fmt: skip
+    item, errors, _ = firewall.render(plan)
+    assert errors == []
+    (nat,) = [t for t in item.tables if t.name == "nat"]
+    prerouting = nat.chain("prerouting")
+    assert prerouting is not None
+    assert sorted(r.comment or "" for r in prerouting.rules) == [
+        f"portmap:{APP}:0:1:up0", f"portmap:{APP}:0:1:up1",
+    ]  # fmt: skip

@@ -320,6 +320,9 @@ def test_app_with_valid_acls() -> None:
         ([("ip", "10.0.0.1")], [fw_pb2.ACEAction(drop=True, limit=True, limitrate=1)],
          "combines"),
         ([("host", "10.0.0.0/33")], [], "not a host name"),
+        ([("ip", "10.0.0.1"), ("ip", "10.0.0.2")], [], "more than one ip match"),
+        ([("host", "a.example"), ("ip", "10.0.0.2"), ("host", "10.0.0.3"),
+          ("protocol", "tcp"), ("protocol", "6")], [], "more than one ip and protocol match"),
         ([("ip", "10.0.0.300")], [], "not an address"),
         ([("host", "bad host!")], [], "not a host name"),
         ([("protocol", "256")], [], "not a protocol"),
@@ -365,6 +368,13 @@ def test_protocols_as_etc_protocols_names_them(given: str, kept: str, number: in
     (match,) = acl.parse_ace(ace([("protocol", given)])).matches
     assert match == acl.AceMatch("protocol", kept)
     assert acl.protocol_number(match.value) == number
+
+
+def test_several_adapter_matches_name_more_ports() -> None:
+    portmap = [fw_pb2.ACEAction(portmap=True, appPort=22)]
+    matches = [("protocol", "tcp"), ("lport", "22"), ("adapter", "a"), ("adapter", "b")]
+    got = acl.parse_ace(ace(matches, actions=portmap))
+    assert [x.value for x in got.matches if x.type == "adapter"] == ["a", "b"]
 
 
 def test_parse_ace_defaults_and_limits() -> None:
