@@ -21,8 +21,9 @@ from agent.drivers.systemd import sd_notify, watchdog_interval
 from agent.link.flowlog import FlowLogQueue, FlowLogUploader
 from agent.link.kubeinfo import queue_kube_cluster
 from agent.link.transport import ControllerClient
+from agent.reconcile.acerules import NFLOG_GROUP
 from agent.reconcile.dnslog import SNAPLEN as DNS_SNAPLEN
-from agent.reconcile.firewall import DNS_GROUP, NFLOG_GROUP
+from agent.reconcile.firewall import DNS_GROUP
 from agent.reconcile.flows import FlowCollector, FlowSettings
 from agent.reconcile.kubestatus import KubeClusterStatus
 from agent.reconcile.kubewatch import ClusterWatch

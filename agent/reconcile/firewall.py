@@ -8,64 +8,61 @@ transaction by the ``firewall`` item, so no packet ever meets half of a change:
   NAT); ``prerouting`` turns each PORTMAP ACE into a DNAT from its port (``lport`` on the
   instance's ports, or only those with the ACE's ``adapter`` label) to the app's address and
   ``appPort``.
-- ``inet filter``: ``forward`` sends every routed packet of an app (by its address on the
-  instance: the plan fixes it) through the app interface's own chain, by verdict maps
-  (``ip saddr`` → its egress chain, ``ip daddr`` → its ingress chain), so the cost does not
-  grow with the number of apps.  An egress chain holds the interface's ACEs in order (EVE's
-  model: the matches of an ACE are ANDed; ``ip`` and ``host`` match the remote end; ``lport``
-  the app's port, ``fport`` the remote one; no action allows, ``drop`` drops, ``limit`` lets
-  ``rate/unit`` with ``burst`` through and drops the rest), each rule counted under
-  ``ace:<app>:<n>:<id>``, then the implicit drop (ACE id 0).  An ingress chain lets in what
-  the app's PORTMAP ACEs map and drops the rest; replies to the app's own flows pass first
-  (conntrack).  Traffic to the gateway itself (DNS, DHCP) is input, not forward: always
-  allowed.
+- ``inet filter``: ``forward`` accepts replies (conntrack), then sends every packet of an app
+  (by its address on the instance, which the plan fixes; by its MAC for IPv6 and on switch
+  instances) through the app interface's own chains, by verdict maps (source → its egress
+  chain, destination → its ingress chain), so the cost does not grow with the number of apps.
+  An egress chain holds the interface's ACEs in order (:mod:`agent.reconcile.acerules`), each
+  counted under ``ace:<app>:<n>:<id>``, then the implicit drop (ACE id 0).  An ingress chain
+  holds them mirrored (EVE's ACEs work both ways, all but PORTMAP) with the PORTMAPs' accepts
+  at their place, then its implicit drop; an air-gapped instance's lets in what comes from its
+  own bridge.  An allowing rule returns, so a packet between two apps meets both apps' ACLs
+  (app-to-app packets on one bridge pass this hook too: the bridge item turns bridge
+  netfilter on); anything else the hook's policy accepts.  Traffic to the gateway itself (DNS,
+  DHCP, the metadata server) is input, not forward: :mod:`agent.reconcile.nodefirewall`'s.
 
 A ``host`` match (an FQDN and its subdomains) is a set with a timeout that the instance's dnsmasq
-fills with the addresses it resolves for the app (``nftset``); the rule matches ``ip daddr``
-in it, so it follows the DNS answers.
-
-App-to-app packets on one bridge pass the same ``forward`` hook (the bridge item turns bridge
-netfilter on), so the sender's egress chain decides them.  What reaches the node itself is
-:mod:`agent.reconcile.nodefirewall`'s.  Switch instances: :func:`_switch_chains`.
+fills with the addresses it resolves for the app (``nftset``); the rule matches the remote end
+in it, so it follows the DNS answers.  Switch instances: :func:`_switch_chains`.
 
 Flow logs: accepting rules mark their connections with the ACE's id, dropping rules log the
-packet to NFLOG first (see :data:`FLOW_MARK`; :mod:`agent.reconcile.flows` reads both).
+packet to NFLOG first (see :data:`agent.reconcile.acerules.FLOW_MARK`; :mod:`agent.reconcile.flows`
+reads both).
 """
 
 from __future__ import annotations
 
-import functools
-import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Protocol
 
 from agent.drivers.errors import NotFoundError, PermanentError
 from agent.drivers.nft_api import Chain, Family, Map, Nft, Rule, Set, Table
-from agent.model.acl import Ace, protocol_number
 from agent.reconcile import antispoof, dnslog, switchlearn
+from agent.reconcile.acerules import (
+    HOST_TIMEOUT,
+    LOG_BURST,
+    LOG_RATE,
+    HostSet,
+    ace_rules,
+    l4_match,
+    logged_rule,
+    nft_match,
+    portmap_in,
+    portmap_nat,
+    prefix,
+)
 from agent.reconcile.items import BaseConfigurator, NodeItem
 from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan, VifPlan
 
 KIND = "firewall"
 NAT_TABLE, FILTER_TABLE = "nat", "filter"
-_UNIT_SECONDS = {"second": "second", "minute": "minute", "hour": "hour", "day": "day"}
 
-#: Flow logs (:mod:`agent.reconcile.flows`).  An accepting rule sets its connection's mark to
-#: ``FLOW_MARK | ACE id`` (ids 1..ACE_ID_MASK, EVE's "non-zero, at most 24 bits"; others are
-#: not marked), so conntrack tells which ACE let each flow through; the app is known from the
-#: flow's addresses.  A dropping rule is preceded by one that logs the packet to NFLOG_GROUP
-#: with the drop's comment as prefix, at most LOG_RATE packets a second per rule, so a flood
-#: costs the agent little; the drop rule keeps its comment and counter.
-FLOW_MARK, FLOW_MARK_MASK, ACE_ID_MASK = 0x45000000, 0xFF000000, 0x00FFFFFF
-NFLOG_GROUP = 17750
 #: The DHCP server answers crossing a bridge, logged for :mod:`agent.reconcile.switchlearn`
 #: (the addresses of apps on switch instances).
 DHCP_GROUP = 17751
 #: The DNS answers the node sends apps of local instances (:mod:`agent.reconcile.dnslog`).
 DNS_GROUP = 17752
-LOG_RATE, LOG_BURST, LOG_SNAPLEN = 20, 40, 64
 
 
 @dataclass(frozen=True)
@@ -76,190 +73,8 @@ class FirewallItem(NodeItem):
     tables: tuple[Table, ...]
 
 
-def _match(field: str, value: Any, op: str = "==") -> dict[str, Any]:
-    left: dict[str, Any]
-    if field in ("saddr", "daddr"):
-        left = {"payload": {"protocol": "ip", "field": field}}
-    elif field in ("sport", "dport"):
-        left = {"payload": {"protocol": "th", "field": field}}
-    elif field == "l4proto":
-        left = {"meta": {"key": "l4proto"}}
-    elif field in ("iifname", "oifname"):
-        left = {"meta": {"key": field}}
-    else:
-        raise ValueError(field)
-    return {"match": {"op": op, "left": left, "right": value}}
-
-
-@functools.lru_cache(maxsize=16384)
-def _network(text: str) -> tuple[int, str, int, bool]:
-    """(version, network address, prefix length, whether a host) of a validated ``ip`` match;
-    cached: a config re-renders the same thousands of ACEs on every change."""
-    net = ipaddress.ip_network(text, strict=False)
-    host = net.prefixlen == net.max_prefixlen
-    return net.version, str(net.network_address), net.prefixlen, host
-
-
-def _prefix(text: str) -> Any:
-    _version, addr, length, host = _network(text)
-    return addr if host else {"prefix": {"addr": addr, "len": length}}
-
-
-def _remote(field: str, text: str) -> dict[str, Any]:
-    """An ``ip`` match on ``field`` (saddr, daddr) in its own family: an IPv6 remote is an
-    ``ip6`` match, which no IPv4 packet meets (and the reverse), as EVE puts each in the
-    iptables of its version.  Never the rule without the match: that would widen it."""
-    protocol = "ip" if _network(text)[0] == 4 else "ip6"
-    left = {"payload": {"protocol": protocol, "field": field}}
-    return {"match": {"op": "==", "left": left, "right": _prefix(text)}}
-
-
 def chain_names(vif: VifPlan, number: int) -> tuple[str, str]:
     return f"out{number}", f"in{number}"
-
-
-#: Seconds an address dnsmasq resolved for a ``host`` match stays in its set.
-HOST_TIMEOUT = 3600
-
-
-@dataclass(frozen=True)
-class HostSet:
-    """A ``host`` match's set: dnsmasq adds the addresses it resolves for ``domain`` (and its
-    subdomains) on the instance ``ni_id``."""
-
-    ni_id: str
-    domain: str
-    set_name: str
-
-
-def _mark(ace_id: int) -> tuple[dict[str, Any], ...]:
-    """The statement marking a connection as accepted by ACE ``ace_id`` (none if out of range)."""
-    if not 0 < ace_id <= ACE_ID_MASK:
-        return ()
-    return ({"mangle": {"key": {"ct": {"key": "mark"}}, "value": FLOW_MARK | ace_id}},)
-
-
-def _logged(exprs: Iterable[dict[str, Any]], comment: str) -> Rule:
-    """The rule before a drop: logs what the drop ``comment`` is about to drop (rate-limited:
-    past the limit the packet goes on to the drop unlogged)."""
-    limit = {"limit": {"rate": LOG_RATE, "burst": LOG_BURST, "per": "second"}}
-    log = {"log": {"prefix": comment, "group": NFLOG_GROUP, "snaplen": LOG_SNAPLEN}}
-    return Rule((*exprs, limit, log))
-
-
-@functools.cache
-def _l4_names() -> dict[int, str]:
-    """How libnftables names the protocols it lists back: the first name ``/etc/protocols``
-    gives a number (its getprotobynumber), the number when the file has none (or is missing),
-    so that a restarted agent finds its chains unchanged."""
-    names: dict[int, str] = {}
-    try:
-        text = Path("/etc/protocols").read_text(errors="replace")
-    except OSError:
-        return {}
-    for line in text.splitlines():
-        fields = line.split("#", 1)[0].split()
-        if len(fields) >= 2 and fields[1].isascii() and fields[1].isdigit():
-            names.setdefault(int(fields[1]), fields[0])
-    return names
-
-
-def _l4(proto: int, sport: int | None = None, dport: int | None = None) -> list[dict[str, Any]]:
-    """Protocol and port matches as the kernel lists them back (so that a restarted agent finds
-    its chains unchanged): with a port, the protocol's own header field (``tcp dport``: the
-    protocol is implied); without, ``meta l4proto`` by name."""
-    name = _l4_names().get(proto)
-    if proto in (6, 17, 132) and (sport is not None or dport is not None):
-        name = {6: "tcp", 17: "udp", 132: "sctp"}[proto]
-        out = []
-        for field, port in (("sport", sport), ("dport", dport)):
-            if port is not None:
-                left = {"payload": {"protocol": name, "field": field}}
-                out.append({"match": {"op": "==", "left": left, "right": port}})
-        return out
-    return [_match("l4proto", name if name is not None else proto)]
-
-
-def _ace_rule(
-    app_id: str,
-    vif: VifPlan,
-    ace: Ace,
-    number: int,
-    hosts: list[HostSet],
-    *,
-    switch: bool = False,
-    inbound: bool = False,
-) -> list[Rule]:
-    """The egress rule(s) of one ACE (``inbound``: its mirror for packets to the app, the
-    remote end their source).  PermanentError for what EVE refuses or this agent does not do
-    yet.  A ``host`` match adds its set to ``hosts`` (egress only: the mirror uses the same).
-
-    An allowing rule marks the connection and *returns*, so that a packet to another app
-    meets the receiving app's ingress chain too (EVE's ACEs work both ways: between two apps
-    the receiver's ACE is the mark that stays); to anywhere else the ``forward`` chain's
-    policy accepts it.  ``switch``: a switch instance's chain (host matches and PORTMAP are
-    errors there, as in EVE)."""
-    remote = "saddr" if inbound else "daddr"
-    exprs: list[dict[str, Any]] = []
-    protocol: str | None = None
-    ports: dict[str, str] = {}
-    for m in ace.matches:
-        if m.type == "ip":
-            exprs.append(_remote(remote, m.value))
-        elif m.type == "protocol":
-            protocol = m.value
-        elif m.type in ("lport", "fport"):
-            ports[m.type] = m.value
-        elif m.type == "adapter":
-            action = ace.actions[0] if ace.actions else None
-            if action is None or not action.portmap:
-                # Ignoring it would widen the ACE to every port (EVE refuses it too).
-                raise PermanentError(f"ACE {ace.id}: an adapter match is for a portmap only")
-        elif m.type == "host" and switch:
-            raise PermanentError(f"ACE {ace.id}: host matches are not supported on a switch "
-                                 "network instance (EVE neither)")  # fmt: skip
-        elif m.type == "host":
-            name = f"h{number}_{ace.id}"
-            if not inbound:
-                hosts.append(HostSet(vif.ni_id, m.value.removeprefix("*."), name))
-            exprs.append(_match(remote, f"@{name}"))
-        else:
-            raise PermanentError(f"ACE {ace.id}: {m.type} matches are not supported yet")
-    l4 = protocol_number(protocol) if protocol is not None else None
-    if ports and l4 not in (6, 17, 132):
-        raise PermanentError(f"ACE {ace.id}: ports need protocol tcp, udp or sctp")
-    if l4 is not None:
-        sport, dport = ports.get("lport"), ports.get("fport")
-        if inbound:
-            sport, dport = dport, sport
-        exprs += _l4(
-            l4,
-            int(sport) if sport is not None else None,
-            int(dport) if dport is not None else None,
-        )
-    comment = f"ace{'-in' if inbound else ''}:{app_id}:{vif.index}:{ace.id}"
-    action = ace.actions[0] if ace.actions else None
-    if action is not None and action.portmap:
-        if switch:
-            raise PermanentError(f"ACE {ace.id}: a portmap needs a local network instance")
-        return []  # inbound: the ingress chain and the NAT table
-    allow = (*_mark(ace.id), {"return": None})
-
-    def logged(what: str) -> list[Rule]:
-        return [_logged(exprs, what)]
-
-    if action is not None and action.drop:
-        return [*logged(comment), Rule((*exprs, {"drop": None}), comment=comment, counter=True)]
-    if action is not None and action.limit:
-        unit = _UNIT_SECONDS.get(action.limit_unit or "second", "second")
-        limit = {"limit": {"rate": max(1, action.limit_rate), "per": unit,
-                           "burst": max(0, action.limit_burst)}}  # fmt: skip
-        return [
-            Rule((*exprs, limit, *allow), comment=comment, counter=True),
-            *logged(f"{comment}:over"),
-            Rule((*exprs, {"drop": None}), comment=f"{comment}:over", counter=True),
-        ]
-    return [Rule((*exprs, *allow), comment=comment, counter=True)]
 
 
 def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[HostSet]]:
@@ -274,14 +89,14 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
         if ni.cluster_port:
             # A cluster instance's subnet spans the members' nodes: its apps talk to each
             # other with their own addresses (K3s needs them), only the rest is NATed.
-            subnet = _prefix(str(ni.addressing.subnet))
+            subnet = prefix(str(ni.addressing.subnet))
             postrouting.append(Rule((
-                _match("saddr", subnet), _match("daddr", subnet), {"accept": None},
+                nft_match("saddr", subnet), nft_match("daddr", subnet), {"accept": None},
             ), comment=f"nat:{ni.id}:cluster", counter=True))  # fmt: skip
         for port in ni.ports:
             postrouting.append(Rule((
-                _match("saddr", _prefix(str(ni.addressing.subnet))),
-                _match("oifname", port.ifname),
+                nft_match("saddr", prefix(str(ni.addressing.subnet))),
+                nft_match("oifname", port.ifname),
                 {"masquerade": None},
             ), comment=f"nat:{ni.id}:{port.name}", counter=True))  # fmt: skip
     chains: list[Chain] = []
@@ -307,16 +122,16 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
         if not ni.ports:
             # Air-gapped: as in EVE, no ingress ACL (nothing outside can reach it); the
             # sender's egress chain decided for a packet from another app of the instance.
-            in_rules.append(Rule((_match("iifname", ni.bridge), {"accept": None})))
+            in_rules.append(Rule((nft_match("iifname", ni.bridge), {"accept": None})))
         try:
             for ace in vif.acls:
-                out_rules += _ace_rule(vif.app_id, vif, ace, number, vif_hosts)
+                out_rules += ace_rules(vif.app_id, vif, ace, number, vif_hosts)
                 action = ace.actions[0] if ace.actions else None
                 if action is not None and action.portmap:
-                    in_rules += _portmap_in(vif, ace)
-                    nat_rules += _portmap_nat(vif, ace, ni.ports)
+                    in_rules += portmap_in(vif, ace)
+                    nat_rules += portmap_nat(vif, ace, ni.ports)
                 elif ni.ports:
-                    in_rules += _ace_rule(vif.app_id, vif, ace, number, [], inbound=True)
+                    in_rules += ace_rules(vif.app_id, vif, ace, number, [], inbound=True)
         except PermanentError as exc:
             # None of the interface's ACL then: not the ACEs before the bad one either.
             errors.append((vif.app_id, f"interface eth{vif.index}: {exc}"))
@@ -326,7 +141,7 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
         hosts += vif_hosts
         out_drop, in_drop = f"ace:{vif.app_id}:{vif.index}:0", f"ace-in:{vif.app_id}:{vif.index}:0"
         for rules, drop in ((out_rules, out_drop), (in_rules, in_drop)):
-            rules += [_logged((), drop), Rule(({"drop": None},), comment=drop, counter=True)]
+            rules += [logged_rule((), drop), Rule(({"drop": None},), comment=drop, counter=True)]
         chains += [Chain(out_name, rules=tuple(out_rules)), Chain(in_name, rules=tuple(in_rules))]
         out_map.append((vif.ip, {"jump": {"target": out_name}}))
         in_map.append((vif.ip, {"jump": {"target": in_name}}))
@@ -345,7 +160,7 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
         limit = {"limit": {"rate": LOG_RATE, "burst": LOG_BURST, "per": "second"}}
         note = {"log": {"prefix": switchlearn.PREFIX, "group": DHCP_GROUP,
                         "snaplen": switchlearn.SNAPLEN}}  # fmt: skip
-        forward_rules.append(Rule((*_l4(17, sport=67, dport=68), limit, note)))
+        forward_rules.append(Rule((*l4_match(17, sport=67, dport=68), limit, note)))
     forward_rules += [
         Rule((established, {"accept": None})),
         Rule(({"vmap": {"key": {"payload": {"protocol": "ip", "field": "saddr"}},
@@ -371,7 +186,7 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
     dns_limit = {"limit": {"rate": 100, "burst": 200, "per": "second"}}
     dns_note = {"log": {"prefix": dnslog.PREFIX, "group": DNS_GROUP, "snaplen": dnslog.SNAPLEN}}
     output = Chain("output", hook="output", type="filter", priority=0, policy="accept", rules=(
-        Rule((*_l4(17, sport=53), _match("daddr", "@dns_apps"), dns_limit, dns_note)),
+        Rule((*l4_match(17, sport=53), nft_match("daddr", "@dns_apps"), dns_limit, dns_note)),
     ))  # fmt: skip
     sets += (Set("dns_apps", "ipv4_addr", elements=tuple(sorted(v for v, _ in out_map))),)
     filter_table = Table(Family.INET, FILTER_TABLE, chains=(forward, output, *chains), sets=sets,
@@ -397,16 +212,16 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
 #: servers' answers are let in by port: a client asks by broadcast or multicast, so conntrack
 #: does not see the answer as a reply.  ARP is no IP packet: the IP hooks never see it.
 _SWITCH_OUT = (
-    Rule((*_l4(17, dport=67), {"accept": None})),
-    Rule((*_l4(17, dport=547), {"accept": None})),
-    Rule((*_l4(17, dport=53), {"accept": None})),
-    Rule((*_l4(6, dport=53), {"accept": None})),
-    Rule((*_l4(58), {"accept": None})),
+    Rule((*l4_match(17, dport=67), {"accept": None})),
+    Rule((*l4_match(17, dport=547), {"accept": None})),
+    Rule((*l4_match(17, dport=53), {"accept": None})),
+    Rule((*l4_match(6, dport=53), {"accept": None})),
+    Rule((*l4_match(58), {"accept": None})),
 )
 _SWITCH_IN = (
-    Rule((*_l4(17, sport=67), {"accept": None})),
-    Rule((*_l4(17, sport=547), {"accept": None})),
-    Rule((*_l4(58), {"accept": None})),
+    Rule((*l4_match(17, sport=67), {"accept": None})),
+    Rule((*l4_match(17, sport=547), {"accept": None})),
+    Rule((*l4_match(58), {"accept": None})),
 )
 
 
@@ -434,15 +249,15 @@ def _switch_chains(netplan: NetPlan) -> tuple[list[Chain], list[Map], list[tuple
         out_rules, in_rules = list(_SWITCH_OUT), list(_SWITCH_IN)
         try:
             for ace in vif.acls:
-                out_rules += _ace_rule(vif.app_id, vif, ace, number, [], switch=True)
-                in_rules += _ace_rule(vif.app_id, vif, ace, number, [], switch=True,
+                out_rules += ace_rules(vif.app_id, vif, ace, number, [], switch=True)
+                in_rules += ace_rules(vif.app_id, vif, ace, number, [], switch=True,
                                       inbound=True)  # fmt: skip
         except PermanentError as exc:
             errors.append((vif.app_id, f"interface eth{vif.index}: {exc}"))
             out_rules, in_rules = list(_SWITCH_OUT), list(_SWITCH_IN)
         out_drop, in_drop = f"ace:{vif.app_id}:{vif.index}:0", f"ace-in:{vif.app_id}:{vif.index}:0"
         for rules, drop in ((out_rules, out_drop), (in_rules, in_drop)):
-            rules += [_logged((), drop), Rule(({"drop": None},), comment=drop, counter=True)]
+            rules += [logged_rule((), drop), Rule(({"drop": None},), comment=drop, counter=True)]
         out_name, in_name = f"sout{number}", f"sin{number}"
         chains += [Chain(out_name, rules=tuple(out_rules)), Chain(in_name, rules=tuple(in_rules))]
         out_map.append((vif.mac, {"jump": {"target": out_name}}))
@@ -452,69 +267,6 @@ def _switch_chains(netplan: NetPlan) -> tuple[list[Chain], list[Map], list[tuple
     maps = [Map("sw_out", "ether_addr", "verdict", tuple(out_map)),
             Map("sw_in", "ether_addr", "verdict", tuple(in_map))]  # fmt: skip
     return chains, maps, errors
-
-
-@dataclass(frozen=True)
-class _Portmap:
-    """A PORTMAP ACE's parts: ``lport`` on the node's ports to ``app_port`` of the app, for
-    connections from ``source`` (an ``ip`` match; None: anyone) and ``sport`` (the ``fport``
-    match: the remote's port), as EVE's pre- and post-DNAT ingress matches."""
-
-    proto: int
-    lport: int
-    app_port: int
-    source: str | None
-    sport: int | None
-
-    @property
-    def ipv4(self) -> bool:
-        """Whether IPv4 can meet it: an IPv6 source never does (and there is no IPv6 NAT)."""
-        return self.source is None or _network(self.source)[0] == 4
-
-    def remote(self) -> list[dict[str, Any]]:
-        return [_remote("saddr", self.source)] if self.source is not None else []
-
-
-def _portmap_parts(ace: Ace) -> _Portmap:
-    """PermanentError for a portmap EVE refuses or this agent cannot render."""
-    values = {m.type: m.value for m in ace.matches}
-    number = protocol_number(values["protocol"]) if "protocol" in values else None
-    if number not in (6, 17) or "lport" not in values:
-        raise PermanentError(f"ACE {ace.id}: a portmap needs protocol tcp or udp and lport")
-    if "host" in values or "eidset" in values:
-        raise PermanentError(f"ACE {ace.id}: {'host' if 'host' in values else 'eidset'} "
-                             "matches are not supported in a portmap yet")  # fmt: skip
-    fport = values.get("fport")
-    return _Portmap(number, int(values["lport"]), ace.actions[0].app_port, values.get("ip"),
-                    int(fport) if fport is not None else None)  # fmt: skip
-
-
-def _portmap_in(vif: VifPlan, ace: Ace) -> list[Rule]:
-    """The ingress rule that lets a mapped connection in (after the DNAT: to the app's port)."""
-    pm = _portmap_parts(ace)
-    if not pm.ipv4:
-        return []
-    return [Rule((*pm.remote(), *_l4(pm.proto, sport=pm.sport, dport=pm.app_port),
-                  *_mark(ace.id), {"accept": None}),
-                 comment=f"ace-in:{vif.app_id}:{vif.index}:{ace.id}", counter=True)]  # fmt: skip
-
-
-def _portmap_nat(vif: VifPlan, ace: Ace, ports: Iterable[Any]) -> list[Rule]:
-    pm = _portmap_parts(ace)
-    if not pm.ipv4:
-        return []
-    labels = {m.value for m in ace.matches if m.type == "adapter"}  # any of them (EVE)
-    out = []
-    for port in ports:
-        if labels and not labels & {port.name, *port.shared_labels}:
-            continue
-        comment = f"portmap:{vif.app_id}:{vif.index}:{ace.id}:{port.name}"
-        out.append(Rule((
-            _match("iifname", port.ifname), *pm.remote(),
-            *_l4(pm.proto, sport=pm.sport, dport=pm.lport),
-            {"dnat": {"addr": vif.ip, "port": pm.app_port}},
-        ), comment=comment, counter=True))  # fmt: skip
-    return out
 
 
 class TablesItem(Protocol):

@@ -58,7 +58,7 @@ from agent.drivers.errors import DriverError
 from agent.drivers.nflog import LoggedPacket, Nflog
 from agent.model.config import NodeConfig
 from agent.reconcile import dnslog
-from agent.reconcile.firewall import ACE_ID_MASK, FLOW_MARK, FLOW_MARK_MASK
+from agent.reconcile.acerules import ACE_ID_MASK, FLOW_MARK, FLOW_MARK_MASK
 from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan, VifPlan
 from agent.util.timing import jittered, wait_or_stop
 

@@ -38,6 +38,7 @@ from agent.drivers.nft_api import Nft
 from agent.model.config import ObjectError
 from agent.reconcile import dnsdhcp, firewall, nodefirewall
 from agent.reconcile import metadata as metadata_mod
+from agent.reconcile.acerules import HostSet
 from agent.reconcile.appdhcp import AppLeases, DhcpVif
 from agent.reconcile.items import BaseConfigurator, Configurator, Item, ItemRef, OwnerRef
 from agent.reconcile.netplan import LOCAL, SWITCH, NetPlan, stable_mac
@@ -436,7 +437,7 @@ class Networks:
                 items[guard.ref] = guard
         local = any(ni.kind == LOCAL for ni in layout.instances.values())
         switched = any(layout.instances[v.ni_id].kind == SWITCH for v in layout.vifs.values())
-        host_sets: list[firewall.HostSet] = []
+        host_sets: list[HostSet] = []
         if self.firewall is not None and (local or switched):
             fw, problems_by_app, host_sets = firewall.render(layout)
             items[fw.ref] = fw

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from agent.drivers.containers import container_prefix
-from agent.reconcile.firewall import NFLOG_GROUP
+from agent.reconcile.acerules import NFLOG_GROUP
 from tests.e2e.harness import Controller, Node, sample_images, wait_for
 from tests.e2e.sample_apps import APP_CT, CT_NAME, FileServer, apps_config, host_name
 

@@ -30,6 +30,7 @@ from agent.drivers.nft import LibNft, NftSettings
 from agent.model.acl import Ace, AceAction, AceMatch
 from agent.model.ports import Port, instance_addressing
 from agent.reconcile import firewall
+from agent.reconcile.acerules import NFLOG_GROUP
 from agent.reconcile.flows import FlowCollector, FlowRecord, FlowReport, FlowSettings
 from agent.reconcile.netplan import LOCAL, NetPlan, NiPlan, VifPlan
 from tests.integration.nshelpers import wait_listening
@@ -170,7 +171,7 @@ async def test_allowed_and_dropped_flows_come_back_with_their_ace(site: Site) ->
         reports.extend(got)
 
     collector = FlowCollector(
-        NfConntrack(site.node), NflogListener(firewall.NFLOG_GROUP, site.node),
+        NfConntrack(site.node), NflogListener(NFLOG_GROUP, site.node),
         lambda: (site.layout, None), sink, FlowSettings(interval=0.5, sample=0.25),
     )  # fmt: skip
     stop = asyncio.Event()

@@ -34,9 +34,10 @@ from agent.model.config import AppInstance, AppInterface, NetworkInstance, NodeC
 from agent.model.configitems import parse_items
 from agent.model.ports import Port
 from agent.model.secret import Secret
+from agent.reconcile.acerules import FLOW_MARK, FLOW_MARK_MASK
 from agent.reconcile.configitems import RuntimeItems
 from agent.reconcile.engine import EngineSettings
-from agent.reconcile.firewall import DHCP_GROUP, FLOW_MARK, FLOW_MARK_MASK
+from agent.reconcile.firewall import DHCP_GROUP
 from agent.reconcile.netplan import NetPlan
 from agent.reconcile.networks import Networks
 from agent.reconcile.node import NodeReconciler

@@ -18,7 +18,7 @@ from agent.drivers.nflog_fake import FakeNflog
 from agent.model.config import NetworkInstance, NodeConfig
 from agent.model.configitems import ConfigItems
 from agent.model.ports import instance_addressing
-from agent.reconcile.firewall import FLOW_MARK
+from agent.reconcile.acerules import FLOW_MARK
 from agent.reconcile.flows import (
     FlowCollector,
     FlowRecord,
