@@ -38,6 +38,8 @@ LOG_RATE, LOG_BURST, LOG_SNAPLEN = 20, 40, 64
 
 
 def nft_match(field: str, value: Any, op: str = "==") -> dict[str, Any]:
+    """A match of ``field`` (IPv4 ``saddr``/``daddr``, transport ``sport``/``dport``,
+    ``l4proto``, ``iifname``/``oifname``) against ``value``; ValueError for any other field."""
     left: dict[str, Any]
     if field in ("saddr", "daddr"):
         left = {"payload": {"protocol": "ip", "field": field}}
@@ -62,6 +64,7 @@ def network(text: str) -> tuple[int, str, int, bool]:
 
 
 def prefix(text: str) -> Any:
+    """A validated address or prefix as libnftables lists it back (a host: the bare address)."""
     _version, addr, length, host = network(text)
     return addr if host else {"prefix": {"addr": addr, "len": length}}
 
