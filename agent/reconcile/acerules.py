@@ -3,8 +3,8 @@
 
 :func:`ace_rules` turns an ACE into its egress rules, or (``inbound``) their mirror for packets
 to the app, whose remote end is the source: EVE's ACEs work both ways, all but PORTMAP.  An
-allowing rule marks its connection for flow logs (:data:`FLOW_MARK`) and returns, so that a
-packet to another app meets the receiver's chain too; a dropping one is preceded by a
+allowing rule marks its connection for flow logs (:data:`FLOW_MARK`); an egress one returns, so
+that a packet to another app meets the receiver's chain too; a dropping one is preceded by a
 rate-limited NFLOG copy.  A PORTMAP is :func:`portmap_nat` (the DNAT from the node's ports) and
 :func:`portmap_in` (the ingress accept after it).  Everything the ACE says is rendered or the
 ACE is refused (PermanentError): no match is ever left out, since that would widen the rule.
@@ -156,11 +156,12 @@ def ace_rules(
     remote end their source).  PermanentError for what EVE refuses or this agent does not do
     yet.  A ``host`` match adds its set to ``hosts`` (egress only: the mirror uses the same).
 
-    An allowing rule marks the connection and *returns*, so that a packet to another app
-    meets the receiving app's ingress chain too (EVE's ACEs work both ways: between two apps
-    the receiver's ACE is the mark that stays); to anywhere else the ``forward`` chain's
-    policy accepts it.  ``switch``: a switch instance's chain (host matches and PORTMAP are
-    errors there, as in EVE)."""
+    An allowing rule marks the connection; an egress one then *returns*, so that a packet to
+    another app meets the receiving app's chain too (EVE's ACEs work both ways: between two
+    apps the receiver's ACE is the mark that stays), and to anywhere else the ``forward``
+    chain's policy accepts it; an inbound one accepts (the receiver has the last word).
+    ``switch``: a switch instance's chain (host matches and PORTMAP are errors there, as in
+    EVE)."""
     remote = "saddr" if inbound else "daddr"
     exprs: list[dict[str, Any]] = []
     protocol: str | None = None
@@ -205,7 +206,8 @@ def ace_rules(
         if switch:
             raise PermanentError(f"ACE {ace.id}: a portmap needs a local network instance")
         return []  # inbound: the ingress chain and the NAT table
-    allow = (*flow_mark(ace.id), {"return": None})
+    # Egress returns (the receiver's chain may follow); the receiver's word is the last.
+    allow = (*flow_mark(ace.id), {"accept": None} if inbound else {"return": None})
 
     def logged(what: str) -> list[Rule]:
         return [logged_rule(exprs, what)]

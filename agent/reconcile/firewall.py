@@ -13,13 +13,16 @@ transaction by the ``firewall`` item, so no packet ever meets half of a change:
   instances) through the app interface's own chains, by verdict maps (source → its egress
   chain, destination → its ingress chain), so the cost does not grow with the number of apps.
   An egress chain holds the interface's ACEs in order (:mod:`agent.reconcile.acerules`), each
-  counted under ``ace:<app>:<n>:<id>``, then the implicit drop (ACE id 0).  An ingress chain
-  holds them mirrored (EVE's ACEs work both ways, all but PORTMAP) with the PORTMAPs' accepts
-  at their place, then its implicit drop; an air-gapped instance's lets in what comes from its
-  own bridge.  An allowing rule returns, so a packet between two apps meets both apps' ACLs
-  (app-to-app packets on one bridge pass this hook too: the bridge item turns bridge
-  netfilter on); anything else the hook's policy accepts.  Traffic to the gateway itself (DNS,
-  DHCP, the metadata server) is input, not forward: :mod:`agent.reconcile.nodefirewall`'s.
+  counted under ``ace:<app>:<n>:<id>``, then the implicit drop (ACE id 0); an allow returns.
+  A packet from one of this node's apps (``@apps``) to another then meets the receiver's peer
+  chain: its ACEs mirrored (EVE's ACEs work both ways, all but PORTMAP) with the PORTMAPs'
+  accepts at their place, then its implicit drop, so both ACLs decide (an air-gapped
+  instance's apps, which EVE gives no ingress ACL, have none).  A packet from elsewhere
+  meets the ingress chain: what the PORTMAPs map, then the implicit drop, as behind NAT; a
+  cluster instance relies on it (only the K3s ports reach a member from another node).
+  Anything else the hook's policy accepts; app-to-app packets on one bridge pass this hook
+  too (the bridge item turns bridge netfilter on).  Traffic to the gateway itself (DNS, DHCP,
+  the metadata server) is input, not forward: :mod:`agent.reconcile.nodefirewall`'s.
 
 A ``host`` match (an FQDN and its subdomains) is a set with a timeout that the instance's dnsmasq
 fills with the addresses it resolves for the app (``nftset``); the rule matches the remote end
@@ -101,14 +104,18 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
             ), comment=f"nat:{ni.id}:{port.name}", counter=True))  # fmt: skip
     chains: list[Chain] = []
     hosts: list[HostSet] = []
+    # By the app's address: its egress chain (what it sends), its ingress chain for packets
+    # from elsewhere (what its PORTMAPs map), its peer chain for packets from this node's
+    # other apps (its ACEs mirrored, as EVE's work both ways: the receiver's ACL decides too).
     out_map: list[tuple[Any, Any]] = []
     in_map: list[tuple[Any, Any]] = []
+    peer_map: list[tuple[Any, Any]] = []
     # The same chains for a local app's IPv6 (bridged between apps: the instances give no
     # IPv6 addresses, but apps have link-local ones), found by MAC: the IPv4 ACEs do not
     # match it, ip6 and protocol-only ones do, and the implicit drop ends it, as EVE's
     # ip6tables chains do.  Without them IPv6 between apps met no ACL at all.
     out6_map: list[tuple[Any, Any]] = []
-    in6_map: list[tuple[Any, Any]] = []
+    peer6_map: list[tuple[Any, Any]] = []
     vifs = sorted((v for v in netplan.vifs.values() if v.ip), key=lambda v: (v.app_id, v.index))
     for number, vif in enumerate(vifs):
         ni = netplan.instances[vif.ni_id]
@@ -117,36 +124,39 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
         out_name, in_name = chain_names(vif, number)
         out_rules: list[Rule] = []
         in_rules: list[Rule] = []
+        peer_rules: list[Rule] = []
         nat_rules: list[Rule] = []
         vif_hosts: list[HostSet] = []
-        if not ni.ports:
-            # Air-gapped: as in EVE, no ingress ACL (nothing outside can reach it); the
-            # sender's egress chain decided for a packet from another app of the instance.
-            in_rules.append(Rule((nft_match("iifname", ni.bridge), {"accept": None})))
         try:
             for ace in vif.acls:
                 out_rules += ace_rules(vif.app_id, vif, ace, number, vif_hosts)
                 action = ace.actions[0] if ace.actions else None
                 if action is not None and action.portmap:
                     in_rules += portmap_in(vif, ace)
+                    peer_rules += portmap_in(vif, ace)
                     nat_rules += portmap_nat(vif, ace, ni.ports)
-                elif ni.ports:
-                    in_rules += ace_rules(vif.app_id, vif, ace, number, [], inbound=True)
+                else:
+                    peer_rules += ace_rules(vif.app_id, vif, ace, number, [], inbound=True)
         except PermanentError as exc:
             # None of the interface's ACL then: not the ACEs before the bad one either.
             errors.append((vif.app_id, f"interface eth{vif.index}: {exc}"))
-            out_rules, nat_rules, vif_hosts = [], [], []
-            in_rules = in_rules[:1] if not ni.ports else []
+            out_rules, in_rules, peer_rules, nat_rules, vif_hosts = [], [], [], [], []
         prerouting += nat_rules
         hosts += vif_hosts
         out_drop, in_drop = f"ace:{vif.app_id}:{vif.index}:0", f"ace-in:{vif.app_id}:{vif.index}:0"
-        for rules, drop in ((out_rules, out_drop), (in_rules, in_drop)):
+        for rules, drop in ((out_rules, out_drop), (in_rules, in_drop), (peer_rules, in_drop)):
             rules += [logged_rule((), drop), Rule(({"drop": None},), comment=drop, counter=True)]
         chains += [Chain(out_name, rules=tuple(out_rules)), Chain(in_name, rules=tuple(in_rules))]
+        peer: dict[str, Any] = {"accept": None}  # air-gapped: no ingress ACL in EVE either
+        if ni.ports:
+            peer_name = f"peer{number}"
+            chains.append(Chain(peer_name, rules=tuple(peer_rules)))
+            peer = {"jump": {"target": peer_name}}
         out_map.append((vif.ip, {"jump": {"target": out_name}}))
         in_map.append((vif.ip, {"jump": {"target": in_name}}))
+        peer_map.append((vif.ip, peer))
         out6_map.append((vif.mac, {"jump": {"target": out_name}}))
-        in6_map.append((vif.mac, {"jump": {"target": in_name}}))
+        peer6_map.append((vif.mac, peer))
     sw_chains, sw_maps, sw_errors = _switch_chains(netplan)
     chains += sw_chains
     errors += sw_errors
@@ -165,12 +175,16 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
         Rule((established, {"accept": None})),
         Rule(({"vmap": {"key": {"payload": {"protocol": "ip", "field": "saddr"}},
                         "data": "@vif_out"}},)),
+        # Past here a packet from one of this node's apps was allowed by its egress chain.
+        Rule((nft_match("saddr", "@apps"),
+              {"vmap": {"key": {"payload": {"protocol": "ip", "field": "daddr"}},
+                        "data": "@vif_peer"}})),
         Rule(({"vmap": {"key": {"payload": {"protocol": "ip", "field": "daddr"}},
                         "data": "@vif_in"}},)),
         Rule((ipv6, {"vmap": {"key": {"payload": {"protocol": "ether", "field": "saddr"}},
                               "data": "@vif6_out"}})),
         Rule((ipv6, {"vmap": {"key": {"payload": {"protocol": "ether", "field": "daddr"}},
-                              "data": "@vif6_in"}})),
+                              "data": "@vif6_peer"}})),
     ]  # fmt: skip
     for m in sw_maps:
         field = "saddr" if m.name == "sw_out" else "daddr"
@@ -186,15 +200,17 @@ def render(netplan: NetPlan) -> tuple[FirewallItem, list[tuple[str, str]], list[
     dns_limit = {"limit": {"rate": 100, "burst": 200, "per": "second"}}
     dns_note = {"log": {"prefix": dnslog.PREFIX, "group": DNS_GROUP, "snaplen": dnslog.SNAPLEN}}
     output = Chain("output", hook="output", type="filter", priority=0, policy="accept", rules=(
-        Rule((*l4_match(17, sport=53), nft_match("daddr", "@dns_apps"), dns_limit, dns_note)),
+        Rule((*l4_match(17, sport=53), nft_match("daddr", "@apps"), dns_limit, dns_note)),
     ))  # fmt: skip
-    sets += (Set("dns_apps", "ipv4_addr", elements=tuple(sorted(v for v, _ in out_map))),)
+    # This node's apps on local instances (by address).
+    sets += (Set("apps", "ipv4_addr", elements=tuple(sorted(v for v, _ in out_map))),)
     filter_table = Table(Family.INET, FILTER_TABLE, chains=(forward, output, *chains), sets=sets,
                          maps=(
         Map("vif_out", "ipv4_addr", "verdict", tuple(out_map)),
         Map("vif_in", "ipv4_addr", "verdict", tuple(in_map)),
+        Map("vif_peer", "ipv4_addr", "verdict", tuple(peer_map)),
         Map("vif6_out", "ether_addr", "verdict", tuple(out6_map)),
-        Map("vif6_in", "ether_addr", "verdict", tuple(in6_map)),
+        Map("vif6_peer", "ether_addr", "verdict", tuple(peer6_map)),
         *sw_maps,
     ))  # fmt: skip
     nat_table = Table(Family.IP, NAT_TABLE, chains=(
@@ -312,7 +328,8 @@ class FirewallConfigurator(BaseConfigurator):
             await self.nft.delete_table(table.family, table.name)
 
     async def counters(self) -> dict[str, tuple[int, int]]:
-        """(packets, bytes) by rule comment (``ace:<app>:<n>:<id>`` and the like)."""
+        """(packets, bytes) by rule comment (``ace:<app>:<n>:<id>`` and the like), summed over
+        the chains that share one."""
         out: dict[str, tuple[int, int]] = {}
         for name, family in (
             (FILTER_TABLE, Family.INET), (NAT_TABLE, Family.IP),
@@ -323,7 +340,10 @@ class FirewallConfigurator(BaseConfigurator):
             except NotFoundError:
                 continue
             for (_chain, comment), value in found.items():
-                out[comment] = value
+                # One comment in several chains (an ACE's mirror in the ingress and the peer
+                # chain) is one ACE: its counts add up.
+                packets, octets = out.get(comment, (0, 0))
+                out[comment] = (packets + value[0], octets + value[1])
         return out
 
 

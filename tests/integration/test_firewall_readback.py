@@ -66,6 +66,11 @@ def _plan() -> NetPlan:
     for n, app in enumerate(APPS[:2]):
         plan.vifs[(app, 1)] = VifPlan(app, 1, "sw", f"erw{n}", f"02:00:00:00:01:0{n}", "",
                                       f"app{n}", switched)  # fmt: skip
+    # An air-gapped instance: its apps' peer entries are a bare accept (no ingress ACL).
+    island = instance_addressing("10.91.0.0/24", "10.91.0.1", "10.91.0.10", "10.91.0.99")
+    plan.instances["ag"] = NiPlan("ag", "ag", LOCAL, "erb2", island, (), "", (), (), 0)
+    plan.vifs[(APPS[2], 1)] = VifPlan(APPS[2], 1, "ag", "era0", "02:00:00:00:02:00",
+                                      "10.91.0.20", "app2", acls[:2])  # fmt: skip
     return plan
 
 

@@ -78,19 +78,23 @@ def test_an_ace_without_matches_matches_everything() -> None:
     assert _payloads(rule) == [] and {"return": None} in rule.expr  # on to the receiver's
 
 
-def test_the_ingress_chain_holds_the_aces_mirrored_as_eve_does() -> None:
-    # EVE's ACEs work both ways (all but PORTMAP): a packet to the app meets its ACEs with the
-    # remote end as source, so another app reaches it only if its own ACL allows that app.
+def test_the_peer_chain_holds_the_aces_mirrored_as_eve_does() -> None:
+    # EVE's ACEs work both ways (all but PORTMAP): a packet from another app of the node meets
+    # the receiver's ACEs with the remote end as source, so it reaches the app only if the
+    # app's own ACL allows that app too.  From elsewhere only the PORTMAPs let anything in.
     tables, errors = _render(
         Ace(1, "", 0, (m("ip", "10.90.0.21"), m("protocol", "tcp"), m("lport", "8080")), ()),
         Ace(2, "", 0, (m("host", "example.com"), m("protocol", "udp")), ()),
         Ace(3, "", 0, (m("ip", "192.0.2.9"),), (AceAction(drop=True),)),
     )
     assert errors == []
-    ingress = _rules(tables, "filter", "in0")
+    assert [r.comment for r in _rules(tables, "filter", "in0") if r.counter] == [
+        f"ace-in:{APP}:0:0"
+    ]
+    ingress = _rules(tables, "filter", "peer0")
     allowed = _counted(ingress, f"ace-in:{APP}:0:1")
     assert _payloads(allowed) == [("ip", "saddr", "10.90.0.21"), ("tcp", "dport", 8080)]
-    assert allowed.expr[-1] == {"return": None}
+    assert allowed.expr[-1] == {"accept": None}  # the receiver has the last word
     host = _counted(ingress, f"ace-in:{APP}:0:2")
     (egress_host,) = [r for r in _rules(tables, "filter", "out0") if r.comment == f"ace:{APP}:0:2"]
     set_name = egress_host.expr[0]["match"]["right"]
@@ -143,11 +147,11 @@ def test_an_acl_error_leaves_none_of_the_interfaces_acl() -> None:
         (APP, True)
     ]
     assert not [r for r in _rules(tables, "nat", "prerouting") if r.comment and APP in r.comment]
-    for chain in ("out0", "in0"):  # only the implicit drop (logged, counted)
+    for chain in ("out0", "in0", "peer0"):  # only the implicit drop (logged, counted)
         assert [r.comment for r in _rules(tables, "filter", chain) if r.counter] == [
-            f"ace{'-in' if chain == 'in0' else ''}:{APP}:0:0"
+            f"ace{'' if chain == 'out0' else '-in'}:{APP}:0:0"
         ]
-    assert [s.name for s in tables["filter"].sets] == ["dns_apps"]  # no host set left behind
+    assert [s.name for s in tables["filter"].sets] == ["apps"]  # no host set left behind
 
 
 def test_protocol_all_is_no_protocol_match_and_names_are_numbers() -> None:

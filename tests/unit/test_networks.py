@@ -291,7 +291,7 @@ async def test_a_host_match_is_a_set_dnsmasq_fills(net: NetEnv) -> None:
     ok = await net.apply(with_uplink(net.document(), acls))
     assert ok, net.e.reconciler.report  # type: ignore[union-attr]
     filt = {t.name.rsplit("_", 1)[1]: t for t in await net.nft.list_owned()}["filter"]
-    (hosts,) = [s for s in filt.sets if s.name != "dns_apps"]  # (that one: flow logs' dnsReqs)
+    (hosts,) = [s for s in filt.sets if s.name != "apps"]  # (that one: the node's apps)
     assert "timeout" in hosts.flags and "@" + hosts.name in str([c.rules for c in filt.chains])
     config = net.dnsmasq.instance(uuid.UUID(NI)).config
     (rule,) = config.nftsets
